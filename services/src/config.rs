@@ -1,0 +1,87 @@
+//! Command line and environment configuration of the `eucora` binary. Every
+//! flag can also be set through the `EUCORA_*` variable named in `--help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// EUCORA control plane: rolls application versions out ring by ring.
+#[derive(Debug, Parser)]
+#[command(name = "eucora", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database and serve gRPC (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "EUCORA_LISTEN", default_value = "127.0.0.1:50051", global = true)]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://FILE` (created on first start) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "EUCORA_DATABASE_URL", default_value = "sqlite://eucora.db", global = true)]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "EUCORA_DATABASE_MAX_CONNECTIONS", default_value_t = 8, global = true)]
+    pub database_max_connections: u32,
+
+    /// How long a call waits for a database connection before failing UNAVAILABLE (e.g. `3s`).
+    #[arg(long, env = "EUCORA_DATABASE_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
+    pub database_acquire_timeout: Duration,
+
+    /// How often the database is probed to keep grpc.health.v1 current (e.g. `5s`).
+    #[arg(long, env = "EUCORA_HEALTH_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub health_probe_interval: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "EUCORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax (e.g. `info,eucora_services=debug`).
+    #[arg(long, env = "EUCORA_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_set_up() {
+        let cli = Cli::try_parse_from(["eucora"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(cli.config.database_url, "sqlite://eucora.db");
+        let cli = Cli::try_parse_from(["eucora", "migrate", "--database-url", "postgres://x/y"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.config.database_url, "postgres://x/y");
+    }
+}

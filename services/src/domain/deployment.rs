@@ -1,0 +1,556 @@
+//! The deployment aggregate: its fields, per-ring progress, and the mutations
+//! the API offers (approve, reject, start, report outcome, complete, fail).
+//! Each mutation checks the rules, changes the aggregate and returns the audit
+//! events to append; persisting both atomically is the store's job.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::lifecycle::{self, DeploymentStatus, TransitionError};
+use super::ring::Ring;
+
+/// The endpoint-management platform a connector talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectorType {
+    Intune,
+    Jamf,
+    Sccm,
+    Landscape,
+    Ansible,
+}
+
+impl ConnectorType {
+    pub const ALL: [ConnectorType; 5] = [
+        ConnectorType::Intune,
+        ConnectorType::Jamf,
+        ConnectorType::Sccm,
+        ConnectorType::Landscape,
+        ConnectorType::Ansible,
+    ];
+
+    /// Lower snake case value used in metric labels and storage.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            ConnectorType::Intune => "intune",
+            ConnectorType::Jamf => "jamf",
+            ConnectorType::Sccm => "sccm",
+            ConnectorType::Landscape => "landscape",
+            ConnectorType::Ansible => "ansible",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<ConnectorType> {
+        ConnectorType::ALL.into_iter().find(|t| t.as_label() == label)
+    }
+}
+
+/// How well connected the targeted endpoints are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SiteClass {
+    Online,
+    Intermittent,
+    AirGapped,
+}
+
+impl SiteClass {
+    pub const ALL: [SiteClass; 3] = [SiteClass::Online, SiteClass::Intermittent, SiteClass::AirGapped];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            SiteClass::Online => "online",
+            SiteClass::Intermittent => "intermittent",
+            SiteClass::AirGapped => "air_gapped",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<SiteClass> {
+        SiteClass::ALL.into_iter().find(|s| s.as_label() == label)
+    }
+}
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    StatusChanged,
+    OutcomeReported,
+    RingPromoted,
+    Dispatched,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Created,
+        EventKind::StatusChanged,
+        EventKind::OutcomeReported,
+        EventKind::RingPromoted,
+        EventKind::Dispatched,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::StatusChanged => "status_changed",
+            EventKind::OutcomeReported => "outcome_reported",
+            EventKind::RingPromoted => "ring_promoted",
+            EventKind::Dispatched => "dispatched",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_label() == label)
+    }
+}
+
+/// Who is changing a deployment, why, under which correlation id, and when.
+#[derive(Debug, Clone)]
+pub struct ChangeContext {
+    pub actor: String,
+    pub reason: String,
+    pub correlation_id: String,
+    pub now: DateTime<Utc>,
+}
+
+/// An audit event about to be appended; the store assigns its sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub deployment_id: Uuid,
+    pub kind: EventKind,
+    pub from_status: Option<DeploymentStatus>,
+    pub to_status: DeploymentStatus,
+    pub ring: Ring,
+    pub actor: String,
+    pub reason: String,
+    pub correlation_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Progress of a deployment in one ring. Counts only grow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingProgress {
+    pub ring: Ring,
+    pub connector_object_id: Option<String>,
+    pub success_count: u64,
+    pub failure_count: u64,
+    pub started_at: DateTime<Utc>,
+    pub promoted_at: Option<DateTime<Utc>>,
+}
+
+impl RingProgress {
+    pub fn started(ring: Ring, at: DateTime<Utc>) -> RingProgress {
+        RingProgress {
+            ring,
+            connector_object_id: None,
+            success_count: 0,
+            failure_count: 0,
+            started_at: at,
+            promoted_at: None,
+        }
+    }
+
+    pub fn reported(&self) -> u64 {
+        self.success_count.saturating_add(self.failure_count)
+    }
+
+    /// success / (success + failure); 0 when nothing was reported.
+    pub fn success_rate(&self) -> f64 {
+        match self.reported() {
+            0 => 0.0,
+            total => self.success_count as f64 / total as f64,
+        }
+    }
+}
+
+/// The validated content of a CreateDeployment call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeployment {
+    pub app_name: String,
+    pub version: String,
+    pub connector_type: ConnectorType,
+    pub connector_name: Option<String>,
+    pub target_ring: Ring,
+    pub risk_score: u8,
+    pub evidence_pack_id: Uuid,
+    pub submitter: String,
+    pub site_class: SiteClass,
+}
+
+/// A deployment intent and its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub app_name: String,
+    pub version: String,
+    pub connector_type: ConnectorType,
+    pub connector_name: Option<String>,
+    pub current_ring: Ring,
+    pub target_ring: Ring,
+    pub risk_score: u8,
+    pub requires_cab_approval: bool,
+    pub evidence_pack_id: Uuid,
+    pub submitter: String,
+    pub correlation_id: String,
+    pub status: DeploymentStatus,
+    pub site_class: SiteClass,
+    pub cab_approver: Option<String>,
+    pub status_reason: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deploy_started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Optimistic-concurrency revision; the API's etag. Bumped by the store on every save.
+    pub revision: i64,
+    /// Progress of every ring entered, in ring order.
+    pub rings: Vec<RingProgress>,
+}
+
+/// A mutation the deployment's rules refuse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeploymentError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("the CAB approver must not be the submitter ({submitter}): separation of duties")]
+    SelfApproval { submitter: String },
+    #[error("outcomes can only be reported while the deployment is DEPLOYING (it is {status})")]
+    NotDeploying { status: DeploymentStatus },
+    #[error("ring {ring} has not been started; the deployment is in {current}")]
+    RingNotStarted { ring: Ring, current: Ring },
+    #[error("counts only grow: ring {ring} already has {field} = {current}, the report says {reported}")]
+    CountDecreased { ring: Ring, field: &'static str, current: u64, reported: u64 },
+    #[error("the deployment is in {current}, its target ring is {target}: promote it before completing")]
+    TargetRingNotReached { current: Ring, target: Ring },
+}
+
+impl Deployment {
+    /// A new deployment: PENDING, then straight on to AWAITING_CAB or APPROVED
+    /// by its risk score. Returns both events.
+    pub fn create(id: Uuid, new: NewDeployment, ctx: &ChangeContext) -> (Deployment, Vec<NewEvent>) {
+        let mut deployment = Deployment {
+            id,
+            requires_cab_approval: lifecycle::requires_cab_approval(new.risk_score),
+            app_name: new.app_name,
+            version: new.version,
+            connector_type: new.connector_type,
+            connector_name: new.connector_name,
+            current_ring: Ring::Lab,
+            target_ring: new.target_ring,
+            risk_score: new.risk_score,
+            evidence_pack_id: new.evidence_pack_id,
+            submitter: new.submitter,
+            correlation_id: ctx.correlation_id.clone(),
+            status: DeploymentStatus::Pending,
+            site_class: new.site_class,
+            cab_approver: None,
+            status_reason: String::new(),
+            created_at: ctx.now,
+            updated_at: ctx.now,
+            deploy_started_at: None,
+            ended_at: None,
+            revision: 0,
+            rings: Vec::new(),
+        };
+        let created = deployment.event(EventKind::Created, None, ctx);
+        let next = lifecycle::status_after_pending(deployment.risk_score);
+        let reason = if deployment.requires_cab_approval {
+            format!("risk score {} > {}: CAB approval required", deployment.risk_score, lifecycle::CAB_RISK_THRESHOLD)
+        } else {
+            format!("risk score {} <= {}: approved without CAB", deployment.risk_score, lifecycle::CAB_RISK_THRESHOLD)
+        };
+        let system = ChangeContext { actor: "system".into(), reason, ..ctx.clone() };
+        let moved = deployment.move_to(next, &system).expect("PENDING always leaves for AWAITING_CAB or APPROVED");
+        (deployment, vec![created, moved])
+    }
+
+    /// CAB approval: AWAITING_CAB → APPROVED, by someone other than the submitter.
+    ///
+    /// # Errors
+    /// Wrong status or self-approval.
+    pub fn approve(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.cab_decision(DeploymentStatus::Approved, ctx)
+    }
+
+    /// CAB rejection: AWAITING_CAB → REJECTED, by someone other than the submitter.
+    ///
+    /// # Errors
+    /// Wrong status or self-rejection.
+    pub fn reject(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.cab_decision(DeploymentStatus::Rejected, ctx)
+    }
+
+    fn cab_decision(&mut self, to: DeploymentStatus, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.status.check_transition(to)?;
+        if self.status == DeploymentStatus::AwaitingCab && ctx.actor == self.submitter {
+            return Err(DeploymentError::SelfApproval { submitter: self.submitter.clone() });
+        }
+        let event = self.move_to(to, ctx)?;
+        self.cab_approver = Some(ctx.actor.clone());
+        Ok(vec![event])
+    }
+
+    /// APPROVED → DEPLOYING: the current ring starts and work is dispatched to
+    /// the connector (recorded as a DISPATCHED event).
+    ///
+    /// # Errors
+    /// Wrong status.
+    pub fn start(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        let moved = self.move_to(DeploymentStatus::Deploying, ctx)?;
+        self.deploy_started_at = Some(ctx.now);
+        self.enter_ring(self.current_ring, ctx.now);
+        let dispatched = self.event(
+            EventKind::Dispatched,
+            Some(self.status),
+            &ChangeContext {
+                reason: format!(
+                    "deploy {} {} to {} via {}",
+                    self.app_name,
+                    self.version,
+                    self.current_ring,
+                    self.connector_name.as_deref().unwrap_or(self.connector_type.as_label())
+                ),
+                ..ctx.clone()
+            },
+        );
+        Ok(vec![moved, dispatched])
+    }
+
+    /// Records cumulative outcome counts for a started ring while DEPLOYING.
+    /// Re-sending the same counts changes nothing and returns no event; lower
+    /// counts are refused.
+    ///
+    /// # Errors
+    /// Not deploying, ring not started, or a count that went down.
+    pub fn report_outcome(
+        &mut self,
+        ring: Ring,
+        success_count: u64,
+        failure_count: u64,
+        ctx: &ChangeContext,
+    ) -> Result<Vec<NewEvent>, DeploymentError> {
+        if self.status != DeploymentStatus::Deploying {
+            return Err(DeploymentError::NotDeploying { status: self.status });
+        }
+        let current = self.current_ring;
+        let progress =
+            self.rings.iter_mut().find(|p| p.ring == ring).ok_or(DeploymentError::RingNotStarted { ring, current })?;
+        if progress.success_count == success_count && progress.failure_count == failure_count {
+            // A retried report: nothing changed, nothing to record.
+            return Ok(Vec::new());
+        }
+        for (field, now, reported) in [
+            ("success_count", progress.success_count, success_count),
+            ("failure_count", progress.failure_count, failure_count),
+        ] {
+            if reported < now {
+                return Err(DeploymentError::CountDecreased { ring, field, current: now, reported });
+            }
+        }
+        progress.success_count = success_count;
+        progress.failure_count = failure_count;
+        self.updated_at = ctx.now;
+        let progress = self.progress(ring).expect("found above");
+        let reason = format!(
+            "{ring}: {success_count} succeeded, {failure_count} failed (success rate {:.3})",
+            progress.success_rate()
+        );
+        let mut event =
+            self.event(EventKind::OutcomeReported, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
+        event.ring = ring;
+        Ok(vec![event])
+    }
+
+    /// DEPLOYING → COMPLETED, once the deployment is in its target ring.
+    ///
+    /// # Errors
+    /// Wrong status or target ring not reached.
+    pub fn complete(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.status.check_transition(DeploymentStatus::Completed)?;
+        if self.current_ring != self.target_ring {
+            return Err(DeploymentError::TargetRingNotReached { current: self.current_ring, target: self.target_ring });
+        }
+        Ok(vec![self.move_to(DeploymentStatus::Completed, ctx)?])
+    }
+
+    /// Any non-terminal status → FAILED.
+    ///
+    /// # Errors
+    /// The deployment is already terminal.
+    pub fn fail(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        Ok(vec![self.move_to(DeploymentStatus::Failed, ctx)?])
+    }
+
+    pub fn progress(&self, ring: Ring) -> Option<&RingProgress> {
+        self.rings.iter().find(|p| p.ring == ring)
+    }
+
+    fn enter_ring(&mut self, ring: Ring, at: DateTime<Utc>) {
+        if self.progress(ring).is_none() {
+            self.rings.push(RingProgress::started(ring, at));
+            self.rings.sort_by_key(|p| p.ring);
+        }
+    }
+
+    fn move_to(&mut self, to: DeploymentStatus, ctx: &ChangeContext) -> Result<NewEvent, TransitionError> {
+        let from = self.status;
+        from.check_transition(to)?;
+        self.status = to;
+        self.status_reason = ctx.reason.clone();
+        self.updated_at = ctx.now;
+        if to.is_terminal() {
+            self.ended_at = Some(ctx.now);
+        }
+        Ok(self.event(EventKind::StatusChanged, Some(from), ctx))
+    }
+
+    fn event(&self, kind: EventKind, from_status: Option<DeploymentStatus>, ctx: &ChangeContext) -> NewEvent {
+        NewEvent {
+            deployment_id: self.id,
+            kind,
+            from_status,
+            to_status: self.status,
+            ring: self.current_ring,
+            actor: ctx.actor.clone(),
+            reason: ctx.reason.clone(),
+            correlation_id: ctx.correlation_id.clone(),
+            at: ctx.now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(actor: &str) -> ChangeContext {
+        ChangeContext {
+            actor: actor.into(),
+            reason: "because".into(),
+            correlation_id: "corr-1".into(),
+            now: Utc::now(),
+        }
+    }
+
+    fn new_deployment(risk_score: u8, target_ring: Ring) -> Deployment {
+        let new = NewDeployment {
+            app_name: "firefox".into(),
+            version: "128.0".into(),
+            connector_type: ConnectorType::Intune,
+            connector_name: None,
+            target_ring,
+            risk_score,
+            evidence_pack_id: Uuid::new_v4(),
+            submitter: "alice".into(),
+            site_class: SiteClass::Online,
+        };
+        Deployment::create(Uuid::new_v4(), new, &ctx("alice")).0
+    }
+
+    #[test]
+    fn create_records_pending_then_the_first_status() {
+        let new = NewDeployment {
+            app_name: "a".into(),
+            version: "1".into(),
+            connector_type: ConnectorType::Jamf,
+            connector_name: None,
+            target_ring: Ring::Global,
+            risk_score: 51,
+            evidence_pack_id: Uuid::new_v4(),
+            submitter: "alice".into(),
+            site_class: SiteClass::AirGapped,
+        };
+        let (d, events) = Deployment::create(Uuid::new_v4(), new, &ctx("alice"));
+        assert_eq!(d.status, DeploymentStatus::AwaitingCab);
+        assert!(d.requires_cab_approval);
+        assert_eq!(d.current_ring, Ring::Lab);
+        let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.from_status, e.to_status)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::Created, None, DeploymentStatus::Pending),
+                (EventKind::StatusChanged, Some(DeploymentStatus::Pending), DeploymentStatus::AwaitingCab),
+            ]
+        );
+        assert_eq!(events[1].actor, "system");
+        assert!(events.iter().all(|e| e.correlation_id == "corr-1"));
+    }
+
+    #[test]
+    fn cab_approval_needs_someone_other_than_the_submitter() {
+        let mut d = new_deployment(80, Ring::Global);
+        assert_eq!(d.approve(&ctx("alice")), Err(DeploymentError::SelfApproval { submitter: "alice".into() }));
+        assert_eq!(d.status, DeploymentStatus::AwaitingCab);
+        let events = d.approve(&ctx("bob")).unwrap();
+        assert_eq!(d.status, DeploymentStatus::Approved);
+        assert_eq!(d.cab_approver.as_deref(), Some("bob"));
+        assert_eq!(events[0].actor, "bob");
+        assert!(matches!(d.reject(&ctx("carol")), Err(DeploymentError::Transition(_))));
+    }
+
+    #[test]
+    fn low_risk_deployments_skip_cab_and_cannot_be_approved() {
+        let mut d = new_deployment(50, Ring::Global);
+        assert_eq!(d.status, DeploymentStatus::Approved);
+        assert!(!d.requires_cab_approval);
+        assert!(matches!(d.approve(&ctx("bob")), Err(DeploymentError::Transition(_))));
+    }
+
+    #[test]
+    fn start_enters_the_current_ring_and_dispatches() {
+        let mut d = new_deployment(10, Ring::Lab);
+        let events = d.start(&ctx("ops")).unwrap();
+        assert_eq!(d.status, DeploymentStatus::Deploying);
+        assert_eq!(d.rings.len(), 1);
+        assert_eq!(d.rings[0].ring, Ring::Lab);
+        assert_eq!(
+            events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EventKind::StatusChanged, EventKind::Dispatched]
+        );
+        assert!(d.start(&ctx("ops")).is_err(), "starting twice is refused");
+    }
+
+    #[test]
+    fn outcome_counts_only_grow_and_need_a_started_ring() {
+        let mut d = new_deployment(10, Ring::Lab);
+        assert_eq!(
+            d.report_outcome(Ring::Lab, 1, 0, &ctx("agent")),
+            Err(DeploymentError::NotDeploying { status: DeploymentStatus::Approved })
+        );
+        d.start(&ctx("ops")).unwrap();
+        assert!(matches!(
+            d.report_outcome(Ring::Canary, 1, 0, &ctx("agent")),
+            Err(DeploymentError::RingNotStarted { .. })
+        ));
+        d.report_outcome(Ring::Lab, 97, 3, &ctx("agent")).unwrap();
+        assert_eq!(d.progress(Ring::Lab).unwrap().success_rate(), 0.97);
+        let again = d.report_outcome(Ring::Lab, 97, 3, &ctx("agent")).expect("same counts again are harmless");
+        assert!(again.is_empty(), "a retried report records nothing");
+        let err = d.report_outcome(Ring::Lab, 96, 5, &ctx("agent")).unwrap_err();
+        assert_eq!(
+            err,
+            DeploymentError::CountDecreased { ring: Ring::Lab, field: "success_count", current: 97, reported: 96 }
+        );
+        assert_eq!(d.progress(Ring::Lab).unwrap().success_count, 97, "a refused report changes nothing");
+    }
+
+    #[test]
+    fn complete_needs_the_target_ring() {
+        let mut d = new_deployment(10, Ring::Global);
+        d.start(&ctx("ops")).unwrap();
+        assert_eq!(
+            d.complete(&ctx("ops")),
+            Err(DeploymentError::TargetRingNotReached { current: Ring::Lab, target: Ring::Global })
+        );
+        let mut d = new_deployment(10, Ring::Lab);
+        d.start(&ctx("ops")).unwrap();
+        d.complete(&ctx("ops")).unwrap();
+        assert_eq!(d.status, DeploymentStatus::Completed);
+        assert!(d.ended_at.is_some());
+        assert!(d.fail(&ctx("ops")).is_err(), "terminal");
+    }
+
+    #[test]
+    fn success_rate_is_zero_without_reports() {
+        let p = RingProgress::started(Ring::Lab, Utc::now());
+        assert_eq!(p.success_rate(), 0.0);
+        assert_eq!(p.reported(), 0);
+    }
+}

@@ -1,0 +1,437 @@
+//! DeploymentService adapter: validates requests, applies domain mutations
+//! with optimistic concurrency, persists through the store, and streams the
+//! committed event feed to watchers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::Utc;
+use eucora::v1 as pb;
+use eucora::v1::deployment_service_server::DeploymentService;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::convert::{self, deployment_to_proto, event_to_proto};
+use super::correlation::correlation_id;
+use super::page_token;
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use crate::domain::{ChangeContext, Deployment, DeploymentError, NewDeployment, NewEvent, Ring, SiteClass};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{CreateOutcome, DeploymentFilter, Store, StoreError};
+
+const MAX_APP_NAME_LEN: usize = 200;
+const MAX_VERSION_LEN: usize = 100;
+const MAX_REQUEST_ID_LEN: usize = 128;
+const DEFAULT_PAGE_SIZE: u64 = 50;
+const MAX_PAGE_SIZE: u64 = 500;
+const DEFAULT_EVENT_PAGE_SIZE: u64 = 100;
+const MAX_EVENT_PAGE_SIZE: u64 = 1000;
+/// Messages buffered per watcher between the feed and its HTTP/2 stream.
+const WATCH_BUFFER: usize = 256;
+/// Retries of a mutation without etag that lost a race to a concurrent one.
+const MAX_MUTATION_ATTEMPTS: usize = 8;
+/// The actor recorded when a call names none.
+const ANONYMOUS: &str = "anonymous";
+
+/// The DeploymentService implementation.
+#[derive(Clone)]
+pub struct DeploymentApi {
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+}
+
+impl DeploymentApi {
+    /// `shutdown` ends open WatchDeployments streams.
+    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> DeploymentApi {
+        DeploymentApi { store, shutdown }
+    }
+
+    /// Reads, mutates and saves a deployment. With an etag, a stale read is
+    /// ABORTED; without one, a lost race is retried on fresh state so that the
+    /// rules are always checked against what is stored.
+    async fn mutate(
+        &self,
+        id: Uuid,
+        etag: Option<i64>,
+        ctx: &ChangeContext,
+        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
+    ) -> ApiResult<Deployment> {
+        for _ in 0..MAX_MUTATION_ATTEMPTS {
+            let mut deployment = self.store.get_deployment(id).await?;
+            if let Some(etag) = etag.filter(|etag| *etag != deployment.revision) {
+                return Err(ApiError::Aborted(format!(
+                    "etag \"{etag}\" is stale: deployment {id} is at \"{}\"; get it again and retry",
+                    deployment.revision
+                )));
+            }
+            let events = change(&mut deployment, ctx)?;
+            if events.is_empty() {
+                return Ok(deployment);
+            }
+            match self.store.save_deployment(&deployment, &events).await {
+                Ok(saved) => return Ok(saved),
+                Err(StoreError::RevisionConflict { .. }) if etag.is_none() => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ApiError::Aborted(format!("deployment {id} is changing too fast; retry")))
+    }
+}
+
+/// The context of a mutation: actor (defaulted), reason and correlation id.
+fn change_context<T>(request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
+    ChangeContext {
+        actor: actor.unwrap_or_else(|| ANONYMOUS.to_owned()),
+        reason: reason.unwrap_or_default(),
+        correlation_id: correlation_id(request),
+        now: Utc::now(),
+    }
+}
+
+/// Hash of a create request's content: equal for a retry, different for a
+/// reuse of the request id with other content.
+fn fingerprint(new: &NewDeployment) -> String {
+    let canonical = serde_json::json!([
+        new.app_name,
+        new.version,
+        new.connector_type.as_label(),
+        new.connector_name,
+        new.target_ring.as_label(),
+        new.risk_score,
+        new.evidence_pack_id.to_string(),
+        new.submitter,
+        new.site_class.as_label(),
+    ]);
+    Sha256::digest(canonical.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn validate_create(req: &pb::CreateDeploymentRequest) -> ApiResult<(String, NewDeployment)> {
+    let mut v = Violations::new();
+    let request_id = v.required_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
+    let app_name = v.required_text("app_name", &req.app_name, MAX_APP_NAME_LEN);
+    let version = v.required_text("version", &req.version, MAX_VERSION_LEN);
+    let connector_type = v
+        .enumeration::<pb::ConnectorType>("connector_type", req.connector_type, true)
+        .and_then(convert::connector_type_from_proto);
+    let target_ring =
+        v.enumeration::<pb::Ring>("target_ring", req.target_ring, false).and_then(convert::ring_from_proto);
+    let risk_score = u8::try_from(req.risk_score).ok().filter(|score| *score <= 100);
+    if risk_score.is_none() {
+        v.add("risk_score", format!("must be in 0..=100 (got {})", req.risk_score));
+    }
+    let evidence_pack_id = v.uuid("evidence_pack_id", &req.evidence_pack_id);
+    let submitter = v.required_text("submitter", &req.submitter, MAX_ACTOR_LEN);
+    let site_class =
+        v.enumeration::<pb::SiteClass>("site_class", req.site_class, false).and_then(convert::site_class_from_proto);
+    let connector_name = v.optional_text("connector_name", &req.connector_name, 63);
+    v.finish()?;
+    let new = NewDeployment {
+        app_name,
+        version,
+        connector_type: connector_type.expect("validated"),
+        connector_name,
+        target_ring: target_ring.unwrap_or(Ring::Global),
+        risk_score: risk_score.expect("validated"),
+        evidence_pack_id,
+        submitter,
+        site_class: site_class.unwrap_or(SiteClass::Online),
+    };
+    Ok((request_id, new))
+}
+
+/// Validated fields common to the simple mutations.
+struct MutationInput {
+    id: Uuid,
+    etag: Option<i64>,
+    actor: Option<String>,
+    reason: Option<String>,
+}
+
+fn validate_mutation(
+    id: &str,
+    actor: (&str, &str),
+    reason: &str,
+    reason_required: bool,
+    etag: &str,
+) -> ApiResult<MutationInput> {
+    let mut v = Violations::new();
+    let id = v.uuid("id", id);
+    let (actor_field, actor_value) = actor;
+    let actor = if actor_field == "approver" {
+        Some(v.required_text(actor_field, actor_value, MAX_ACTOR_LEN))
+    } else {
+        v.optional_text(actor_field, actor_value, MAX_ACTOR_LEN)
+    };
+    let reason = if reason_required {
+        Some(v.required_text("reason", reason, MAX_REASON_LEN))
+    } else {
+        v.optional_text("reason", reason, MAX_REASON_LEN)
+    };
+    let etag = v.etag("etag", etag);
+    v.finish()?;
+    Ok(MutationInput { id, etag, actor, reason })
+}
+
+fn list_filters_key(filter: &DeploymentFilter) -> String {
+    format!(
+        "status={:?};ring={:?};app={:?};connector={:?}",
+        filter.status.map(|s| s.as_label()),
+        filter.ring.map(|r| r.as_label()),
+        filter.app_name,
+        filter.connector_type.map(|c| c.as_label())
+    )
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchDeploymentsResponse, Status>> + Send>>;
+
+macro_rules! simple_mutation {
+    ($self:ident, $request:ident, $method:ident, actor = $actor_field:literal, reason_required = $required:literal, $response:ident) => {{
+        let req = $request.get_ref();
+        let input = validate_mutation(&req.id, ($actor_field, actor_of(req)), &req.reason, $required, &req.etag)?;
+        let ctx = change_context(&$request, input.actor, input.reason);
+        let deployment = $self.mutate(input.id, input.etag, &ctx, |d, ctx| d.$method(ctx)).await?;
+        Ok(Response::new(pb::$response { deployment: Some(deployment_to_proto(&deployment)) }))
+    }};
+}
+
+/// The name of the person acting in a CAB or lifecycle request.
+trait ActorField {
+    fn actor_value(&self) -> &str;
+}
+
+fn actor_of(req: &impl ActorField) -> &str {
+    req.actor_value()
+}
+
+impl ActorField for pb::ApproveDeploymentRequest {
+    fn actor_value(&self) -> &str {
+        &self.approver
+    }
+}
+
+impl ActorField for pb::RejectDeploymentRequest {
+    fn actor_value(&self) -> &str {
+        &self.approver
+    }
+}
+
+impl ActorField for pb::CompleteDeploymentRequest {
+    fn actor_value(&self) -> &str {
+        &self.actor
+    }
+}
+
+impl ActorField for pb::FailDeploymentRequest {
+    fn actor_value(&self) -> &str {
+        &self.actor
+    }
+}
+
+#[tonic::async_trait]
+impl DeploymentService for DeploymentApi {
+    async fn create_deployment(
+        &self,
+        request: Request<pb::CreateDeploymentRequest>,
+    ) -> Result<Response<pb::CreateDeploymentResponse>, Status> {
+        let (request_id, new) = validate_create(request.get_ref())?;
+        let fingerprint = fingerprint(&new);
+        let ctx = change_context(&request, Some(new.submitter.clone()), None);
+        let (deployment, events) = Deployment::create(Uuid::new_v4(), new, &ctx);
+        let deployment = match self
+            .store
+            .create_deployment(&request_id, &fingerprint, &deployment, &events)
+            .await
+            .map_err(ApiError::from)?
+        {
+            CreateOutcome::Created(deployment) => deployment,
+            CreateOutcome::Existing { deployment, fingerprint: existing } if existing == fingerprint => deployment,
+            CreateOutcome::Existing { deployment, .. } => {
+                return Err(ApiError::AlreadyExists(format!(
+                    "request_id {request_id:?} was already used for deployment {} with different content; use a new request_id",
+                    deployment.id
+                ))
+                .into());
+            }
+        };
+        Ok(Response::new(pb::CreateDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+    }
+
+    async fn get_deployment(
+        &self,
+        request: Request<pb::GetDeploymentRequest>,
+    ) -> Result<Response<pb::GetDeploymentResponse>, Status> {
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let deployment = self.store.get_deployment(id).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+        let filter = DeploymentFilter {
+            status: v
+                .enumeration::<pb::DeploymentStatus>("status", req.status, false)
+                .and_then(convert::status_from_proto),
+            ring: v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(convert::ring_from_proto),
+            app_name: v.optional_text("app_name", &req.app_name, MAX_APP_NAME_LEN),
+            connector_type: v
+                .enumeration::<pb::ConnectorType>("connector_type", req.connector_type, false)
+                .and_then(convert::connector_type_from_proto),
+        };
+        v.finish()?;
+        let filters_key = list_filters_key(&filter);
+        let after = page_token::decode(&req.page_token, &filters_key)?;
+        let page = self.store.list_deployments(&filter, after, limit).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListDeploymentsResponse {
+            deployments: page.items.iter().map(deployment_to_proto).collect(),
+            next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
+        }))
+    }
+
+    async fn approve_deployment(
+        &self,
+        request: Request<pb::ApproveDeploymentRequest>,
+    ) -> Result<Response<pb::ApproveDeploymentResponse>, Status> {
+        simple_mutation!(self, request, approve, actor = "approver", reason_required = false, ApproveDeploymentResponse)
+    }
+
+    async fn reject_deployment(
+        &self,
+        request: Request<pb::RejectDeploymentRequest>,
+    ) -> Result<Response<pb::RejectDeploymentResponse>, Status> {
+        simple_mutation!(self, request, reject, actor = "approver", reason_required = false, RejectDeploymentResponse)
+    }
+
+    async fn start_deployment(
+        &self,
+        request: Request<pb::StartDeploymentRequest>,
+    ) -> Result<Response<pb::StartDeploymentResponse>, Status> {
+        let req = request.get_ref();
+        let input = validate_mutation(&req.id, ("actor", &req.actor), "", false, &req.etag)?;
+        let ctx = change_context(&request, input.actor, None);
+        let deployment = self.mutate(input.id, input.etag, &ctx, |d, ctx| d.start(ctx)).await?;
+        Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+    }
+
+    async fn report_ring_outcome(
+        &self,
+        request: Request<pb::ReportRingOutcomeRequest>,
+    ) -> Result<Response<pb::ReportRingOutcomeResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let ring = v.enumeration::<pb::Ring>("ring", req.ring, true).and_then(convert::ring_from_proto);
+        let mut count = |field: &str, value: i64| {
+            u64::try_from(value).unwrap_or_else(|_| {
+                v.add(field, format!("must not be negative (got {value})"));
+                0
+            })
+        };
+        let success_count = count("success_count", req.success_count);
+        let failure_count = count("failure_count", req.failure_count);
+        let input = validate_mutation(&req.id, ("actor", &req.actor), "", false, &req.etag);
+        v.finish()?;
+        let input = input?;
+        let ring = ring.expect("validated");
+        let ctx = change_context(&request, input.actor, None);
+        let deployment = self
+            .mutate(input.id, input.etag, &ctx, |d, ctx| d.report_outcome(ring, success_count, failure_count, ctx))
+            .await?;
+        Ok(Response::new(pb::ReportRingOutcomeResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+    }
+
+    async fn complete_deployment(
+        &self,
+        request: Request<pb::CompleteDeploymentRequest>,
+    ) -> Result<Response<pb::CompleteDeploymentResponse>, Status> {
+        simple_mutation!(self, request, complete, actor = "actor", reason_required = false, CompleteDeploymentResponse)
+    }
+
+    async fn fail_deployment(
+        &self,
+        request: Request<pb::FailDeploymentRequest>,
+    ) -> Result<Response<pb::FailDeploymentResponse>, Status> {
+        simple_mutation!(self, request, fail, actor = "actor", reason_required = true, FailDeploymentResponse)
+    }
+
+    async fn list_deployment_events(
+        &self,
+        request: Request<pb::ListDeploymentEventsRequest>,
+    ) -> Result<Response<pb::ListDeploymentEventsResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let id = v.uuid("deployment_id", &req.deployment_id);
+        let limit = v.page_size("page_size", req.page_size, DEFAULT_EVENT_PAGE_SIZE, MAX_EVENT_PAGE_SIZE);
+        v.finish()?;
+        let filters_key = format!("deployment={id}");
+        let after = page_token::decode(&req.page_token, &filters_key)?;
+        let page = self.store.list_events(id, after, limit).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListDeploymentEventsResponse {
+            events: page.items.iter().map(event_to_proto).collect(),
+            next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
+        }))
+    }
+
+    type WatchDeploymentsStream = WatchStream;
+
+    async fn watch_deployments(
+        &self,
+        request: Request<pb::WatchDeploymentsRequest>,
+    ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
+        let deployment_id = request.get_ref().deployment_id.as_str();
+        let filter = if deployment_id.is_empty() {
+            None
+        } else {
+            let mut v = Violations::new();
+            let id = v.uuid("deployment_id", deployment_id);
+            v.finish()?;
+            self.store.get_deployment(id).await.map_err(ApiError::from)?;
+            Some(id)
+        };
+        // Subscribe before answering so that every event committed after the
+        // call was accepted reaches this watcher.
+        let feed = self.store.subscribe();
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(forward_events(feed, tx, filter, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Copies the committed-event feed to one watcher until it disconnects or the
+/// server shuts down. A watcher slower than the feed only delays itself: the
+/// feed drops what it cannot buffer for it, and it is told how many it missed.
+async fn forward_events(
+    mut feed: broadcast::Receiver<Arc<crate::store::StoredEvent>>,
+    tx: mpsc::Sender<Result<pb::WatchDeploymentsResponse, Status>>,
+    filter: Option<Uuid>,
+    shutdown: CancellationToken,
+) {
+    use pb::watch_deployments_response::Payload;
+    loop {
+        let payload = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tx.closed() => return,
+            received = feed.recv() => match received {
+                Ok(stored) if filter.is_none_or(|id| id == stored.event.deployment_id) => Payload::Event(event_to_proto(&stored)),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => Payload::MissedEventCount(i64::try_from(missed).unwrap_or(i64::MAX)),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let message = Ok(pb::WatchDeploymentsResponse { payload: Some(payload) });
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            sent = tx.send(message) => if sent.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Request validation that collects every violation of a request, so one
+//! INVALID_ARGUMENT names all bad fields with their dotted paths.
+
+use tonic_types::FieldViolation;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Longest free-text reason accepted.
+pub const MAX_REASON_LEN: usize = 2000;
+/// Longest actor / submitter / approver name accepted.
+pub const MAX_ACTOR_LEN: usize = 200;
+
+/// Collects field violations; [`Violations::finish`] turns them into an error.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Violations {
+        Violations::default()
+    }
+
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// A required single-line string of 1..=`max` characters, trimmed of nothing.
+    pub fn required_text(&mut self, field: &str, value: &str, max: usize) -> String {
+        if value.trim().is_empty() {
+            self.add(field, "is required");
+        } else {
+            self.optional_text(field, value, max);
+        }
+        value.to_owned()
+    }
+
+    /// An optional string of at most `max` characters with no control characters.
+    pub fn optional_text(&mut self, field: &str, value: &str, max: usize) -> Option<String> {
+        let length = value.chars().count();
+        if length > max {
+            self.add(field, format!("must be at most {max} characters (got {length})"));
+        } else if value.chars().any(char::is_control) && !field.ends_with("reason") {
+            self.add(field, "must not contain control characters");
+        }
+        (!value.is_empty()).then(|| value.to_owned())
+    }
+
+    /// A required UUID.
+    pub fn uuid(&mut self, field: &str, value: &str) -> Uuid {
+        if value.is_empty() {
+            self.add(field, "is required");
+            return Uuid::nil();
+        }
+        Uuid::parse_str(value).unwrap_or_else(|_| {
+            self.add(field, format!("must be a UUID (got {:?})", truncate(value)));
+            Uuid::nil()
+        })
+    }
+
+    /// An optional etag: empty or the decimal revision a previous response returned.
+    pub fn etag(&mut self, field: &str, value: &str) -> Option<i64> {
+        if value.is_empty() {
+            return None;
+        }
+        match value.parse::<i64>() {
+            Ok(revision) if revision >= 0 => Some(revision),
+            _ => {
+                self.add(field, format!("malformed etag {:?}; pass the etag of a previous response", truncate(value)));
+                None
+            }
+        }
+    }
+
+    /// A proto enum field: known, and not `*_UNSPECIFIED` when `required`.
+    pub fn enumeration<E: TryFrom<i32>>(&mut self, field: &str, value: i32, required: bool) -> Option<E> {
+        if value == 0 {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        }
+        match E::try_from(value) {
+            Ok(known) => Some(known),
+            Err(_) => {
+                self.add(field, format!("unknown enum value {value}"));
+                None
+            }
+        }
+    }
+
+    /// A page size in 0..; 0 means `default`, larger than `max` is capped.
+    pub fn page_size(&mut self, field: &str, value: i32, default: u64, max: u64) -> u64 {
+        match u64::try_from(value) {
+            Ok(0) => default,
+            Ok(size) => size.min(max),
+            Err(_) => {
+                self.add(field, format!("must not be negative (got {value})"));
+                default
+            }
+        }
+    }
+
+    /// # Errors
+    /// INVALID_ARGUMENT listing every violation, when there is one.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(self.0)) }
+    }
+}
+
+/// Keeps echoed bad input short in error messages.
+fn truncate(value: &str) -> String {
+    const SHOWN: usize = 64;
+    if value.chars().count() <= SHOWN {
+        value.to_owned()
+    } else {
+        format!("{}…", value.chars().take(SHOWN).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_every_violation() {
+        let mut v = Violations::new();
+        v.required_text("app_name", "", 10);
+        v.required_text("version", &"x".repeat(11), 10);
+        v.required_text("submitter", "bob\u{7}", 10);
+        v.uuid("evidence_pack_id", "nope");
+        v.etag("etag", "abc");
+        v.page_size("page_size", -1, 50, 500);
+        let Err(ApiError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["app_name", "version", "submitter", "evidence_pack_id", "etag", "page_size"]);
+    }
+
+    #[test]
+    fn accepts_good_input() {
+        let mut v = Violations::new();
+        assert_eq!(v.required_text("app_name", "firefox", 10), "firefox");
+        assert_eq!(v.etag("etag", "7"), Some(7));
+        assert_eq!(v.etag("etag", ""), None);
+        assert_eq!(v.page_size("page_size", 0, 50, 500), 50);
+        assert_eq!(v.page_size("page_size", 9999, 50, 500), 500);
+        assert!(v.finish().is_ok());
+    }
+}

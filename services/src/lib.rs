@@ -1,0 +1,17 @@
+//! EUCORA control plane server.
+//!
+//! # Layout
+//! - [`domain`]: rings, the lifecycle state machine, deployment rules (pure).
+//! - [`store`]: sea-orm entities, migrations, the event feed.
+//! - [`grpc`]: one adapter per gRPC service, validation, conversions.
+//! - [`error`]: the service error and its mapping to `tonic::Status`.
+//! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`config`]: command line and `EUCORA_*` environment settings.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod server;
+pub mod store;

@@ -1,0 +1,6 @@
+//! sea-orm entities: the rows the store reads and writes. Enum columns hold
+//! the domain's lower snake case labels; timestamps are UTC.
+
+pub mod deployment;
+pub mod deployment_event;
+pub mod ring_progress;

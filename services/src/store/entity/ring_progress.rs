@@ -1,0 +1,22 @@
+//! `ring_progress`: one row per deployment and ring entered.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "ring_progress")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub deployment_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub ring: String,
+    pub connector_object_id: Option<String>,
+    pub success_count: i64,
+    pub failure_count: i64,
+    pub started_at: DateTimeUtc,
+    pub promoted_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,550 @@
+//! Persistence of deployments, their per-ring progress and the append-only
+//! event log through sea-orm, on SQLite (embedded default, WAL) or PostgreSQL
+//! with the same code. The store also owns the feed of committed events that
+//! WatchDeployments streams from.
+//!
+//! Writes go through one in-process lock held across commit and publish, so
+//! the feed carries events in commit (= sequence) order. On SQLite this is
+//! the database's own single-writer rule made explicit (no SQLITE_BUSY); on
+//! PostgreSQL it orders this process's writes, while optimistic revisions keep
+//! several processes correct.
+
+pub mod entity;
+pub mod migration;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::sqlx;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::{Mutex, broadcast};
+use uuid::Uuid;
+
+use crate::domain::{ConnectorType, Deployment, DeploymentStatus, EventKind, NewEvent, Ring, RingProgress, SiteClass};
+use entity::{deployment, deployment_event, ring_progress};
+
+/// How many committed events the feed buffers for a slow watcher before it
+/// is told it fell behind.
+pub const EVENT_FEED_CAPACITY: usize = 4096;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("deployment {0} not found")]
+    NotFound(Uuid),
+    /// The row changed since it was read (optimistic concurrency).
+    #[error("deployment {id} was changed concurrently (revision {expected} is stale)")]
+    RevisionConflict { id: Uuid, expected: i64 },
+    /// A create raced another create with the same request id.
+    #[error("request id {0} was used concurrently")]
+    RequestIdTaken(String),
+    /// The database cannot be reached: connection refused or lost, pool exhausted.
+    #[error("database unavailable: {0}")]
+    Unavailable(DbErr),
+    #[error("database error: {0}")]
+    Database(DbErr),
+    /// A row holds a value the code does not know (written by a newer version?).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        if is_unavailable(&err) { StoreError::Unavailable(err) } else { StoreError::Database(err) }
+    }
+}
+
+/// Connection-level failures: the database is down or unreachable, rather
+/// than a query being wrong.
+fn is_unavailable(err: &DbErr) -> bool {
+    let runtime = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    let sea_orm::RuntimeErr::SqlxError(sqlx_err) = runtime else { return false };
+    match sqlx_err.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL SQLSTATE classes 08 (connection exception) and 57
+        // (operator intervention: shutdown, terminated backend).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
+    }
+}
+
+/// An event as stored: the domain event plus its log position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub app_name: String,
+    pub event: NewEvent,
+}
+
+/// Filters of ListDeployments; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct DeploymentFilter {
+    pub status: Option<DeploymentStatus>,
+    pub ring: Option<Ring>,
+    pub app_name: Option<String>,
+    pub connector_type: Option<ConnectorType>,
+}
+
+/// One page of a keyset-paginated listing; `next_after` is the key to pass
+/// for the next page, `None` on the last one.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after: Option<i64>,
+}
+
+/// What CreateDeployment found.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Deployment),
+    /// A deployment with this request id exists; its fingerprint tells a retry from a reuse.
+    Existing {
+        deployment: Deployment,
+        fingerprint: String,
+    },
+}
+
+/// Database settings of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://path.db` (created if missing) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a call waits for a connection before failing UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+/// The deployment store.
+pub struct Store {
+    db: DatabaseConnection,
+    write_lock: Mutex<()>,
+    feed: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Connects (creating a SQLite file if missing) without migrating.
+    ///
+    /// # Errors
+    /// The URL is not a supported database or the database cannot be reached.
+    pub async fn connect(config: &StoreConfig) -> StoreResult<Store> {
+        let mut options = ConnectOptions::new(config.url.clone());
+        options
+            .max_connections(config.max_connections)
+            .min_connections(0)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_timeout(config.acquire_timeout)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await?;
+        let (feed, _) = broadcast::channel(EVENT_FEED_CAPACITY);
+        Ok(Store { db, write_lock: Mutex::new(()), feed })
+    }
+
+    /// Applies pending migrations; harmless when there are none.
+    ///
+    /// # Errors
+    /// A migration failed or the database is unreachable.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        migration::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// A cheap round trip proving the database answers.
+    ///
+    /// # Errors
+    /// The database does not answer.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.execute_raw(Statement::from_string(self.db.get_database_backend(), "SELECT 1")).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Closes the pool (used by graceful shutdown).
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+
+    /// A receiver of every event committed from now on, in sequence order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.feed.subscribe()
+    }
+
+    /// Inserts a new deployment with its events, unless `request_id` was used
+    /// before: then the existing deployment is returned with its fingerprint.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn create_deployment(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+        deployment: &Deployment,
+        events: &[NewEvent],
+    ) -> StoreResult<CreateOutcome> {
+        if let Some(existing) = self.find_by_request_id(request_id).await? {
+            return Ok(existing);
+        }
+        let _guard = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let row = deployment_row(deployment, request_id, fingerprint);
+        match deployment::Entity::insert(row).exec(&txn).await {
+            Ok(_) => {}
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                drop(txn);
+                drop(_guard);
+                return self
+                    .find_by_request_id(request_id)
+                    .await?
+                    .ok_or_else(|| StoreError::RequestIdTaken(request_id.to_owned()));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        upsert_rings(&txn, deployment).await?;
+        let stored = insert_events(&txn, &deployment.app_name, events).await?;
+        txn.commit().await?;
+        self.publish(stored);
+        Ok(CreateOutcome::Created(deployment.clone()))
+    }
+
+    async fn find_by_request_id(&self, request_id: &str) -> StoreResult<Option<CreateOutcome>> {
+        let Some(row) =
+            deployment::Entity::find().filter(deployment::Column::RequestId.eq(request_id)).one(&self.db).await?
+        else {
+            return Ok(None);
+        };
+        let fingerprint = row.request_fingerprint.clone();
+        let deployment = self.hydrate(vec![row]).await?.pop().expect("one row in, one deployment out");
+        Ok(Some(CreateOutcome::Existing { deployment, fingerprint }))
+    }
+
+    /// # Errors
+    /// [`StoreError::NotFound`] or database failures.
+    pub async fn get_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
+        let row = deployment::Entity::find()
+            .filter(deployment::Column::Id.eq(id.to_string()))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(self.hydrate(vec![row]).await?.pop().expect("one row in, one deployment out"))
+    }
+
+    /// Deployments matching `filter`, newest first, strictly older than `after`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_deployments(
+        &self,
+        filter: &DeploymentFilter,
+        after: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Page<Deployment>> {
+        let mut query = deployment::Entity::find();
+        if let Some(status) = filter.status {
+            query = query.filter(deployment::Column::Status.eq(status.as_label()));
+        }
+        if let Some(ring) = filter.ring {
+            query = query.filter(deployment::Column::CurrentRing.eq(ring.as_label()));
+        }
+        if let Some(app_name) = &filter.app_name {
+            query = query.filter(deployment::Column::AppName.eq(app_name.as_str()));
+        }
+        if let Some(connector_type) = filter.connector_type {
+            query = query.filter(deployment::Column::ConnectorType.eq(connector_type.as_label()));
+        }
+        if let Some(after) = after {
+            query = query.filter(deployment::Column::Seq.lt(after));
+        }
+        let mut rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&self.db).await?;
+        let next_after = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|row| row.seq)
+        } else {
+            None
+        };
+        Ok(Page { items: self.hydrate(rows).await?, next_after })
+    }
+
+    /// Saves a mutated deployment whose `revision` is the one it was read at,
+    /// appending `events` in the same transaction, and returns it with its new
+    /// revision.
+    ///
+    /// # Errors
+    /// [`StoreError::RevisionConflict`] when the row changed since it was read,
+    /// or database failures.
+    pub async fn save_deployment(&self, deployment: &Deployment, events: &[NewEvent]) -> StoreResult<Deployment> {
+        let _guard = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let expected = deployment.revision;
+        let mut saved = deployment.clone();
+        saved.revision = expected + 1;
+        let mut row = deployment_row(&saved, "", "");
+        // Identity and idempotency columns never change after create.
+        row.seq = sea_orm::ActiveValue::NotSet;
+        row.request_id = sea_orm::ActiveValue::NotSet;
+        row.request_fingerprint = sea_orm::ActiveValue::NotSet;
+        let updated = deployment::Entity::update_many()
+            .set(row)
+            .filter(deployment::Column::Id.eq(deployment.id.to_string()))
+            .filter(deployment::Column::Revision.eq(expected))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(
+                match deployment::Entity::find()
+                    .filter(deployment::Column::Id.eq(deployment.id.to_string()))
+                    .one(&txn)
+                    .await?
+                {
+                    Some(_) => StoreError::RevisionConflict { id: deployment.id, expected },
+                    None => StoreError::NotFound(deployment.id),
+                },
+            );
+        }
+        upsert_rings(&txn, &saved).await?;
+        let stored = insert_events(&txn, &saved.app_name, events).await?;
+        txn.commit().await?;
+        self.publish(stored);
+        Ok(saved)
+    }
+
+    /// The audit trail of one deployment, oldest first, after sequence `after`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown deployment, or database failures.
+    pub async fn list_events(
+        &self,
+        deployment_id: Uuid,
+        after: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Page<StoredEvent>> {
+        let id = deployment_id.to_string();
+        let mut query = deployment_event::Entity::find().filter(deployment_event::Column::DeploymentId.eq(id.as_str()));
+        if let Some(after) = after {
+            query = query.filter(deployment_event::Column::Seq.gt(after));
+        }
+        let mut rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
+        if rows.is_empty()
+            && after.is_none()
+            && deployment::Entity::find().filter(deployment::Column::Id.eq(id.as_str())).one(&self.db).await?.is_none()
+        {
+            return Err(StoreError::NotFound(deployment_id));
+        }
+        let next_after = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|row| row.seq)
+        } else {
+            None
+        };
+        let items = rows.into_iter().map(event_from_row).collect::<StoreResult<_>>()?;
+        Ok(Page { items, next_after })
+    }
+
+    fn publish(&self, events: Vec<StoredEvent>) {
+        for event in events {
+            // No receiver is fine: nobody is watching.
+            let _ = self.feed.send(Arc::new(event));
+        }
+    }
+
+    /// Turns rows into deployments, loading the ring progress of all of them in one query.
+    async fn hydrate(&self, rows: Vec<deployment::Model>) -> StoreResult<Vec<Deployment>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let progress =
+            ring_progress::Entity::find().filter(ring_progress::Column::DeploymentId.is_in(ids)).all(&self.db).await?;
+        rows.into_iter()
+            .map(|row| {
+                let mut rings = progress
+                    .iter()
+                    .filter(|p| p.deployment_id == row.id)
+                    .map(ring_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                rings.sort_by_key(|p| p.ring);
+                deployment_from_row(row, rings)
+            })
+            .collect()
+    }
+}
+
+async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> StoreResult<()> {
+    for progress in &deployment.rings {
+        let row = ring_progress::ActiveModel {
+            deployment_id: Set(deployment.id.to_string()),
+            ring: Set(progress.ring.as_label().to_owned()),
+            connector_object_id: Set(progress.connector_object_id.clone()),
+            success_count: Set(to_i64(progress.success_count)),
+            failure_count: Set(to_i64(progress.failure_count)),
+            started_at: Set(progress.started_at),
+            promoted_at: Set(progress.promoted_at),
+        };
+        ring_progress::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([ring_progress::Column::DeploymentId, ring_progress::Column::Ring])
+                    .update_columns([
+                        ring_progress::Column::ConnectorObjectId,
+                        ring_progress::Column::SuccessCount,
+                        ring_progress::Column::FailureCount,
+                        ring_progress::Column::PromotedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_events(
+    txn: &impl ConnectionTrait,
+    app_name: &str,
+    events: &[NewEvent],
+) -> StoreResult<Vec<StoredEvent>> {
+    let mut stored = Vec::with_capacity(events.len());
+    for event in events {
+        let row = deployment_event::ActiveModel {
+            seq: sea_orm::ActiveValue::NotSet,
+            deployment_id: Set(event.deployment_id.to_string()),
+            kind: Set(event.kind.as_label().to_owned()),
+            from_status: Set(event.from_status.map(|s| s.as_label().to_owned())),
+            to_status: Set(event.to_status.as_label().to_owned()),
+            ring: Set(event.ring.as_label().to_owned()),
+            actor: Set(event.actor.clone()),
+            reason: Set(event.reason.clone()),
+            correlation_id: Set(event.correlation_id.clone()),
+            app_name: Set(app_name.to_owned()),
+            created_at: Set(event.at),
+        };
+        let seq = deployment_event::Entity::insert(row).exec(txn).await?.last_insert_id;
+        stored.push(StoredEvent { seq, app_name: app_name.to_owned(), event: event.clone() });
+    }
+    Ok(stored)
+}
+
+fn to_i64(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn deployment_row(d: &Deployment, request_id: &str, fingerprint: &str) -> deployment::ActiveModel {
+    deployment::ActiveModel {
+        seq: sea_orm::ActiveValue::NotSet,
+        id: Set(d.id.to_string()),
+        request_id: Set(request_id.to_owned()),
+        request_fingerprint: Set(fingerprint.to_owned()),
+        app_name: Set(d.app_name.clone()),
+        version: Set(d.version.clone()),
+        connector_type: Set(d.connector_type.as_label().to_owned()),
+        connector_name: Set(d.connector_name.clone()),
+        current_ring: Set(d.current_ring.as_label().to_owned()),
+        target_ring: Set(d.target_ring.as_label().to_owned()),
+        risk_score: Set(i32::from(d.risk_score)),
+        requires_cab_approval: Set(d.requires_cab_approval),
+        evidence_pack_id: Set(d.evidence_pack_id.to_string()),
+        submitter: Set(d.submitter.clone()),
+        correlation_id: Set(d.correlation_id.clone()),
+        status: Set(d.status.as_label().to_owned()),
+        site_class: Set(d.site_class.as_label().to_owned()),
+        cab_approver: Set(d.cab_approver.clone()),
+        status_reason: Set(d.status_reason.clone()),
+        created_at: Set(d.created_at),
+        updated_at: Set(d.updated_at),
+        deploy_started_at: Set(d.deploy_started_at),
+        ended_at: Set(d.ended_at),
+        revision: Set(d.revision),
+    }
+}
+
+fn parse<T>(value: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
+    parse(value).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {value:?}")))
+}
+
+fn parse_uuid(value: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(value).map_err(|_| StoreError::Corrupt(format!("bad uuid {value:?}")))
+}
+
+fn deployment_from_row(row: deployment::Model, rings: Vec<RingProgress>) -> StoreResult<Deployment> {
+    Ok(Deployment {
+        id: parse_uuid(&row.id)?,
+        connector_type: parse(&row.connector_type, "connector type", ConnectorType::from_label)?,
+        current_ring: parse(&row.current_ring, "ring", Ring::from_label)?,
+        target_ring: parse(&row.target_ring, "ring", Ring::from_label)?,
+        risk_score: u8::try_from(row.risk_score)
+            .map_err(|_| StoreError::Corrupt(format!("risk score {}", row.risk_score)))?,
+        evidence_pack_id: parse_uuid(&row.evidence_pack_id)?,
+        status: parse(&row.status, "status", DeploymentStatus::from_label)?,
+        site_class: parse(&row.site_class, "site class", SiteClass::from_label)?,
+        app_name: row.app_name,
+        version: row.version,
+        connector_name: row.connector_name,
+        requires_cab_approval: row.requires_cab_approval,
+        submitter: row.submitter,
+        correlation_id: row.correlation_id,
+        cab_approver: row.cab_approver,
+        status_reason: row.status_reason,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        deploy_started_at: row.deploy_started_at,
+        ended_at: row.ended_at,
+        revision: row.revision,
+        rings,
+    })
+}
+
+fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
+    Ok(RingProgress {
+        ring: parse(&row.ring, "ring", Ring::from_label)?,
+        connector_object_id: row.connector_object_id.clone(),
+        success_count: u64::try_from(row.success_count).unwrap_or(0),
+        failure_count: u64::try_from(row.failure_count).unwrap_or(0),
+        started_at: row.started_at,
+        promoted_at: row.promoted_at,
+    })
+}
+
+fn event_from_row(row: deployment_event::Model) -> StoreResult<StoredEvent> {
+    let from_status =
+        row.from_status.as_deref().map(|s| parse(s, "status", DeploymentStatus::from_label)).transpose()?;
+    Ok(StoredEvent {
+        seq: row.seq,
+        app_name: row.app_name,
+        event: NewEvent {
+            deployment_id: parse_uuid(&row.deployment_id)?,
+            kind: parse(&row.kind, "event kind", EventKind::from_label)?,
+            from_status,
+            to_status: parse(&row.to_status, "status", DeploymentStatus::from_label)?,
+            ring: parse(&row.ring, "ring", Ring::from_label)?,
+            actor: row.actor,
+            reason: row.reason,
+            correlation_id: row.correlation_id,
+            at: row.created_at,
+        },
+    })
+}
