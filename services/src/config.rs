@@ -55,6 +55,10 @@ pub struct Config {
     #[arg(long, env = "EUCORA_HEALTH_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub health_probe_interval: Duration,
 
+    /// How long in-flight calls may take to finish on SIGINT/SIGTERM before they are cut (e.g. `30s`).
+    #[arg(long, env = "EUCORA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
     /// Log line format.
     #[arg(long, env = "EUCORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

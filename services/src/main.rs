@@ -39,9 +39,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn connect(config: &Config) -> anyhow::Result<Store> {
     let store_config = StoreConfig {
-        url: config.database_url.clone(),
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
+        ..StoreConfig::new(config.database_url.clone())
     };
     Store::connect(&store_config).await.with_context(|| format!("connecting to {}", redact(&config.database_url)))
 }

@@ -28,11 +28,18 @@ pub struct ServeOptions {
     pub health_probe_interval: Duration,
     /// How long one probe may take before the database counts as down.
     pub health_probe_timeout: Duration,
+    /// How long in-flight calls may take to finish after shutdown starts;
+    /// streams the server does not own (grpc.health.v1 Watch) are cut then.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { health_probe_interval: Duration::from_secs(5), health_probe_timeout: Duration::from_secs(2) }
+        ServeOptions {
+            health_probe_interval: Duration::from_secs(5),
+            health_probe_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+        }
     }
 }
 
@@ -58,7 +65,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let probe = tokio::spawn(probe_database(store.clone(), health_reporter, options, stop.clone()));
+    // Every served service has a status before the first call can ask; the
+    // probe turns it to SERVING once the database answers.
+    for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
+        health_reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
+    let probe = tokio::spawn(probe_database(store.clone(), health_reporter, options.clone(), stop.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(eucora::FILE_DESCRIPTOR_SET)
@@ -80,14 +92,24 @@ pub async fn serve(
         stop_on_signal.cancel();
     });
 
-    let result = Server::builder()
+    let server = Server::builder()
         .layer(CorrelationIdLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(DeploymentServiceServer::new(deployments))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned())
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(options.shutdown_grace).await;
+        } => {
+            tracing::warn!(grace = ?options.shutdown_grace, "calls still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    };
     stop.cancel();
     let _ = probe.await;
     result.map_err(ServeError::from)
@@ -96,14 +118,11 @@ pub async fn serve(
 /// Keeps grpc.health.v1 in step with the database: SERVING while it answers,
 /// NOT_SERVING (overall and per service) while it does not.
 async fn probe_database(store: Arc<Store>, reporter: HealthReporter, options: ServeOptions, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(options.health_probe_interval);
+    let period = options.health_probe_interval;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<ServingStatus> = None;
     loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = interval.tick() => {}
-        }
         let status = match tokio::time::timeout(options.health_probe_timeout, store.ping()).await {
             Ok(Ok(())) => ServingStatus::Serving,
             Ok(Err(err)) => {
@@ -121,6 +140,10 @@ async fn probe_database(store: Arc<Store>, reporter: HealthReporter, options: Se
         }
         for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
             reporter.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {}
         }
     }
     // Callers see NOT_SERVING while in-flight calls drain.

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_server::DeploymentService;
 use sha2::{Digest, Sha256};
@@ -89,7 +89,8 @@ fn change_context<T>(request: &Request<T>, actor: Option<String>, reason: Option
         actor: actor.unwrap_or_else(|| ANONYMOUS.to_owned()),
         reason: reason.unwrap_or_default(),
         correlation_id: correlation_id(request),
-        now: Utc::now(),
+        // PostgreSQL keeps microseconds: what is returned must equal what is stored.
+        now: Utc::now().trunc_subsecs(6),
     }
 }
 

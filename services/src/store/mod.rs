@@ -18,8 +18,9 @@ use std::time::Duration;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    AccessMode, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
@@ -29,8 +30,8 @@ use crate::domain::{ConnectorType, Deployment, DeploymentStatus, EventKind, NewE
 use entity::{deployment, deployment_event, ring_progress};
 
 /// How many committed events the feed buffers for a slow watcher before it
-/// is told it fell behind.
-pub const EVENT_FEED_CAPACITY: usize = 4096;
+/// is told it fell behind, unless configured otherwise.
+pub const DEFAULT_EVENT_FEED_CAPACITY: usize = 4096;
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +129,20 @@ pub struct StoreConfig {
     pub max_connections: u32,
     /// How long a call waits for a connection before failing UNAVAILABLE.
     pub acquire_timeout: Duration,
+    /// Events buffered per watcher before it is told it fell behind.
+    pub event_feed_capacity: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for `url`: 8 connections, 3 s acquire timeout.
+    pub fn new(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            event_feed_capacity: DEFAULT_EVENT_FEED_CAPACITY,
+        }
+    }
 }
 
 /// The deployment store.
@@ -160,7 +175,7 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = Database::connect(options).await?;
-        let (feed, _) = broadcast::channel(EVENT_FEED_CAPACITY);
+        let (feed, _) = broadcast::channel(config.event_feed_capacity.max(1));
         Ok(Store { db, write_lock: Mutex::new(()), feed })
     }
 
@@ -234,25 +249,30 @@ impl Store {
     }
 
     async fn find_by_request_id(&self, request_id: &str) -> StoreResult<Option<CreateOutcome>> {
+        let txn = self.begin_read().await?;
         let Some(row) =
-            deployment::Entity::find().filter(deployment::Column::RequestId.eq(request_id)).one(&self.db).await?
+            deployment::Entity::find().filter(deployment::Column::RequestId.eq(request_id)).one(&txn).await?
         else {
             return Ok(None);
         };
         let fingerprint = row.request_fingerprint.clone();
-        let deployment = self.hydrate(vec![row]).await?.pop().expect("one row in, one deployment out");
+        let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
+        txn.commit().await?;
         Ok(Some(CreateOutcome::Existing { deployment, fingerprint }))
     }
 
     /// # Errors
     /// [`StoreError::NotFound`] or database failures.
     pub async fn get_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
+        let txn = self.begin_read().await?;
         let row = deployment::Entity::find()
             .filter(deployment::Column::Id.eq(id.to_string()))
-            .one(&self.db)
+            .one(&txn)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        Ok(self.hydrate(vec![row]).await?.pop().expect("one row in, one deployment out"))
+        let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
+        txn.commit().await?;
+        Ok(deployment)
     }
 
     /// Deployments matching `filter`, newest first, strictly older than `after`.
@@ -281,14 +301,17 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(deployment::Column::Seq.lt(after));
         }
-        let mut rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&self.db).await?;
+        let txn = self.begin_read().await?;
+        let mut rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
         let next_after = if rows.len() as u64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|row| row.seq)
         } else {
             None
         };
-        Ok(Page { items: self.hydrate(rows).await?, next_after })
+        let items = Self::hydrate(&txn, rows).await?;
+        txn.commit().await?;
+        Ok(Page { items, next_after })
     }
 
     /// Saves a mutated deployment whose `revision` is the one it was read at,
@@ -366,6 +389,19 @@ impl Store {
         Ok(Page { items, next_after })
     }
 
+    /// A read-only transaction whose statements all see one snapshot, so a
+    /// deployment and its ring progress are never read half before and half
+    /// after a concurrent save. (SQLite in WAL mode snapshots any transaction;
+    /// PostgreSQL needs REPEATABLE READ for that.)
+    async fn begin_read(&self) -> StoreResult<DatabaseTransaction> {
+        Ok(match self.backend() {
+            DbBackend::Postgres => {
+                self.db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
+            }
+            _ => self.db.begin().await?,
+        })
+    }
+
     fn publish(&self, events: Vec<StoredEvent>) {
         for event in events {
             // No receiver is fine: nobody is watching.
@@ -374,13 +410,13 @@ impl Store {
     }
 
     /// Turns rows into deployments, loading the ring progress of all of them in one query.
-    async fn hydrate(&self, rows: Vec<deployment::Model>) -> StoreResult<Vec<Deployment>> {
+    async fn hydrate(conn: &impl ConnectionTrait, rows: Vec<deployment::Model>) -> StoreResult<Vec<Deployment>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
         let progress =
-            ring_progress::Entity::find().filter(ring_progress::Column::DeploymentId.is_in(ids)).all(&self.db).await?;
+            ring_progress::Entity::find().filter(ring_progress::Column::DeploymentId.is_in(ids)).all(conn).await?;
         rows.into_iter()
             .map(|row| {
                 let mut rings = progress

@@ -1,0 +1,228 @@
+//! Test harness: starts the real server on an ephemeral port against a fresh
+//! SQLite file or a fresh PostgreSQL database (dropped afterwards) and hands
+//! out generated clients.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eucora::v1 as pb;
+use eucora::v1::deployment_service_client::DeploymentServiceClient;
+use eucora_services::server::{self, ServeOptions};
+use eucora_services::store::{Store, StoreConfig};
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Where PostgreSQL tests create their databases (trust auth on this machine and in CI).
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    postgres_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("eucora.db").display());
+                TestDatabase { url, postgres_name: None, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let name = format!("eucora_test_{}", uuid::Uuid::new_v4().simple());
+                admin_execute(&format!("CREATE DATABASE {name}")).await;
+                TestDatabase {
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    postgres_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// PostgreSQL only: refuse new connections and cut the existing ones.
+    pub async fn take_offline(&self) {
+        let name = self.postgres_name.as_deref().expect("PostgreSQL only");
+        admin_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+        admin_execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            .await;
+    }
+
+    /// PostgreSQL only: accept connections again.
+    pub async fn bring_online(&self) {
+        let name = self.postgres_name.as_deref().expect("PostgreSQL only");
+        admin_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.postgres_name.take() {
+            // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(admin_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+            })
+            .join()
+            .expect("dropping the test database");
+        }
+    }
+}
+
+async fn admin_execute(sql: &str) {
+    let admin = Database::connect(POSTGRES_ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
+    admin.execute_unprepared(sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+    admin.close().await.expect("close admin connection");
+}
+
+/// A running server and the means to stop it.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub channel: Channel,
+    pub store: Arc<Store>,
+    pub database: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+pub struct Options {
+    pub event_feed_capacity: usize,
+    pub health_probe_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { event_feed_capacity: 4096, health_probe_interval: Duration::from_millis(100) }
+    }
+}
+
+pub async fn start_server(backend: Backend) -> TestServer {
+    start_server_with(backend, Options::default()).await
+}
+
+pub async fn start_server_with(backend: Backend, options: Options) -> TestServer {
+    let database = TestDatabase::create(backend).await;
+    let config = StoreConfig {
+        acquire_timeout: Duration::from_secs(1),
+        event_feed_capacity: options.event_feed_capacity,
+        ..StoreConfig::new(database.url.clone())
+    };
+    let store = Arc::new(Store::connect(&config).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let serve_options = ServeOptions {
+        health_probe_interval: options.health_probe_interval,
+        health_probe_timeout: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let task = tokio::spawn(server::serve(listener, store.clone(), serve_options, async move {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to server");
+    TestServer { addr, channel, store, database, shutdown: Some(tx), task: Some(task) }
+}
+
+impl TestServer {
+    pub fn deployments(&self) -> DeploymentServiceClient<Channel> {
+        DeploymentServiceClient::new(self.channel.clone())
+    }
+
+    /// Signals shutdown and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("graceful shutdown finishes")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+}
+
+pub fn evidence_pack_id() -> String {
+    "6f1c1f9e-3d2a-4c4b-9a57-0d8f7c9b1e11".to_owned()
+}
+
+pub fn create_request(request_id: &str, app_name: &str, risk_score: i32) -> pb::CreateDeploymentRequest {
+    pb::CreateDeploymentRequest {
+        request_id: request_id.to_owned(),
+        app_name: app_name.to_owned(),
+        version: "1.0.0".to_owned(),
+        connector_type: pb::ConnectorType::Intune.into(),
+        target_ring: pb::Ring::Lab.into(),
+        risk_score,
+        evidence_pack_id: evidence_pack_id(),
+        submitter: "alice".to_owned(),
+        site_class: pb::SiteClass::Online.into(),
+        connector_name: String::new(),
+    }
+}
+
+pub async fn create(
+    client: &mut DeploymentServiceClient<Channel>,
+    request_id: &str,
+    app: &str,
+    risk: i32,
+) -> pb::Deployment {
+    client
+        .create_deployment(create_request(request_id, app, risk))
+        .await
+        .expect("create")
+        .into_inner()
+        .deployment
+        .unwrap()
+}
+
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code) -> tonic::Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "message: {}", status.message());
+            status
+        }
+    }
+}
+
+/// Generates one test per backend for each scenario `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
