@@ -1,0 +1,46 @@
+# EUCORA developer entry points. `make run` and `make test` are the two set-up
+# commands of the README; CI runs `.ci/run` (make test + make lint).
+
+CARGO_TARGET_DIR ?= $(HOME)/.cache/eucora-target
+export CARGO_TARGET_DIR
+
+GRPC_ADDR ?= 127.0.0.1:50051
+
+.PHONY: run build test lint fmt services buf smoke clean
+
+## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
+run:
+	cargo run -p eucora-services --bin eucora -- serve
+
+## build: compile everything, tests included
+build:
+	cargo build --workspace --all-targets
+
+## test: every test, against SQLite and the local PostgreSQL/Redis (started if stopped)
+test: services
+	cargo test --workspace --doc
+	.ci/smoke
+	cargo nextest run --workspace --no-fail-fast
+
+## lint: formatting, clippy with warnings as errors, buf lint of proto/
+lint: buf
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	buf lint
+
+fmt:
+	cargo fmt --all
+
+## services: make sure PostgreSQL and Redis answer on their standard ports
+services:
+	.ci/services
+
+buf:
+	@command -v buf >/dev/null || npm install -g --allow-scripts=@bufbuild/buf @bufbuild/buf
+
+## smoke: the README's grpcurl walk-through against a server started with `make run`
+smoke:
+	GRPC_ADDR=$(GRPC_ADDR) .ci/smoke
+
+clean:
+	cargo clean
