@@ -39,6 +39,14 @@ pub struct Config {
     #[arg(long, env = "EUCORA_LISTEN", default_value = "127.0.0.1:50051", global = true)]
     pub listen: SocketAddr,
 
+    /// Address of the HTTP shim serving /metrics (and /api/v1/metrics/, /healthz, /readyz).
+    #[arg(long, env = "EUCORA_METRICS_LISTEN", default_value = "127.0.0.1:9464", global = true)]
+    pub metrics_listen: SocketAddr,
+
+    /// OTLP/gRPC endpoint for traces; unset exports no spans (standard OpenTelemetry variable).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
     /// Database URL: `sqlite://FILE` (created on first start) or `postgres://USER@HOST/DB`.
     #[arg(long, env = "EUCORA_DATABASE_URL", default_value = "sqlite://eucora.db", global = true)]
     pub database_url: String,
@@ -84,6 +92,7 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(cli.config.database_url, "sqlite://eucora.db");
+        assert_eq!(cli.config.metrics_listen.to_string(), "127.0.0.1:9464");
         let cli = Cli::try_parse_from(["eucora", "migrate", "--database-url", "postgres://x/y"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Migrate)));
         assert_eq!(cli.config.database_url, "postgres://x/y");

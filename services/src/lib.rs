@@ -4,6 +4,7 @@
 //! - [`domain`]: rings, the lifecycle state machine, deployment rules (pure).
 //! - [`store`]: sea-orm entities, migrations, the event feed.
 //! - [`grpc`]: one adapter per gRPC service, validation, conversions.
+//! - [`metrics`]: deployment instruments recorded from committed changes.
 //! - [`error`]: the service error and its mapping to `tonic::Status`.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`config`]: command line and `EUCORA_*` environment settings.
@@ -13,5 +14,6 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod server;
 pub mod store;

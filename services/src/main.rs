@@ -1,40 +1,70 @@
-//! The `eucora` binary: parses configuration, sets up logging, connects the
-//! store, and serves until SIGINT/SIGTERM.
+//! The `eucora` binary: parses configuration, sets up logs, traces and
+//! metrics, connects the store, and serves until SIGINT/SIGTERM.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig};
+use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::config::{Cli, Command, Config, LogFormat};
-use eucora_services::server::{self, ServeOptions};
+use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
-use tracing_subscriber::EnvFilter;
+use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.config)?;
-    let store = connect(&cli.config).await?;
-    store.migrate().await.context("migrating the database")?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
-            tracing::info!(database = %redact(&cli.config.database_url), "migrations applied");
-            Ok(())
-        }
-        Command::Serve => {
-            let listener =
-                server::bind(cli.config.listen).await.with_context(|| format!("binding {}", cli.config.listen))?;
-            let options =
-                ServeOptions { health_probe_interval: cli.config.health_probe_interval, ..ServeOptions::default() };
-            let store = Arc::new(store);
-            server::serve(listener, store.clone(), options, shutdown_signal()).await?;
-            if let Ok(store) = Arc::try_unwrap(store) {
-                store.close().await;
-            }
-            tracing::info!("stopped");
-            Ok(())
-        }
+    let config = cli.config;
+    let identity = ServiceIdentity {
+        name: "eucora".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let tracing_guard = tracing_setup::init(&TracingConfig {
+        filter: config.log.clone(),
+        format: match config.log_format {
+            LogFormat::Text => OtelLogFormat::Text,
+            LogFormat::Json => OtelLogFormat::Json,
+        },
+        otlp_endpoint: config.otlp_endpoint.clone(),
+        identity: identity.clone(),
+    })?;
+    let result = run(cli.command.unwrap_or(Command::Serve), &config, &identity).await;
+    if let Err(err) = &result {
+        tracing::error!(error = format!("{err:#}"), "exiting");
     }
+    tracing_guard.shutdown();
+    result
+}
+
+async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> anyhow::Result<()> {
+    let store = connect(config).await?;
+    store.migrate().await.context("migrating the database")?;
+    if let Command::Migrate = command {
+        tracing::info!(database = %redact(&config.database_url), "migrations applied");
+        return Ok(());
+    }
+    let listeners = Listeners {
+        grpc: TcpListener::bind(config.listen).await.with_context(|| format!("binding gRPC on {}", config.listen))?,
+        metrics: TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| format!("binding /metrics on {}", config.metrics_listen))?,
+    };
+    let pipeline = MetricsPipeline::new(identity).context("building the metrics pipeline")?;
+    let options = ServeOptions {
+        health_probe_interval: config.health_probe_interval,
+        shutdown_grace: config.shutdown_grace,
+        ..ServeOptions::default()
+    };
+    let store = Arc::new(store);
+    server::serve(listeners, store.clone(), Telemetry::new(pipeline.clone()), options, shutdown_signal()).await?;
+    pipeline.shutdown();
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Store> {
@@ -55,16 +85,6 @@ fn redact(url: &str) -> String {
         },
         _ => url.to_owned(),
     }
-}
-
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log).with_context(|| format!("bad --log filter {:?}", config.log))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

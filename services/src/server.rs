@@ -1,12 +1,16 @@
-//! Wiring of the gRPC server: services, reflection, health (kept current by a
-//! database probe), the correlation-id layer, and graceful shutdown.
+//! Wiring of the server: gRPC services, reflection, health (kept current by a
+//! database probe), the correlation-id and RPC observability layers, the
+//! /metrics shim on its own listener, and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eucora::v1::deployment_service_server::DeploymentServiceServer;
+use eucora_otel::http::Readiness;
+use eucora_otel::rpc::RpcObservabilityLayer;
+use eucora_otel::{Catalog, MetricsPipeline};
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +20,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::grpc::correlation::CorrelationIdLayer;
 use crate::grpc::deployment::DeploymentApi;
+use crate::metrics::DeploymentMetrics;
 use crate::store::Store;
 
 /// Fully qualified names of the application services that health reports on.
@@ -43,6 +48,28 @@ impl Default for ServeOptions {
     }
 }
 
+/// The sockets the server answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// The /metrics shim, apart from gRPC so that scrapes and calls never queue behind each other.
+    pub metrics: TcpListener,
+}
+
+/// The telemetry pipeline the server records into and exports.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub pipeline: MetricsPipeline,
+    pub catalog: Catalog,
+}
+
+impl Telemetry {
+    pub fn new(pipeline: MetricsPipeline) -> Telemetry {
+        let catalog = Catalog::new(&pipeline.meter());
+        Telemetry { pipeline, catalog }
+    }
+}
+
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -50,27 +77,43 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("metrics shim: {0}")]
+    Metrics(#[from] std::io::Error),
 }
 
-/// Serves gRPC on `listener` until `shutdown` resolves, then stops accepting,
-/// ends watch streams, and waits for in-flight calls to finish.
+/// Serves until `shutdown` resolves, then stops accepting, ends watch
+/// streams, and waits (up to the grace period) for in-flight calls.
 ///
 /// # Errors
-/// The transport failed or the descriptor set is unusable.
+/// A transport failed or the descriptor set is unusable.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     store: Arc<Store>,
+    telemetry: Telemetry,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
+    let readiness = Readiness::default();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Every served service has a status before the first call can ask; the
     // probe turns it to SERVING once the database answers.
     for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
         health_reporter.set_service_status(service, ServingStatus::NotServing).await;
     }
-    let probe = tokio::spawn(probe_database(store.clone(), health_reporter, options.clone(), stop.clone()));
+    let probe = tokio::spawn(probe_database(
+        store.clone(),
+        health_reporter,
+        readiness.clone(),
+        telemetry.catalog.clone(),
+        options.clone(),
+        stop.clone(),
+    ));
+    let shim = tokio::spawn(eucora_otel::http::serve(
+        listeners.metrics,
+        eucora_otel::http::router(telemetry.pipeline.clone(), readiness),
+        stop.clone().cancelled_owned(),
+    ));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(eucora::FILE_DESCRIPTOR_SET)
@@ -81,9 +124,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let deployments = DeploymentApi::new(store, stop.clone());
-    let local_addr = listener.local_addr().ok();
-    tracing::info!(addr = ?local_addr, "serving gRPC");
+    let deployments = DeploymentApi::new(store, DeploymentMetrics::new(telemetry.catalog.clone()), stop.clone());
+    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 
     let stop_on_signal = stop.clone();
     tokio::spawn(async move {
@@ -94,11 +136,12 @@ pub async fn serve(
 
     let server = Server::builder()
         .layer(CorrelationIdLayer)
+        .layer(RpcObservabilityLayer::new(telemetry.catalog.clone(), served_methods()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(DeploymentServiceServer::new(deployments))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop.clone().cancelled_owned());
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,
@@ -112,12 +155,45 @@ pub async fn serve(
     };
     stop.cancel();
     let _ = probe.await;
-    result.map_err(ServeError::from)
+    let shim_result = shim.await.unwrap_or(Ok(()));
+    result?;
+    shim_result?;
+    Ok(())
 }
 
-/// Keeps grpc.health.v1 in step with the database: SERVING while it answers,
-/// NOT_SERVING (overall and per service) while it does not.
-async fn probe_database(store: Arc<Store>, reporter: HealthReporter, options: ServeOptions, stop: CancellationToken) {
+/// Every `package.Service/Method` this server answers, from the descriptor
+/// sets it serves: the bound on RPC metric labels.
+pub fn served_methods() -> Vec<String> {
+    [
+        eucora::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .filter_map(|bytes| prost_types::FileDescriptorSet::decode(bytes).ok())
+    .flat_map(|set| set.file)
+    .flat_map(|file| {
+        let package = file.package().to_owned();
+        file.service.into_iter().flat_map(move |service| {
+            let service_name = format!("{package}.{}", service.name());
+            service.method.into_iter().map(move |method| format!("{service_name}/{}", method.name()))
+        })
+    })
+    .collect()
+}
+
+/// Keeps grpc.health.v1, `/readyz` and the pool gauge in step with the
+/// database: SERVING while it answers, NOT_SERVING (overall and per service)
+/// while it does not.
+async fn probe_database(
+    store: Arc<Store>,
+    reporter: HealthReporter,
+    readiness: Readiness,
+    catalog: Catalog,
+    options: ServeOptions,
+    stop: CancellationToken,
+) {
     let period = options.health_probe_interval;
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -138,6 +214,9 @@ async fn probe_database(store: Arc<Store>, reporter: HealthReporter, options: Se
             tracing::info!(?status, "health changed");
             last = Some(status);
         }
+        readiness.set(status == ServingStatus::Serving);
+        let pool = store.pool_stats();
+        catalog.pool_size(pool.idle, pool.in_use, pool.max);
         for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
             reporter.set_service_status(service, status).await;
         }
@@ -147,15 +226,8 @@ async fn probe_database(store: Arc<Store>, reporter: HealthReporter, options: Se
         }
     }
     // Callers see NOT_SERVING while in-flight calls drain.
+    readiness.set(false);
     for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
         reporter.set_service_status(service, ServingStatus::NotServing).await;
     }
-}
-
-/// Binds `addr`, for `main` and tests alike.
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::lifecycle::{self, DeploymentStatus, TransitionError};
-use super::ring::Ring;
+use super::ring::{DEFAULT_MIN_SAMPLE_SIZE, Ring};
 
 /// The endpoint-management platform a connector talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,6 +134,8 @@ pub struct RingProgress {
     pub failure_count: u64,
     pub started_at: DateTime<Utc>,
     pub promoted_at: Option<DateTime<Utc>>,
+    /// When the ring first met its success rate with the minimum sample.
+    pub compliant_at: Option<DateTime<Utc>>,
 }
 
 impl RingProgress {
@@ -145,11 +147,22 @@ impl RingProgress {
             failure_count: 0,
             started_at: at,
             promoted_at: None,
+            compliant_at: None,
         }
     }
 
     pub fn reported(&self) -> u64 {
         self.success_count.saturating_add(self.failure_count)
+    }
+
+    /// Whether the counts meet the ring's success rate with enough devices reported.
+    pub fn is_compliant(&self) -> bool {
+        self.reported() >= DEFAULT_MIN_SAMPLE_SIZE && self.success_rate() >= self.ring.default_min_success_rate()
+    }
+
+    /// Time from the ring's start to compliance, once reached.
+    pub fn time_to_compliance(&self) -> Option<chrono::Duration> {
+        self.compliant_at.map(|at| at - self.started_at)
     }
 
     /// success / (success + failure); 0 when nothing was reported.
@@ -346,6 +359,9 @@ impl Deployment {
         }
         progress.success_count = success_count;
         progress.failure_count = failure_count;
+        if progress.compliant_at.is_none() && progress.is_compliant() {
+            progress.compliant_at = Some(ctx.now);
+        }
         self.updated_at = ctx.now;
         let progress = self.progress(ring).expect("found above");
         let reason = format!(
@@ -529,6 +545,24 @@ mod tests {
             DeploymentError::CountDecreased { ring: Ring::Lab, field: "success_count", current: 97, reported: 96 }
         );
         assert_eq!(d.progress(Ring::Lab).unwrap().success_count, 97, "a refused report changes nothing");
+    }
+
+    #[test]
+    fn compliance_is_reached_once_with_enough_devices_at_the_rate() {
+        let mut d = new_deployment(10, Ring::Lab);
+        d.start(&ctx("ops")).unwrap();
+        d.report_outcome(Ring::Lab, 1, 0, &ctx("agent")).unwrap();
+        assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "1/1 is not a sample");
+        d.report_outcome(Ring::Lab, 96, 4, &ctx("agent")).unwrap();
+        assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "0.96 < 0.98");
+        let later = ChangeContext { now: Utc::now() + chrono::Duration::seconds(90), ..ctx("agent") };
+        d.report_outcome(Ring::Lab, 196, 4, &later).unwrap();
+        let lab = d.progress(Ring::Lab).unwrap();
+        assert_eq!(lab.compliant_at, Some(later.now));
+        assert!(lab.time_to_compliance().unwrap() >= chrono::Duration::seconds(90));
+        let even_later = ChangeContext { now: later.now + chrono::Duration::seconds(60), ..ctx("agent") };
+        d.report_outcome(Ring::Lab, 296, 4, &even_later).unwrap();
+        assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, Some(later.now), "first time only");
     }
 
     #[test]

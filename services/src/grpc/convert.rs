@@ -127,6 +127,7 @@ fn ring_progress_to_proto(p: &RingProgress) -> pb::RingProgress {
         start_time: Some(timestamp(p.started_at)),
         promote_time: p.promoted_at.map(timestamp),
         last_gate: None,
+        compliance_time: p.compliant_at.map(timestamp),
     }
 }
 

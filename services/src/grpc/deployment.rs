@@ -22,6 +22,7 @@ use super::page_token;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
 use crate::domain::{ChangeContext, Deployment, DeploymentError, NewDeployment, NewEvent, Ring, SiteClass};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::DeploymentMetrics;
 use crate::store::{CreateOutcome, DeploymentFilter, Store, StoreError};
 
 const MAX_APP_NAME_LEN: usize = 200;
@@ -42,13 +43,14 @@ const ANONYMOUS: &str = "anonymous";
 #[derive(Clone)]
 pub struct DeploymentApi {
     store: Arc<Store>,
+    metrics: DeploymentMetrics,
     shutdown: CancellationToken,
 }
 
 impl DeploymentApi {
     /// `shutdown` ends open WatchDeployments streams.
-    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> DeploymentApi {
-        DeploymentApi { store, shutdown }
+    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics, shutdown: CancellationToken) -> DeploymentApi {
+        DeploymentApi { store, metrics, shutdown }
     }
 
     /// Reads, mutates and saves a deployment. With an etag, a stale read is
@@ -74,7 +76,10 @@ impl DeploymentApi {
                 return Ok(deployment);
             }
             match self.store.save_deployment(&deployment, &events).await {
-                Ok(saved) => return Ok(saved),
+                Ok(saved) => {
+                    self.metrics.committed(&saved, &events);
+                    return Ok(saved);
+                }
                 Err(StoreError::RevisionConflict { .. }) if etag.is_none() => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -249,7 +254,10 @@ impl DeploymentService for DeploymentApi {
             .await
             .map_err(ApiError::from)?
         {
-            CreateOutcome::Created(deployment) => deployment,
+            CreateOutcome::Created(deployment) => {
+                self.metrics.committed(&deployment, &events);
+                deployment
+            }
             CreateOutcome::Existing { deployment, fingerprint: existing } if existing == fingerprint => deployment,
             CreateOutcome::Existing { deployment, .. } => {
                 return Err(ApiError::AlreadyExists(format!(

@@ -13,8 +13,15 @@ impl MigratorTrait for Migrator {
     }
 }
 
-#[derive(DeriveMigrationName)]
+/// Deployments, per-ring progress and the event log.
 struct CreateDeploymentTables;
+
+impl MigrationName for CreateDeploymentTables {
+    // Recorded in `seaql_migrations`: never rename an applied migration.
+    fn name(&self) -> &str {
+        "m20261125_000001_create_deployment_tables"
+    }
+}
 
 #[derive(DeriveIden)]
 enum Deployments {
@@ -55,6 +62,7 @@ enum RingProgress {
     FailureCount,
     StartedAt,
     PromotedAt,
+    CompliantAt,
 }
 
 #[derive(DeriveIden)]
@@ -141,6 +149,7 @@ impl MigrationTrait for CreateDeploymentTables {
                     .col(big_integer(RingProgress::FailureCount))
                     .col(timestamp_with_time_zone(RingProgress::StartedAt))
                     .col(timestamp_with_time_zone_null(RingProgress::PromotedAt))
+                    .col(timestamp_with_time_zone_null(RingProgress::CompliantAt))
                     .primary_key(Index::create().col(RingProgress::DeploymentId).col(RingProgress::Ring))
                     .foreign_key(
                         ForeignKey::create()

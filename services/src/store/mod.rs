@@ -121,6 +121,14 @@ pub enum CreateOutcome {
     },
 }
 
+/// Connections of the pool by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub idle: u32,
+    pub in_use: u32,
+    pub max: u32,
+}
+
 /// Database settings of the store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -195,6 +203,18 @@ impl Store {
     pub async fn ping(&self) -> StoreResult<()> {
         self.db.execute_raw(Statement::from_string(self.db.get_database_backend(), "SELECT 1")).await?;
         Ok(())
+    }
+
+    /// Current connection pool sizes, read from memory (no query).
+    pub fn pool_stats(&self) -> PoolStats {
+        fn stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
+            let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+            PoolStats { idle, in_use: pool.size().saturating_sub(idle), max: pool.options().get_max_connections() }
+        }
+        match self.backend() {
+            DbBackend::Postgres => stats(self.db.get_postgres_connection_pool()),
+            _ => stats(self.db.get_sqlite_connection_pool()),
+        }
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -441,6 +461,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
             failure_count: Set(to_i64(progress.failure_count)),
             started_at: Set(progress.started_at),
             promoted_at: Set(progress.promoted_at),
+            compliant_at: Set(progress.compliant_at),
         };
         ring_progress::Entity::insert(row)
             .on_conflict(
@@ -450,6 +471,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
                         ring_progress::Column::SuccessCount,
                         ring_progress::Column::FailureCount,
                         ring_progress::Column::PromotedAt,
+                        ring_progress::Column::CompliantAt,
                     ])
                     .to_owned(),
             )
@@ -562,6 +584,7 @@ fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
         failure_count: u64::try_from(row.failure_count).unwrap_or(0),
         started_at: row.started_at,
         promoted_at: row.promoted_at,
+        compliant_at: row.compliant_at,
     })
 }
 

@@ -3,12 +3,15 @@
 //! out generated clients.
 #![allow(dead_code)]
 
+pub mod exposition;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
-use eucora_services::server::{self, ServeOptions};
+use eucora_otel::{MetricsPipeline, ServiceIdentity};
+use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
 use tokio::sync::oneshot;
@@ -93,6 +96,9 @@ async fn admin_execute(sql: &str) {
 /// A running server and the means to stop it.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// Address of the /metrics shim.
+    pub metrics_addr: std::net::SocketAddr,
+    pub pipeline: MetricsPipeline,
     pub channel: Channel,
     pub store: Arc<Store>,
     pub database: TestDatabase,
@@ -124,19 +130,33 @@ pub async fn start_server_with(backend: Backend, options: Options) -> TestServer
     };
     let store = Arc::new(Store::connect(&config).await.expect("connect"));
     store.migrate().await.expect("migrate");
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
-    let addr = listener.local_addr().unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+    let addr = grpc.local_addr().unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let identity = ServiceIdentity {
+        name: "eucora".into(),
+        version: "test".into(),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let pipeline = MetricsPipeline::new(&identity).expect("metrics pipeline");
     let (tx, rx) = oneshot::channel();
     let serve_options = ServeOptions {
         health_probe_interval: options.health_probe_interval,
         health_probe_timeout: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),
     };
-    let task = tokio::spawn(server::serve(listener, store.clone(), serve_options, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(server::serve(
+        Listeners { grpc, metrics },
+        store.clone(),
+        Telemetry::new(pipeline.clone()),
+        serve_options,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to server");
-    TestServer { addr, channel, store, database, shutdown: Some(tx), task: Some(task) }
+    TestServer { addr, metrics_addr, pipeline, channel, store, database, shutdown: Some(tx), task: Some(task) }
 }
 
 impl TestServer {
@@ -225,4 +245,23 @@ macro_rules! on_every_backend {
             )*
         }
     };
+}
+
+/// GETs `path` from the server's /metrics shim and returns (status, content type, body).
+pub async fn http_get(server: &TestServer, path: &str) -> (u16, String, String) {
+    let response = reqwest::get(format!("http://{}{path}", server.metrics_addr)).await.expect("HTTP GET");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.expect("body"))
+}
+
+/// Scrapes /metrics and parses it.
+pub async fn scrape(server: &TestServer) -> exposition::Exposition {
+    let (status, _, body) = http_get(server, "/metrics").await;
+    assert_eq!(status, 200);
+    exposition::Exposition::parse(&body)
 }

@@ -14,6 +14,7 @@ pub struct Model {
     pub failure_count: i64,
     pub started_at: DateTimeUtc,
     pub promoted_at: Option<DateTimeUtc>,
+    pub compliant_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,337 @@
+//! The instrument catalog: every metric EUCORA exports, with its name, unit,
+//! description, label keys, allowed label values and histogram buckets, in
+//! this one file. Services record only through the typed methods of
+//! [`Catalog`], so a misspelt name or an unbounded label cannot reach
+//! Prometheus.
+//!
+//! # Naming
+//! Instruments carry OpenTelemetry base names and units; the Prometheus
+//! exporter derives the public names of DESIGN §4 from them: a unit of `s`
+//! appends `_seconds`, monotonic counters get `_total`, dots become
+//! underscores. So `deployment` (counter) scrapes as `deployment_total` and
+//! `deployment_duration` (unit `s`) as `deployment_duration_seconds`. The
+//! golden scrape test pins every resulting name.
+//!
+//! # Labels
+//! Label values are lower snake case (`awaiting_cab`, `rolled_back`,
+//! `air_gapped`), booleans are `true`/`false`. Every label is bounded by an
+//! enum here except `app_name`, which the dashboards group by: instruments
+//! carrying it get a cardinality limit of [`APP_SERIES_LIMIT`] instead of the
+//! SDK's default 2,000 (reached at about 25 apps), so an estate with
+//! thousands of apps does not fold into `otel_metric_overflow`.
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+
+/// Series kept per instrument that carries `app_name`: 8 statuses × 5 rings ×
+/// 2 CAB values × 1,250 apps, or a few thousand apps at realistic spreads.
+pub const APP_SERIES_LIMIT: usize = 100_000;
+
+/// Instrument names, as the meter sees them (see the module docs for the
+/// exported Prometheus names).
+pub mod names {
+    pub const DEPLOYMENT: &str = "deployment";
+    pub const DEPLOYMENT_DURATION: &str = "deployment_duration";
+    pub const DEPLOYMENT_TIME_TO_COMPLIANCE: &str = "deployment_time_to_compliance";
+    pub const RISK_SCORE_DISTRIBUTION: &str = "risk_score_distribution";
+    pub const RING_PROMOTION: &str = "ring_promotion";
+    pub const PROMOTION_GATE_SUCCESS_RATE: &str = "promotion_gate_success_rate";
+    pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
+    pub const CIRCUIT_BREAKER_FAILURES: &str = "circuit_breaker_failures";
+    pub const CONNECTOR_HEALTH: &str = "connector_health";
+    pub const CONNECTOR_OPERATION_DURATION: &str = "connector_operation_duration";
+    pub const DB_CONNECTION_POOL_SIZE: &str = "db_connection_pool_size";
+    /// OpenTelemetry RPC semantic conventions.
+    pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
+    pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
+
+    /// Instruments whose label sets include `app_name`.
+    pub const WITH_APP_NAME: &[&str] = &[DEPLOYMENT, DEPLOYMENT_DURATION, DEPLOYMENT_TIME_TO_COMPLIANCE];
+}
+
+/// Histogram bucket boundaries (DESIGN §4).
+pub mod buckets {
+    pub const DEPLOYMENT_DURATION_SECONDS: &[f64] = &[1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0];
+    pub const RISK_SCORE: &[f64] = &[10.0, 25.0, 50.0, 75.0, 90.0, 100.0];
+    pub const CONNECTOR_OPERATION_SECONDS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+    /// OpenTelemetry's recommended boundaries for `rpc.server.call.duration`.
+    pub const RPC_SECONDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+}
+
+/// Declares a label enum with its lower snake case values.
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $value:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The label value as exported.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $value),+ }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// `ring`, `from_ring`, `to_ring`.
+    RingLabel { Lab => "lab", Canary => "canary", Pilot => "pilot", Department => "department", Global => "global" }
+);
+label_enum!(
+    /// `status` of `deployment_total` and `deployment_duration_seconds`: the status entered.
+    StatusLabel {
+        Pending => "pending",
+        AwaitingCab => "awaiting_cab",
+        Approved => "approved",
+        Rejected => "rejected",
+        Deploying => "deploying",
+        Completed => "completed",
+        Failed => "failed",
+        RolledBack => "rolled_back",
+    }
+);
+label_enum!(
+    /// `status` of `ring_promotion_total`.
+    PromotionLabel { Promoted => "promoted", Blocked => "blocked", RolledBack => "rolled_back" }
+);
+label_enum!(
+    /// `connector_type`.
+    ConnectorTypeLabel { Intune => "intune", Jamf => "jamf", Sccm => "sccm", Landscape => "landscape", Ansible => "ansible" }
+);
+label_enum!(
+    /// `error_type` of `circuit_breaker_failures_total`.
+    ErrorTypeLabel { Transient => "transient", Permanent => "permanent" }
+);
+label_enum!(
+    /// `operation` of `connector_operation_duration_seconds`.
+    OperationLabel { Deploy => "deploy", Status => "status", Remove => "remove", Health => "health" }
+);
+label_enum!(
+    /// `status` of `connector_operation_duration_seconds`.
+    OperationStatusLabel { Success => "success", Failure => "failure" }
+);
+label_enum!(
+    /// Value of `circuit_breaker_state`: 0 = CLOSED, 1 = OPEN, 2 = HALF_OPEN.
+    BreakerStateLabel { Closed => "closed", Open => "open", HalfOpen => "half_open" }
+);
+label_enum!(
+    /// `state` of `db_connection_pool_size`.
+    PoolStateLabel { Idle => "idle", InUse => "in_use", Max => "max" }
+);
+
+impl BreakerStateLabel {
+    /// The gauge value DESIGN §4 assigns to the state.
+    pub fn gauge_value(self) -> i64 {
+        match self {
+            BreakerStateLabel::Closed => 0,
+            BreakerStateLabel::Open => 1,
+            BreakerStateLabel::HalfOpen => 2,
+        }
+    }
+}
+
+fn bool_label(value: bool) -> &'static str {
+    if value { "true" } else { "false" }
+}
+
+/// Every instrument of DESIGN §4, built once from a [`Meter`].
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    deployment: Counter<u64>,
+    deployment_duration: Histogram<f64>,
+    time_to_compliance: Gauge<f64>,
+    risk_score: Histogram<u64>,
+    ring_promotion: Counter<u64>,
+    gate_success_rate: Gauge<f64>,
+    breaker_state: Gauge<i64>,
+    breaker_failures: Counter<u64>,
+    connector_health: Gauge<i64>,
+    connector_operation: Histogram<f64>,
+    pool_size: Gauge<i64>,
+    rpc_duration: Histogram<f64>,
+    rpc_calls: Counter<u64>,
+}
+
+// === impl Catalog ===
+
+impl Catalog {
+    pub fn new(meter: &Meter) -> Catalog {
+        Catalog {
+            deployment: meter
+                .u64_counter(names::DEPLOYMENT)
+                .with_description("Deployments entering a lifecycle status")
+                .build(),
+            deployment_duration: meter
+                .f64_histogram(names::DEPLOYMENT_DURATION)
+                .with_unit("s")
+                .with_description("Time from DEPLOYING to a terminal status")
+                .with_boundaries(buckets::DEPLOYMENT_DURATION_SECONDS.to_vec())
+                .build(),
+            time_to_compliance: meter
+                .f64_gauge(names::DEPLOYMENT_TIME_TO_COMPLIANCE)
+                .with_unit("s")
+                .with_description("Time a ring took from start to compliance, for the latest deployment of an app")
+                .build(),
+            risk_score: meter
+                .u64_histogram(names::RISK_SCORE_DISTRIBUTION)
+                .with_description("Risk scores of created deployments")
+                .with_boundaries(buckets::RISK_SCORE.to_vec())
+                .build(),
+            ring_promotion: meter
+                .u64_counter(names::RING_PROMOTION)
+                .with_description("Ring promotion attempts by result")
+                .build(),
+            gate_success_rate: meter
+                .f64_gauge(names::PROMOTION_GATE_SUCCESS_RATE)
+                .with_description("Success rate seen by the latest promotion gate evaluation of a ring (0..1)")
+                .build(),
+            breaker_state: meter
+                .i64_gauge(names::CIRCUIT_BREAKER_STATE)
+                .with_description("Circuit breaker state: 0 closed, 1 open, 2 half open")
+                .build(),
+            breaker_failures: meter
+                .u64_counter(names::CIRCUIT_BREAKER_FAILURES)
+                .with_description("Connector call failures counted by circuit breakers")
+                .build(),
+            connector_health: meter
+                .i64_gauge(names::CONNECTOR_HEALTH)
+                .with_description("Connector health: 1 healthy, 0 unhealthy")
+                .build(),
+            connector_operation: meter
+                .f64_histogram(names::CONNECTOR_OPERATION_DURATION)
+                .with_unit("s")
+                .with_description("Duration of calls to execution-plane connectors")
+                .with_boundaries(buckets::CONNECTOR_OPERATION_SECONDS.to_vec())
+                .build(),
+            pool_size: meter
+                .i64_gauge(names::DB_CONNECTION_POOL_SIZE)
+                .with_unit("{connection}")
+                .with_description("Database connections by state")
+                .build(),
+            rpc_duration: meter
+                .f64_histogram(names::RPC_SERVER_CALL_DURATION)
+                .with_unit("s")
+                .with_description("Duration of gRPC server calls, streams until they end")
+                .with_boundaries(buckets::RPC_SECONDS.to_vec())
+                .build(),
+            rpc_calls: meter
+                .u64_counter(names::RPC_SERVER_CALLS)
+                .with_description("gRPC server calls by outcome")
+                .build(),
+        }
+    }
+
+    /// A deployment entered `status`.
+    pub fn deployment_entered(&self, status: StatusLabel, ring: RingLabel, app_name: &str, requires_cab: bool) {
+        self.deployment.add(
+            1,
+            &[
+                KeyValue::new("status", status.as_str()),
+                KeyValue::new("ring", ring.as_str()),
+                KeyValue::new("app_name", app_name.to_owned()),
+                KeyValue::new("requires_cab", bool_label(requires_cab)),
+            ],
+        );
+    }
+
+    /// A deployment reached terminal `status` `seconds` after it started deploying.
+    pub fn deployment_finished(&self, status: StatusLabel, ring: RingLabel, app_name: &str, seconds: f64) {
+        self.deployment_duration.record(
+            seconds,
+            &[
+                KeyValue::new("ring", ring.as_str()),
+                KeyValue::new("app_name", app_name.to_owned()),
+                KeyValue::new("status", status.as_str()),
+            ],
+        );
+    }
+
+    /// A ring of an app's deployment became compliant `seconds` after it started.
+    pub fn compliance_reached(&self, ring: RingLabel, app_name: &str, seconds: f64) {
+        self.time_to_compliance
+            .record(seconds, &[KeyValue::new("ring", ring.as_str()), KeyValue::new("app_name", app_name.to_owned())]);
+    }
+
+    /// A deployment was created with `risk_score`.
+    pub fn risk_scored(&self, risk_score: u8, requires_cab: bool) {
+        self.risk_score.record(u64::from(risk_score), &[KeyValue::new("requires_cab", bool_label(requires_cab))]);
+    }
+
+    pub fn ring_promotion(&self, from: RingLabel, to: RingLabel, result: PromotionLabel) {
+        self.ring_promotion.add(
+            1,
+            &[
+                KeyValue::new("from_ring", from.as_str()),
+                KeyValue::new("to_ring", to.as_str()),
+                KeyValue::new("status", result.as_str()),
+            ],
+        );
+    }
+
+    pub fn gate_evaluated(&self, ring: RingLabel, success_rate: f64) {
+        self.gate_success_rate.record(success_rate, &[KeyValue::new("ring", ring.as_str())]);
+    }
+
+    pub fn breaker_state(&self, service: &str, connector_type: ConnectorTypeLabel, state: BreakerStateLabel) {
+        self.breaker_state.record(
+            state.gauge_value(),
+            &[KeyValue::new("service", service.to_owned()), KeyValue::new("connector_type", connector_type.as_str())],
+        );
+    }
+
+    pub fn breaker_failure(&self, service: &str, connector_type: ConnectorTypeLabel, error_type: ErrorTypeLabel) {
+        self.breaker_failures.add(
+            1,
+            &[
+                KeyValue::new("service", service.to_owned()),
+                KeyValue::new("connector_type", connector_type.as_str()),
+                KeyValue::new("error_type", error_type.as_str()),
+            ],
+        );
+    }
+
+    pub fn connector_health(&self, connector_type: ConnectorTypeLabel, healthy: bool) {
+        self.connector_health.record(i64::from(healthy), &[KeyValue::new("connector_type", connector_type.as_str())]);
+    }
+
+    pub fn connector_operation(
+        &self,
+        connector_type: ConnectorTypeLabel,
+        operation: OperationLabel,
+        status: OperationStatusLabel,
+        seconds: f64,
+    ) {
+        self.connector_operation.record(
+            seconds,
+            &[
+                KeyValue::new("connector_type", connector_type.as_str()),
+                KeyValue::new("operation", operation.as_str()),
+                KeyValue::new("status", status.as_str()),
+            ],
+        );
+    }
+
+    /// The database pool's current sizes.
+    pub fn pool_size(&self, idle: u32, in_use: u32, max: u32) {
+        for (state, value) in
+            [(PoolStateLabel::Idle, idle), (PoolStateLabel::InUse, in_use), (PoolStateLabel::Max, max)]
+        {
+            self.pool_size.record(i64::from(value), &[KeyValue::new("state", state.as_str())]);
+        }
+    }
+
+    /// One finished gRPC call (OpenTelemetry RPC semantic conventions).
+    pub fn rpc_call(&self, service: &str, method: &str, grpc_status_code: i32, seconds: f64) {
+        let attributes = [
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", service.to_owned()),
+            KeyValue::new("rpc.method", method.to_owned()),
+            KeyValue::new("rpc.grpc.status_code", i64::from(grpc_status_code)),
+        ];
+        self.rpc_duration.record(seconds, &attributes);
+        self.rpc_calls.add(1, &attributes);
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP shim on its own listener: `GET /metrics` (and the Django-era
+//! alias `GET /api/v1/metrics/`) in the Prometheus text format, gzip when the
+//! scraper accepts it; `/healthz` (the process runs) and `/readyz` (its
+//! dependencies answer). Other methods get 405, other paths 404.
+//!
+//! Rendering runs on the blocking pool: a scrape of many series is CPU work
+//! that must not stall the async workers serving gRPC.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+
+use crate::pipeline::MetricsPipeline;
+
+/// Whether the service can do its work (e.g. its database answers); shared
+/// between whoever probes the dependencies and `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct ShimState {
+    pipeline: MetricsPipeline,
+    readiness: Readiness,
+}
+
+/// The shim's routes.
+pub fn router(pipeline: MetricsPipeline, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/metrics/", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .layer(CompressionLayer::new().gzip(true))
+        .with_state(ShimState { pipeline, readiness })
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+async fn metrics(State(state): State<ShimState>) -> Response {
+    let pipeline = state.pipeline.clone();
+    match tokio::task::spawn_blocking(move || pipeline.render()).await {
+        Ok(Ok((content_type, body))) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "rendering metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("rendering metrics failed: {err}\n")).into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "metrics render task");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n").into_response()
+        }
+    }
+}
+
+async fn ready(State(state): State<ShimState>) -> Response {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: a dependency is unavailable\n").into_response()
+    }
+}

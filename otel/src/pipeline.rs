@@ -1,0 +1,99 @@
+//! The metrics pipeline: `SdkMeterProvider` → opentelemetry-prometheus
+//! exporter → `prometheus::Registry`, with the resource (service name,
+//! version, instance id) exported as `target_info`, and rendering of the
+//! registry in the Prometheus text format.
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{Instrument, SdkMeterProvider, Stream};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::catalog::{APP_SERIES_LIMIT, names};
+
+/// Who is exporting: the resource attributes every series is tied to.
+#[derive(Debug, Clone)]
+pub struct ServiceIdentity {
+    pub name: String,
+    pub version: String,
+    /// Unique per process (a UUID), so replicas are told apart.
+    pub instance_id: String,
+}
+
+/// Errors building or stopping the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("building the Prometheus exporter: {0}")]
+    Exporter(#[from] opentelemetry_sdk::error::OTelSdkError),
+    #[error("encoding metrics: {0}")]
+    Encode(#[from] prometheus::Error),
+}
+
+/// A meter provider bridged into a Prometheus registry.
+#[derive(Debug, Clone)]
+pub struct MetricsPipeline {
+    provider: SdkMeterProvider,
+    registry: Registry,
+}
+
+impl MetricsPipeline {
+    /// # Errors
+    /// The exporter cannot register with the registry.
+    pub fn new(identity: &ServiceIdentity) -> Result<MetricsPipeline, PipelineError> {
+        let registry = Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            // One scope exports everything: a scope label on every series says nothing.
+            .scope_info_enabled(false)
+            .build()?;
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.name", identity.name.clone()),
+                KeyValue::new("service.version", identity.version.clone()),
+                KeyValue::new("service.instance.id", identity.instance_id.clone()),
+            ])
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .with_resource(resource)
+            .with_view(app_name_cardinality)
+            .build();
+        Ok(MetricsPipeline { provider, registry })
+    }
+
+    pub fn meter(&self) -> Meter {
+        self.provider.meter("eucora")
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The registry in the text exposition format, with its content type.
+    ///
+    /// # Errors
+    /// Encoding failed (a metric family the encoder rejects).
+    pub fn render(&self) -> Result<(String, Vec<u8>), PipelineError> {
+        let encoder = TextEncoder::new();
+        let families = self.registry.gather();
+        let mut body = Vec::with_capacity(64 * 1024);
+        encoder.encode(&families, &mut body)?;
+        Ok((encoder.format_type().to_owned(), body))
+    }
+
+    /// Flushes and stops the provider; later records are dropped.
+    pub fn shutdown(&self) {
+        if let Err(err) = self.provider.shutdown() {
+            tracing::warn!(error = %err, "meter provider shutdown");
+        }
+    }
+}
+
+/// Raises the cardinality limit of instruments that carry `app_name`.
+fn app_name_cardinality(instrument: &Instrument) -> Option<Stream> {
+    if names::WITH_APP_NAME.contains(&instrument.name()) {
+        Stream::builder().with_cardinality_limit(APP_SERIES_LIMIT).build().ok()
+    } else {
+        None
+    }
+}

@@ -1,0 +1,103 @@
+//! Records the deployment instruments of the telemetry catalog from what the
+//! store committed: every status entered counts in `deployment_total`, a
+//! terminal status observes `deployment_duration_seconds` (from DEPLOYING),
+//! creates observe `risk_score_distribution`, and a ring reaching compliance
+//! sets `deployment_time_to_compliance_seconds`. Also maps domain values to
+//! the catalog's bounded label enums.
+
+use eucora_otel::Catalog;
+use eucora_otel::catalog::{RingLabel, StatusLabel};
+
+use crate::domain::{Deployment, DeploymentStatus, EventKind, NewEvent, Ring};
+
+pub fn ring_label(ring: Ring) -> RingLabel {
+    match ring {
+        Ring::Lab => RingLabel::Lab,
+        Ring::Canary => RingLabel::Canary,
+        Ring::Pilot => RingLabel::Pilot,
+        Ring::Department => RingLabel::Department,
+        Ring::Global => RingLabel::Global,
+    }
+}
+
+pub fn status_label(status: DeploymentStatus) -> StatusLabel {
+    match status {
+        DeploymentStatus::Pending => StatusLabel::Pending,
+        DeploymentStatus::AwaitingCab => StatusLabel::AwaitingCab,
+        DeploymentStatus::Approved => StatusLabel::Approved,
+        DeploymentStatus::Rejected => StatusLabel::Rejected,
+        DeploymentStatus::Deploying => StatusLabel::Deploying,
+        DeploymentStatus::Completed => StatusLabel::Completed,
+        DeploymentStatus::Failed => StatusLabel::Failed,
+        DeploymentStatus::RolledBack => StatusLabel::RolledBack,
+    }
+}
+
+/// Deployment instruments, fed with committed changes.
+#[derive(Debug, Clone)]
+pub struct DeploymentMetrics {
+    catalog: Catalog,
+}
+
+impl DeploymentMetrics {
+    pub fn new(catalog: Catalog) -> DeploymentMetrics {
+        DeploymentMetrics { catalog }
+    }
+
+    /// Records `events`, just committed for `deployment` (its state after them).
+    pub fn committed(&self, deployment: &Deployment, events: &[NewEvent]) {
+        let app = deployment.app_name.as_str();
+        for event in events {
+            match event.kind {
+                EventKind::Created => {
+                    self.catalog.risk_scored(deployment.risk_score, deployment.requires_cab_approval);
+                    self.entered(deployment, event);
+                }
+                EventKind::StatusChanged => {
+                    self.entered(deployment, event);
+                    if let (true, Some(started)) = (event.to_status.is_terminal(), deployment.deploy_started_at) {
+                        let seconds = (event.at - started).as_seconds_f64().max(0.0);
+                        self.catalog.deployment_finished(
+                            status_label(event.to_status),
+                            ring_label(event.ring),
+                            app,
+                            seconds,
+                        );
+                    }
+                }
+                EventKind::OutcomeReported => {
+                    let reached_now = deployment.progress(event.ring).filter(|p| p.compliant_at == Some(event.at));
+                    if let Some(seconds) = reached_now.and_then(|p| p.time_to_compliance()) {
+                        self.catalog.compliance_reached(ring_label(event.ring), app, seconds.as_seconds_f64().max(0.0));
+                    }
+                }
+                EventKind::RingPromoted | EventKind::Dispatched => {}
+            }
+        }
+    }
+
+    fn entered(&self, deployment: &Deployment, event: &NewEvent) {
+        self.catalog.deployment_entered(
+            status_label(event.to_status),
+            ring_label(event.ring),
+            &deployment.app_name,
+            deployment.requires_cab_approval,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eucora_otel::catalog::{RingLabel, StatusLabel};
+
+    #[test]
+    fn every_domain_value_has_its_label() {
+        let rings: Vec<_> = Ring::ALL.iter().map(|r| ring_label(*r).as_str()).collect();
+        assert_eq!(rings, RingLabel::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+        for status in DeploymentStatus::ALL {
+            assert_eq!(status_label(status).as_str(), status.as_label());
+        }
+        assert_eq!(StatusLabel::ALL.len(), DeploymentStatus::ALL.len());
+    }
+}
