@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 GRPC_ADDR ?= 127.0.0.1:50051
 
-.PHONY: run build test lint fmt services buf smoke clean
+.PHONY: run build test lint fmt services buf smoke bench clean
 
 ## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
 run:
@@ -41,6 +41,10 @@ buf:
 ## smoke: the README's grpcurl walk-through against a server started with `make run`
 smoke:
 	GRPC_ADDR=$(GRPC_ADDR) .ci/smoke
+
+## bench: telemetry pipeline against the raw prometheus crate
+bench:
+	cargo bench -p eucora-otel
 
 clean:
 	cargo clean
