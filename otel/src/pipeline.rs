@@ -20,6 +20,19 @@ pub struct ServiceIdentity {
     pub instance_id: String,
 }
 
+impl ServiceIdentity {
+    /// The OpenTelemetry resource of this process, shared by metrics and traces.
+    pub fn resource(&self) -> Resource {
+        Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.name", self.name.clone()),
+                KeyValue::new("service.version", self.version.clone()),
+                KeyValue::new("service.instance.id", self.instance_id.clone()),
+            ])
+            .build()
+    }
+}
+
 /// Errors building or stopping the pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -46,16 +59,9 @@ impl MetricsPipeline {
             // One scope exports everything: a scope label on every series says nothing.
             .scope_info_enabled(false)
             .build()?;
-        let resource = Resource::builder_empty()
-            .with_attributes([
-                KeyValue::new("service.name", identity.name.clone()),
-                KeyValue::new("service.version", identity.version.clone()),
-                KeyValue::new("service.instance.id", identity.instance_id.clone()),
-            ])
-            .build();
         let provider = SdkMeterProvider::builder()
             .with_reader(exporter)
-            .with_resource(resource)
+            .with_resource(identity.resource())
             .with_view(app_name_cardinality)
             .build();
         Ok(MetricsPipeline { provider, registry })

@@ -5,10 +5,9 @@
 //! read from incoming calls and written to outgoing ones.
 
 use http::HeaderMap;
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -72,14 +71,7 @@ pub fn tracer_provider(
     identity: &ServiceIdentity,
     otlp_endpoint: Option<&str>,
 ) -> Result<SdkTracerProvider, TracingError> {
-    let resource = Resource::builder_empty()
-        .with_attributes([
-            KeyValue::new("service.name", identity.name.clone()),
-            KeyValue::new("service.version", identity.version.clone()),
-            KeyValue::new("service.instance.id", identity.instance_id.clone()),
-        ])
-        .build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut builder = SdkTracerProvider::builder().with_resource(identity.resource());
     if let Some(endpoint) = otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;

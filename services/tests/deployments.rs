@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use common::{Backend, assert_code, create, create_request, start_server, start_server_with};
 use eucora::v1 as pb;
+use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
@@ -121,15 +123,7 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
         client.get_deployment(pb::GetDeploymentRequest { id: created.id.clone() }).await.unwrap().into_inner();
     assert_eq!(fetched.deployment.unwrap(), completed);
 
-    let events = client
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: created.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut client, &created.id).await;
     let trail: Vec<_> = events.iter().map(|e| (e.kind(), e.from_status(), e.to_status(), e.actor.as_str())).collect();
     use pb::DeploymentEventKind as K;
     use pb::DeploymentStatus as S;
@@ -273,10 +267,7 @@ async fn pagination_walks_every_page_newest_first(backend: Backend) {
     server.stop().await;
 }
 
-async fn started_deployment(
-    client: &mut eucora::v1::deployment_service_client::DeploymentServiceClient<tonic::transport::Channel>,
-    request_id: &str,
-) -> pb::Deployment {
+async fn started_deployment(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
     let created = create(client, request_id, "office", 10).await;
     client
         .start_deployment(pb::StartDeploymentRequest { id: created.id, actor: "ops".into(), etag: String::new() })
@@ -313,15 +304,7 @@ async fn concurrent_mutations_with_one_etag_have_one_winner(backend: Backend) {
         }
     }
     assert_eq!(winners, 1);
-    let events = client
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: deployment.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut client, &deployment.id).await;
     assert_eq!(events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::OutcomeReported).count(), 1);
     server.stop().await;
 }
@@ -355,18 +338,15 @@ async fn concurrent_mutations_without_etag_all_apply(backend: Backend) {
     }
     let final_state = client.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
     assert_eq!(final_state.into_inner().deployment.unwrap().ring_progress[0].success_count, 120);
-    let events = client
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: deployment.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut client, &deployment.id).await;
     let reported: Vec<_> = events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::OutcomeReported).collect();
     assert_eq!(reported.len(), accepted, "one event per accepted report");
     server.stop().await;
+}
+
+async fn events_of(client: &mut DeploymentServiceClient<Channel>, id: &str) -> Vec<pb::DeploymentEvent> {
+    let request = pb::ListDeploymentEventsRequest { deployment_id: id.to_owned(), ..Default::default() };
+    client.list_deployment_events(request).await.unwrap().into_inner().events
 }
 
 async fn next_event(stream: &mut tonic::Streaming<pb::WatchDeploymentsResponse>) -> Payload {
@@ -602,7 +582,7 @@ async fn slow_watcher_is_told_it_fell_behind_and_does_not_block_others() {
         .connect()
         .await
         .unwrap();
-    let mut slow = eucora::v1::deployment_service_client::DeploymentServiceClient::new(slow_channel)
+    let mut slow = DeploymentServiceClient::new(slow_channel)
         .watch_deployments(pb::WatchDeploymentsRequest::default())
         .await
         .unwrap()

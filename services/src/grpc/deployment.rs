@@ -86,6 +86,34 @@ impl DeploymentApi {
         }
         Err(ApiError::Aborted(format!("deployment {id} is changing too fast; retry")))
     }
+
+    /// Validates `fields` (with any violations already found in `v`), then
+    /// applies `change` through [`DeploymentApi::mutate`].
+    async fn apply<T>(
+        &self,
+        request: &Request<T>,
+        mut v: Violations,
+        fields: MutationFields<'_>,
+        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
+    ) -> Result<Option<pb::Deployment>, Status> {
+        let id = v.uuid("id", fields.id);
+        let (actor_field, actor) = fields.actor;
+        let actor = if fields.actor_required {
+            Some(v.required_text(actor_field, actor, MAX_ACTOR_LEN))
+        } else {
+            v.optional_text(actor_field, actor, MAX_ACTOR_LEN)
+        };
+        let reason = if fields.reason_required {
+            Some(v.required_text("reason", fields.reason, MAX_REASON_LEN))
+        } else {
+            v.optional_text("reason", fields.reason, MAX_REASON_LEN)
+        };
+        let etag = v.etag("etag", fields.etag);
+        v.finish()?;
+        let ctx = change_context(request, actor, reason);
+        let deployment = self.mutate(id, etag, &ctx, change).await?;
+        Ok(Some(deployment_to_proto(&deployment)))
+    }
 }
 
 /// The context of a mutation: actor (defaulted), reason and correlation id.
@@ -150,37 +178,29 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> ApiResult<(String, NewD
     Ok((request_id, new))
 }
 
-/// Validated fields common to the simple mutations.
-struct MutationInput {
-    id: Uuid,
-    etag: Option<i64>,
-    actor: Option<String>,
-    reason: Option<String>,
+/// The raw fields every lifecycle mutation carries.
+struct MutationFields<'a> {
+    id: &'a str,
+    /// (field name, value); CAB decisions require an approver, others default to anonymous.
+    actor: (&'static str, &'a str),
+    actor_required: bool,
+    reason: &'a str,
+    reason_required: bool,
+    etag: &'a str,
 }
 
-fn validate_mutation(
-    id: &str,
-    actor: (&str, &str),
-    reason: &str,
-    reason_required: bool,
-    etag: &str,
-) -> ApiResult<MutationInput> {
-    let mut v = Violations::new();
-    let id = v.uuid("id", id);
-    let (actor_field, actor_value) = actor;
-    let actor = if actor_field == "approver" {
-        Some(v.required_text(actor_field, actor_value, MAX_ACTOR_LEN))
-    } else {
-        v.optional_text(actor_field, actor_value, MAX_ACTOR_LEN)
-    };
-    let reason = if reason_required {
-        Some(v.required_text("reason", reason, MAX_REASON_LEN))
-    } else {
-        v.optional_text("reason", reason, MAX_REASON_LEN)
-    };
-    let etag = v.etag("etag", etag);
-    v.finish()?;
-    Ok(MutationInput { id, etag, actor, reason })
+impl<'a> MutationFields<'a> {
+    fn cab(id: &'a str, approver: &'a str, reason: &'a str, etag: &'a str) -> Self {
+        MutationFields { id, actor: ("approver", approver), actor_required: true, reason, reason_required: false, etag }
+    }
+
+    fn lifecycle(id: &'a str, actor: &'a str, reason: &'a str, etag: &'a str) -> Self {
+        MutationFields { id, actor: ("actor", actor), actor_required: false, reason, reason_required: false, etag }
+    }
+
+    fn reason_required(self) -> Self {
+        MutationFields { reason_required: true, ..self }
+    }
 }
 
 fn list_filters_key(filter: &DeploymentFilter) -> String {
@@ -194,49 +214,6 @@ fn list_filters_key(filter: &DeploymentFilter) -> String {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchDeploymentsResponse, Status>> + Send>>;
-
-macro_rules! simple_mutation {
-    ($self:ident, $request:ident, $method:ident, actor = $actor_field:literal, reason_required = $required:literal, $response:ident) => {{
-        let req = $request.get_ref();
-        let input = validate_mutation(&req.id, ($actor_field, actor_of(req)), &req.reason, $required, &req.etag)?;
-        let ctx = change_context(&$request, input.actor, input.reason);
-        let deployment = $self.mutate(input.id, input.etag, &ctx, |d, ctx| d.$method(ctx)).await?;
-        Ok(Response::new(pb::$response { deployment: Some(deployment_to_proto(&deployment)) }))
-    }};
-}
-
-/// The name of the person acting in a CAB or lifecycle request.
-trait ActorField {
-    fn actor_value(&self) -> &str;
-}
-
-fn actor_of(req: &impl ActorField) -> &str {
-    req.actor_value()
-}
-
-impl ActorField for pb::ApproveDeploymentRequest {
-    fn actor_value(&self) -> &str {
-        &self.approver
-    }
-}
-
-impl ActorField for pb::RejectDeploymentRequest {
-    fn actor_value(&self) -> &str {
-        &self.approver
-    }
-}
-
-impl ActorField for pb::CompleteDeploymentRequest {
-    fn actor_value(&self) -> &str {
-        &self.actor
-    }
-}
-
-impl ActorField for pb::FailDeploymentRequest {
-    fn actor_value(&self) -> &str {
-        &self.actor
-    }
-}
 
 #[tonic::async_trait]
 impl DeploymentService for DeploymentApi {
@@ -312,14 +289,20 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::ApproveDeploymentRequest>,
     ) -> Result<Response<pb::ApproveDeploymentResponse>, Status> {
-        simple_mutation!(self, request, approve, actor = "approver", reason_required = false, ApproveDeploymentResponse)
+        let req = request.get_ref();
+        let fields = MutationFields::cab(&req.id, &req.approver, &req.reason, &req.etag);
+        let deployment = self.apply(&request, Violations::new(), fields, Deployment::approve).await?;
+        Ok(Response::new(pb::ApproveDeploymentResponse { deployment }))
     }
 
     async fn reject_deployment(
         &self,
         request: Request<pb::RejectDeploymentRequest>,
     ) -> Result<Response<pb::RejectDeploymentResponse>, Status> {
-        simple_mutation!(self, request, reject, actor = "approver", reason_required = false, RejectDeploymentResponse)
+        let req = request.get_ref();
+        let fields = MutationFields::cab(&req.id, &req.approver, &req.reason, &req.etag);
+        let deployment = self.apply(&request, Violations::new(), fields, Deployment::reject).await?;
+        Ok(Response::new(pb::RejectDeploymentResponse { deployment }))
     }
 
     async fn start_deployment(
@@ -327,10 +310,9 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::StartDeploymentRequest>,
     ) -> Result<Response<pb::StartDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let input = validate_mutation(&req.id, ("actor", &req.actor), "", false, &req.etag)?;
-        let ctx = change_context(&request, input.actor, None);
-        let deployment = self.mutate(input.id, input.etag, &ctx, |d, ctx| d.start(ctx)).await?;
-        Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag);
+        let deployment = self.apply(&request, Violations::new(), fields, Deployment::start).await?;
+        Ok(Response::new(pb::StartDeploymentResponse { deployment }))
     }
 
     async fn report_ring_outcome(
@@ -348,29 +330,35 @@ impl DeploymentService for DeploymentApi {
         };
         let success_count = count("success_count", req.success_count);
         let failure_count = count("failure_count", req.failure_count);
-        let input = validate_mutation(&req.id, ("actor", &req.actor), "", false, &req.etag);
-        v.finish()?;
-        let input = input?;
-        let ring = ring.expect("validated");
-        let ctx = change_context(&request, input.actor, None);
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag);
         let deployment = self
-            .mutate(input.id, input.etag, &ctx, |d, ctx| d.report_outcome(ring, success_count, failure_count, ctx))
+            .apply(&request, v, fields, |d, ctx| {
+                // `ring` is None only when validation failed, and then `apply` returned before calling this.
+                let ring = ring.unwrap_or(Ring::Lab);
+                d.report_outcome(ring, success_count, failure_count, ctx)
+            })
             .await?;
-        Ok(Response::new(pb::ReportRingOutcomeResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+        Ok(Response::new(pb::ReportRingOutcomeResponse { deployment }))
     }
 
     async fn complete_deployment(
         &self,
         request: Request<pb::CompleteDeploymentRequest>,
     ) -> Result<Response<pb::CompleteDeploymentResponse>, Status> {
-        simple_mutation!(self, request, complete, actor = "actor", reason_required = false, CompleteDeploymentResponse)
+        let req = request.get_ref();
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
+        let deployment = self.apply(&request, Violations::new(), fields, Deployment::complete).await?;
+        Ok(Response::new(pb::CompleteDeploymentResponse { deployment }))
     }
 
     async fn fail_deployment(
         &self,
         request: Request<pb::FailDeploymentRequest>,
     ) -> Result<Response<pb::FailDeploymentResponse>, Status> {
-        simple_mutation!(self, request, fail, actor = "actor", reason_required = true, FailDeploymentResponse)
+        let req = request.get_ref();
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
+        let deployment = self.apply(&request, Violations::new(), fields, Deployment::fail).await?;
+        Ok(Response::new(pb::FailDeploymentResponse { deployment }))
     }
 
     async fn list_deployment_events(
