@@ -3,7 +3,7 @@
 //! level (client faults `info`, server faults `warn`/`error`).
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
 use crate::domain::DeploymentError;
 use crate::store::StoreError;
@@ -20,6 +20,9 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A promotion gate did not pass: one precondition violation per failed check.
+    #[error("{message}")]
+    GateBlocked { message: String, violations: Vec<PreconditionViolation> },
     #[error("{0}")]
     PermissionDenied(String),
     /// Lost an optimistic-concurrency race (stale etag).
@@ -53,6 +56,9 @@ impl From<StoreError> for ApiError {
             StoreError::RevisionConflict { id, expected } => ApiError::Aborted(format!(
                 "deployment {id} changed since etag \"{expected}\" was read; get it again and retry"
             )),
+            StoreError::PolicyConflict { ring, expected } => ApiError::Aborted(format!(
+                "the {ring} policy changed since etag \"{expected}\" was read; get it again and retry"
+            )),
             StoreError::RequestIdTaken(request_id) => {
                 ApiError::Aborted(format!("request_id {request_id:?} is being used by a concurrent call; retry"))
             }
@@ -68,11 +74,14 @@ impl From<DeploymentError> for ApiError {
         let message = err.to_string();
         match err {
             DeploymentError::SelfApproval { .. } => ApiError::PermissionDenied(message),
+            DeploymentError::RingMoved { .. } => ApiError::Aborted(message),
             DeploymentError::Transition(_)
             | DeploymentError::NotDeploying { .. }
             | DeploymentError::RingNotStarted { .. }
             | DeploymentError::CountDecreased { .. }
-            | DeploymentError::TargetRingNotReached { .. } => ApiError::FailedPrecondition(message),
+            | DeploymentError::TargetRingNotReached { .. }
+            | DeploymentError::NotPromotable { .. }
+            | DeploymentError::GateNotPassed { .. } => ApiError::FailedPrecondition(message),
         }
     }
 }
@@ -96,6 +105,14 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(_) => {
                 tracing::info!(%message, "failed precondition");
                 Status::failed_precondition(message)
+            }
+            ApiError::GateBlocked { violations, .. } => {
+                tracing::info!(%message, "promotion gate blocked");
+                Status::with_error_details(
+                    Code::FailedPrecondition,
+                    message,
+                    ErrorDetails::with_precondition_failure(violations),
+                )
             }
             ApiError::PermissionDenied(_) => {
                 tracing::info!(%message, "permission denied");

@@ -6,9 +6,11 @@
 //! the catalog's bounded label enums.
 
 use eucora_otel::Catalog;
-use eucora_otel::catalog::{RingLabel, StatusLabel};
+use eucora_otel::catalog::{PromotionLabel, RingLabel, StatusLabel};
 
-use crate::domain::{Deployment, DeploymentStatus, EventKind, NewEvent, Ring};
+use crate::domain::{
+    Deployment, DeploymentStatus, EventKind, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring,
+};
 
 pub fn ring_label(ring: Ring) -> RingLabel {
     match ring {
@@ -74,6 +76,25 @@ impl DeploymentMetrics {
                 EventKind::RingPromoted | EventKind::Dispatched => {}
             }
         }
+    }
+
+    /// A gate was evaluated: its ring's observed success rate becomes current.
+    pub fn gate_evaluated(&self, evaluation: &GateEvaluation) {
+        if let Some(rate) = evaluation.success_rate() {
+            self.catalog.gate_evaluated(ring_label(evaluation.ring), rate);
+        }
+    }
+
+    /// A promotion attempt was recorded. Completions (leaving the target
+    /// ring) and rollbacks have no next ring: `to_ring` repeats `from_ring`.
+    pub fn promotion(&self, promotion: &Promotion) {
+        let result = match promotion.result {
+            PromotionResult::Promoted => PromotionLabel::Promoted,
+            PromotionResult::Blocked => PromotionLabel::Blocked,
+            PromotionResult::RolledBack => PromotionLabel::RolledBack,
+        };
+        let to = promotion.to_ring.unwrap_or(promotion.from_ring);
+        self.catalog.ring_promotion(ring_label(promotion.from_ring), ring_label(to), result);
     }
 
     fn entered(&self, deployment: &Deployment, event: &NewEvent) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eucora::v1::deployment_service_server::DeploymentServiceServer;
+use eucora::v1::ring_promotion_service_server::RingPromotionServiceServer;
 use eucora_otel::http::Readiness;
 use eucora_otel::rpc::RpcObservabilityLayer;
 use eucora_otel::{Catalog, MetricsPipeline};
@@ -20,11 +21,12 @@ use tonic_health::server::HealthReporter;
 
 use crate::grpc::correlation::CorrelationIdLayer;
 use crate::grpc::deployment::DeploymentApi;
+use crate::grpc::promotion::PromotionApi;
 use crate::metrics::DeploymentMetrics;
 use crate::store::Store;
 
 /// Fully qualified names of the application services that health reports on.
-pub const SERVED_SERVICES: &[&str] = &["eucora.v1.DeploymentService"];
+pub const SERVED_SERVICES: &[&str] = &["eucora.v1.DeploymentService", "eucora.v1.RingPromotionService"];
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -124,7 +126,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let deployments = DeploymentApi::new(store, DeploymentMetrics::new(telemetry.catalog.clone()), stop.clone());
+    let metrics = DeploymentMetrics::new(telemetry.catalog.clone());
+    let deployments = DeploymentApi::new(store.clone(), metrics.clone(), stop.clone());
+    let promotions = PromotionApi::new(store, metrics);
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 
     let stop_on_signal = stop.clone();
@@ -141,6 +145,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(DeploymentServiceServer::new(deployments))
+        .add_service(RingPromotionServiceServer::new(promotions))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop.clone().cancelled_owned());
     tokio::pin!(server);
     let result = tokio::select! {

@@ -86,7 +86,7 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
         success_count: success,
         failure_count: failure,
         actor: "agent".into(),
-        etag: String::new(),
+        ..Default::default()
     };
     client.report_ring_outcome(report(40, 1)).await.unwrap();
     let reported = client.report_ring_outcome(report(97, 3)).await.unwrap().into_inner().deployment.unwrap();
@@ -292,6 +292,7 @@ async fn concurrent_mutations_with_one_etag_have_one_winner(backend: Backend) {
                 failure_count: 0,
                 actor: format!("agent-{i}"),
                 etag: deployment.etag.clone(),
+                ..Default::default()
             };
             tokio::spawn(async move { client.report_ring_outcome(request).await })
         })

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::gate::{GateEvaluation, RingPolicy};
 use super::lifecycle::{self, DeploymentStatus, TransitionError};
-use super::ring::{DEFAULT_MIN_SAMPLE_SIZE, Ring};
+use super::ring::Ring;
 
 /// The endpoint-management platform a connector talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,8 +135,10 @@ pub struct RingProgress {
     pub failure_count: u64,
     pub started_at: DateTime<Utc>,
     pub promoted_at: Option<DateTime<Utc>>,
-    /// When the ring first met its success rate with the minimum sample.
+    /// When the ring first met its policy's success rate with the minimum sample.
     pub compliant_at: Option<DateTime<Utc>>,
+    /// When a reporter confirmed the rollback was exercised in this ring.
+    pub rollback_validated_at: Option<DateTime<Utc>>,
 }
 
 impl RingProgress {
@@ -148,16 +151,12 @@ impl RingProgress {
             started_at: at,
             promoted_at: None,
             compliant_at: None,
+            rollback_validated_at: None,
         }
     }
 
     pub fn reported(&self) -> u64 {
         self.success_count.saturating_add(self.failure_count)
-    }
-
-    /// Whether the counts meet the ring's success rate with enough devices reported.
-    pub fn is_compliant(&self) -> bool {
-        self.reported() >= DEFAULT_MIN_SAMPLE_SIZE && self.success_rate() >= self.ring.default_min_success_rate()
     }
 
     /// Time from the ring's start to compliance, once reached.
@@ -172,6 +171,16 @@ impl RingProgress {
             total => self.success_count as f64 / total as f64,
         }
     }
+}
+
+/// A cumulative outcome report for one ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub ring: Ring,
+    pub success_count: u64,
+    pub failure_count: u64,
+    /// The reporter exercised the rollback in this ring.
+    pub rollback_validated: bool,
 }
 
 /// The validated content of a CreateDeployment call.
@@ -232,6 +241,12 @@ pub enum DeploymentError {
     CountDecreased { ring: Ring, field: &'static str, current: u64, reported: u64 },
     #[error("the deployment is in {current}, its target ring is {target}: promote it before completing")]
     TargetRingNotReached { current: Ring, target: Ring },
+    #[error("only DEPLOYING deployments can be promoted (it is {status})")]
+    NotPromotable { status: DeploymentStatus },
+    #[error("the gate to leave {ring} did not pass: {failed}")]
+    GateNotPassed { ring: Ring, failed: String },
+    #[error("the deployment is in {current}, not {expected}: another promotion or rollback changed it")]
+    RingMoved { expected: Ring, current: Ring },
 }
 
 impl Deployment {
@@ -309,43 +324,34 @@ impl Deployment {
         let moved = self.move_to(DeploymentStatus::Deploying, ctx)?;
         self.deploy_started_at = Some(ctx.now);
         self.enter_ring(self.current_ring, ctx.now);
-        let dispatched = self.event(
-            EventKind::Dispatched,
-            Some(self.status),
-            &ChangeContext {
-                reason: format!(
-                    "deploy {} {} to {} via {}",
-                    self.app_name,
-                    self.version,
-                    self.current_ring,
-                    self.connector_name.as_deref().unwrap_or(self.connector_type.as_label())
-                ),
-                ..ctx.clone()
-            },
-        );
+        let dispatched =
+            self.dispatch(format!("deploy {} {} to {}", self.app_name, self.version, self.current_ring), ctx);
         Ok(vec![moved, dispatched])
     }
 
-    /// Records cumulative outcome counts for a started ring while DEPLOYING.
-    /// Re-sending the same counts changes nothing and returns no event; lower
+    /// Records cumulative outcome counts for a started ring while DEPLOYING,
+    /// and whether the reporter exercised the rollback there. The ring becomes
+    /// compliant the first time the counts meet `policy` (that ring's).
+    /// Re-sending the same report changes nothing and returns no event; lower
     /// counts are refused.
     ///
     /// # Errors
     /// Not deploying, ring not started, or a count that went down.
     pub fn report_outcome(
         &mut self,
-        ring: Ring,
-        success_count: u64,
-        failure_count: u64,
+        outcome: Outcome,
+        policy: &RingPolicy,
         ctx: &ChangeContext,
     ) -> Result<Vec<NewEvent>, DeploymentError> {
+        let Outcome { ring, success_count, failure_count, rollback_validated } = outcome;
         if self.status != DeploymentStatus::Deploying {
             return Err(DeploymentError::NotDeploying { status: self.status });
         }
         let current = self.current_ring;
         let progress =
             self.rings.iter_mut().find(|p| p.ring == ring).ok_or(DeploymentError::RingNotStarted { ring, current })?;
-        if progress.success_count == success_count && progress.failure_count == failure_count {
+        let validates_rollback = rollback_validated && progress.rollback_validated_at.is_none();
+        if progress.success_count == success_count && progress.failure_count == failure_count && !validates_rollback {
             // A retried report: nothing changed, nothing to record.
             return Ok(Vec::new());
         }
@@ -359,14 +365,18 @@ impl Deployment {
         }
         progress.success_count = success_count;
         progress.failure_count = failure_count;
-        if progress.compliant_at.is_none() && progress.is_compliant() {
+        if progress.compliant_at.is_none() && policy.is_compliant(success_count, failure_count) {
             progress.compliant_at = Some(ctx.now);
+        }
+        if validates_rollback {
+            progress.rollback_validated_at = Some(ctx.now);
         }
         self.updated_at = ctx.now;
         let progress = self.progress(ring).expect("found above");
         let reason = format!(
-            "{ring}: {success_count} succeeded, {failure_count} failed (success rate {:.3})",
-            progress.success_rate()
+            "{ring}: {success_count} succeeded, {failure_count} failed (success rate {:.3}){}",
+            progress.success_rate(),
+            if validates_rollback { "; rollback validated" } else { "" }
         );
         let mut event =
             self.event(EventKind::OutcomeReported, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
@@ -384,6 +394,58 @@ impl Deployment {
             return Err(DeploymentError::TargetRingNotReached { current: self.current_ring, target: self.target_ring });
         }
         Ok(vec![self.move_to(DeploymentStatus::Completed, ctx)?])
+    }
+
+    /// Moves one ring forward after `evaluation` of the current ring passed,
+    /// starting the next ring and dispatching to it; leaving the target ring
+    /// completes the deployment instead.
+    ///
+    /// # Errors
+    /// Not DEPLOYING, an evaluation of another ring, or a failed gate.
+    pub fn promote(
+        &mut self,
+        evaluation: &GateEvaluation,
+        ctx: &ChangeContext,
+    ) -> Result<Vec<NewEvent>, DeploymentError> {
+        if self.status != DeploymentStatus::Deploying {
+            return Err(DeploymentError::NotPromotable { status: self.status });
+        }
+        if evaluation.ring != self.current_ring {
+            return Err(DeploymentError::RingMoved { expected: evaluation.ring, current: self.current_ring });
+        }
+        if !evaluation.passed {
+            let failed: Vec<_> = evaluation.failed_checks().map(|c| c.message.as_str()).collect();
+            return Err(DeploymentError::GateNotPassed { ring: evaluation.ring, failed: failed.join("; ") });
+        }
+        let from = self.current_ring;
+        if let Some(progress) = self.rings.iter_mut().find(|p| p.ring == from) {
+            progress.promoted_at = Some(ctx.now);
+        }
+        let Some(next) = evaluation.next_ring else {
+            let done =
+                ChangeContext { reason: format!("promoted out of {from}, the target ring: complete"), ..ctx.clone() };
+            return Ok(vec![self.move_to(DeploymentStatus::Completed, &done)?]);
+        };
+        self.current_ring = next;
+        self.updated_at = ctx.now;
+        self.enter_ring(next, ctx.now);
+        let promoted = self.event(EventKind::RingPromoted, Some(self.status), ctx);
+        Ok(vec![promoted, self.dispatch(format!("deploy {} {} to {next}", self.app_name, self.version), ctx)])
+    }
+
+    /// Any non-terminal status → ROLLED_BACK, after dispatching the removal
+    /// from every ring entered.
+    ///
+    /// # Errors
+    /// The deployment is already terminal.
+    pub fn roll_back(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.status.check_transition(DeploymentStatus::RolledBack)?;
+        let rings: Vec<_> = self.rings.iter().map(|p| p.ring.to_string()).collect();
+        let removal = (!rings.is_empty()).then(|| {
+            self.dispatch(format!("remove {} {} from {}", self.app_name, self.version, rings.join(", ")), ctx)
+        });
+        let rolled_back = self.move_to(DeploymentStatus::RolledBack, ctx)?;
+        Ok(removal.into_iter().chain([rolled_back]).collect())
     }
 
     /// Any non-terminal status → FAILED.
@@ -417,6 +479,16 @@ impl Deployment {
         Ok(self.event(EventKind::StatusChanged, Some(from), ctx))
     }
 
+    /// A DISPATCHED event recording the work handed to the connector.
+    fn dispatch(&self, what: String, ctx: &ChangeContext) -> NewEvent {
+        let via = self.connector_name.as_deref().unwrap_or(self.connector_type.as_label());
+        self.event(
+            EventKind::Dispatched,
+            Some(self.status),
+            &ChangeContext { reason: format!("{what} via {via}"), ..ctx.clone() },
+        )
+    }
+
     fn event(&self, kind: EventKind, from_status: Option<DeploymentStatus>, ctx: &ChangeContext) -> NewEvent {
         NewEvent {
             deployment_id: self.id,
@@ -435,6 +507,14 @@ impl Deployment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outcome(ring: Ring, success_count: u64, failure_count: u64) -> Outcome {
+        Outcome { ring, success_count, failure_count, rollback_validated: false }
+    }
+
+    fn lab_policy() -> RingPolicy {
+        RingPolicy::default_for(Ring::Lab, Utc::now())
+    }
 
     fn ctx(actor: &str) -> ChangeContext {
         ChangeContext {
@@ -527,19 +607,21 @@ mod tests {
     fn outcome_counts_only_grow_and_need_a_started_ring() {
         let mut d = new_deployment(10, Ring::Lab);
         assert_eq!(
-            d.report_outcome(Ring::Lab, 1, 0, &ctx("agent")),
+            d.report_outcome(outcome(Ring::Lab, 1, 0), &lab_policy(), &ctx("agent")),
             Err(DeploymentError::NotDeploying { status: DeploymentStatus::Approved })
         );
         d.start(&ctx("ops")).unwrap();
         assert!(matches!(
-            d.report_outcome(Ring::Canary, 1, 0, &ctx("agent")),
+            d.report_outcome(outcome(Ring::Canary, 1, 0), &lab_policy(), &ctx("agent")),
             Err(DeploymentError::RingNotStarted { .. })
         ));
-        d.report_outcome(Ring::Lab, 97, 3, &ctx("agent")).unwrap();
+        d.report_outcome(outcome(Ring::Lab, 97, 3), &lab_policy(), &ctx("agent")).unwrap();
         assert_eq!(d.progress(Ring::Lab).unwrap().success_rate(), 0.97);
-        let again = d.report_outcome(Ring::Lab, 97, 3, &ctx("agent")).expect("same counts again are harmless");
+        let again = d
+            .report_outcome(outcome(Ring::Lab, 97, 3), &lab_policy(), &ctx("agent"))
+            .expect("same counts again are harmless");
         assert!(again.is_empty(), "a retried report records nothing");
-        let err = d.report_outcome(Ring::Lab, 96, 5, &ctx("agent")).unwrap_err();
+        let err = d.report_outcome(outcome(Ring::Lab, 96, 5), &lab_policy(), &ctx("agent")).unwrap_err();
         assert_eq!(
             err,
             DeploymentError::CountDecreased { ring: Ring::Lab, field: "success_count", current: 97, reported: 96 }
@@ -551,17 +633,17 @@ mod tests {
     fn compliance_is_reached_once_with_enough_devices_at_the_rate() {
         let mut d = new_deployment(10, Ring::Lab);
         d.start(&ctx("ops")).unwrap();
-        d.report_outcome(Ring::Lab, 1, 0, &ctx("agent")).unwrap();
+        d.report_outcome(outcome(Ring::Lab, 1, 0), &lab_policy(), &ctx("agent")).unwrap();
         assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "1/1 is not a sample");
-        d.report_outcome(Ring::Lab, 96, 4, &ctx("agent")).unwrap();
+        d.report_outcome(outcome(Ring::Lab, 96, 4), &lab_policy(), &ctx("agent")).unwrap();
         assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "0.96 < 0.98");
         let later = ChangeContext { now: Utc::now() + chrono::Duration::seconds(90), ..ctx("agent") };
-        d.report_outcome(Ring::Lab, 196, 4, &later).unwrap();
+        d.report_outcome(outcome(Ring::Lab, 196, 4), &lab_policy(), &later).unwrap();
         let lab = d.progress(Ring::Lab).unwrap();
         assert_eq!(lab.compliant_at, Some(later.now));
         assert!(lab.time_to_compliance().unwrap() >= chrono::Duration::seconds(90));
         let even_later = ChangeContext { now: later.now + chrono::Duration::seconds(60), ..ctx("agent") };
-        d.report_outcome(Ring::Lab, 296, 4, &even_later).unwrap();
+        d.report_outcome(outcome(Ring::Lab, 296, 4), &lab_policy(), &even_later).unwrap();
         assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, Some(later.now), "first time only");
     }
 

@@ -1,14 +1,18 @@
 //! Domain rules of the control plane as plain Rust: rings, the deployment
-//! lifecycle state machine and deployment mutations. No I/O, no tonic, no
+//! lifecycle state machine, deployment mutations, ring policies and gates. No I/O, no tonic, no
 //! sea-orm: the store persists what these functions decide.
 
 pub mod deployment;
+pub mod gate;
 pub mod lifecycle;
+pub mod promotion;
 pub mod ring;
 
 pub use deployment::{
-    ChangeContext, ConnectorType, Deployment, DeploymentError, EventKind, NewDeployment, NewEvent, RingProgress,
-    SiteClass,
+    ChangeContext, ConnectorType, Deployment, DeploymentError, EventKind, NewDeployment, NewEvent, Outcome,
+    RingProgress, SiteClass,
 };
+pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicy};
 pub use lifecycle::{DeploymentStatus, TransitionError};
+pub use promotion::{Promotion, PromotionResult};
 pub use ring::Ring;

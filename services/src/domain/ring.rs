@@ -12,10 +12,6 @@ pub enum Ring {
     Global,
 }
 
-/// Devices that must have reported before a success rate counts, so that
-/// 1/1 does not pass as 100 %.
-pub const DEFAULT_MIN_SAMPLE_SIZE: u64 = 10;
-
 impl Ring {
     pub const ALL: [Ring; 5] = [Ring::Lab, Ring::Canary, Ring::Pilot, Ring::Department, Ring::Global];
 
@@ -31,17 +27,6 @@ impl Ring {
     /// The ring a deployment enters when it is promoted out of this one.
     pub fn next(self) -> Option<Ring> {
         Ring::from_number(self.number() + 1)
-    }
-
-    /// The success rate a ring must reach to count as compliant (DESIGN §2
-    /// defaults for leaving the ring). DESIGN sets no rate for LAB; until
-    /// ring policies are stored, LAB uses CANARY's.
-    pub fn default_min_success_rate(self) -> f64 {
-        match self {
-            Ring::Lab | Ring::Canary => 0.98,
-            Ring::Pilot => 0.97,
-            Ring::Department | Ring::Global => 0.99,
-        }
     }
 
     /// Lower snake case value used in metric labels and storage.

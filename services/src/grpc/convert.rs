@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use eucora::v1 as pb;
 
-use crate::domain::{ConnectorType, Deployment, DeploymentStatus, EventKind, Ring, RingProgress, SiteClass};
+use crate::domain::{
+    CheckKind, ConnectorType, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion, PromotionResult,
+    Ring, RingPolicy, RingProgress, SiteClass,
+};
 use crate::store::StoredEvent;
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -128,6 +131,7 @@ fn ring_progress_to_proto(p: &RingProgress) -> pb::RingProgress {
         promote_time: p.promoted_at.map(timestamp),
         last_gate: None,
         compliance_time: p.compliant_at.map(timestamp),
+        rollback_validate_time: p.rollback_validated_at.map(timestamp),
     }
 }
 
@@ -145,6 +149,82 @@ pub fn event_to_proto(stored: &StoredEvent) -> pb::DeploymentEvent {
         correlation_id: e.correlation_id.clone(),
         create_time: Some(timestamp(e.at)),
         app_name: stored.app_name.clone(),
+    }
+}
+
+pub fn duration_to_proto(duration: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn policy_to_proto(p: &RingPolicy) -> pb::RingPolicy {
+    pb::RingPolicy {
+        ring: ring_to_proto(p.ring).into(),
+        min_success_rate: p.min_success_rate,
+        min_sample_size: i64::try_from(p.min_sample_size).unwrap_or(i64::MAX),
+        online_compliance_limit: Some(duration_to_proto(p.online_compliance_limit)),
+        intermittent_compliance_limit: Some(duration_to_proto(p.intermittent_compliance_limit)),
+        air_gapped_compliance_limit: Some(duration_to_proto(p.air_gapped_compliance_limit)),
+        require_cab_approval: p.require_cab_approval,
+        require_evidence_pack: p.require_evidence_pack,
+        require_rollback_validated: p.require_rollback_validated,
+        update_time: Some(timestamp(p.updated_at)),
+        etag: etag(p.revision),
+    }
+}
+
+pub fn check_kind_to_proto(kind: CheckKind) -> pb::GateCheckKind {
+    match kind {
+        CheckKind::SuccessRate => pb::GateCheckKind::SuccessRate,
+        CheckKind::SampleSize => pb::GateCheckKind::SampleSize,
+        CheckKind::TimeToCompliance => pb::GateCheckKind::TimeToCompliance,
+        CheckKind::CabApproval => pb::GateCheckKind::CabApproval,
+        CheckKind::EvidencePack => pb::GateCheckKind::EvidencePack,
+        CheckKind::RollbackValidated => pb::GateCheckKind::RollbackValidated,
+    }
+}
+
+pub fn gate_to_proto(deployment_id: &str, g: &GateEvaluation) -> pb::GateEvaluation {
+    pb::GateEvaluation {
+        deployment_id: deployment_id.to_owned(),
+        ring: ring_to_proto(g.ring).into(),
+        next_ring: g.next_ring.map_or(pb::Ring::Unspecified, ring_to_proto).into(),
+        passed: g.passed,
+        checks: g
+            .checks
+            .iter()
+            .map(|c| pb::GateCheck {
+                kind: check_kind_to_proto(c.kind).into(),
+                passed: c.passed,
+                observed_value: c.observed,
+                threshold_value: c.threshold,
+                message: c.message.clone(),
+            })
+            .collect(),
+        evaluate_time: Some(timestamp(g.evaluated_at)),
+    }
+}
+
+pub fn promotion_to_proto(p: &Promotion) -> pb::Promotion {
+    let deployment_id = p.deployment_id.to_string();
+    pb::Promotion {
+        id: p.id.to_string(),
+        from_ring: ring_to_proto(p.from_ring).into(),
+        to_ring: p.to_ring.map_or(pb::Ring::Unspecified, ring_to_proto).into(),
+        result: match p.result {
+            PromotionResult::Promoted => pb::PromotionResult::Promoted,
+            PromotionResult::Blocked => pb::PromotionResult::Blocked,
+            PromotionResult::RolledBack => pb::PromotionResult::RolledBack,
+        }
+        .into(),
+        gate: p.gate.as_ref().map(|g| gate_to_proto(&deployment_id, g)),
+        deployment_id,
+        actor: p.actor.clone(),
+        reason: p.reason.clone(),
+        correlation_id: p.correlation_id.clone(),
+        create_time: Some(timestamp(p.created_at)),
     }
 }
 

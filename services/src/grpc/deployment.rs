@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use chrono::{SubsecRound, Utc};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_server::DeploymentService;
 use sha2::{Digest, Sha256};
@@ -16,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::change_context;
 use super::convert::{self, deployment_to_proto, event_to_proto};
-use super::correlation::correlation_id;
 use super::page_token;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
-use crate::domain::{ChangeContext, Deployment, DeploymentError, NewDeployment, NewEvent, Ring, SiteClass};
+use crate::domain::{ChangeContext, Deployment, DeploymentError, NewDeployment, NewEvent, Outcome, Ring, SiteClass};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
 use crate::store::{CreateOutcome, DeploymentFilter, Store, StoreError};
@@ -36,8 +35,6 @@ const MAX_EVENT_PAGE_SIZE: u64 = 1000;
 const WATCH_BUFFER: usize = 256;
 /// Retries of a mutation without etag that lost a race to a concurrent one.
 const MAX_MUTATION_ATTEMPTS: usize = 8;
-/// The actor recorded when a call names none.
-const ANONYMOUS: &str = "anonymous";
 
 /// The DeploymentService implementation.
 #[derive(Clone)]
@@ -87,43 +84,16 @@ impl DeploymentApi {
         Err(ApiError::Aborted(format!("deployment {id} is changing too fast; retry")))
     }
 
-    /// Validates `fields` (with any violations already found in `v`), then
-    /// applies `change` through [`DeploymentApi::mutate`].
+    /// Applies `change` to a validated mutation through [`DeploymentApi::mutate`].
     async fn apply<T>(
         &self,
         request: &Request<T>,
-        mut v: Violations,
-        fields: MutationFields<'_>,
+        valid: ValidMutation,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> Result<Option<pb::Deployment>, Status> {
-        let id = v.uuid("id", fields.id);
-        let (actor_field, actor) = fields.actor;
-        let actor = if fields.actor_required {
-            Some(v.required_text(actor_field, actor, MAX_ACTOR_LEN))
-        } else {
-            v.optional_text(actor_field, actor, MAX_ACTOR_LEN)
-        };
-        let reason = if fields.reason_required {
-            Some(v.required_text("reason", fields.reason, MAX_REASON_LEN))
-        } else {
-            v.optional_text("reason", fields.reason, MAX_REASON_LEN)
-        };
-        let etag = v.etag("etag", fields.etag);
-        v.finish()?;
-        let ctx = change_context(request, actor, reason);
-        let deployment = self.mutate(id, etag, &ctx, change).await?;
+        let ctx = change_context(request, valid.actor, valid.reason);
+        let deployment = self.mutate(valid.id, valid.etag, &ctx, change).await?;
         Ok(Some(deployment_to_proto(&deployment)))
-    }
-}
-
-/// The context of a mutation: actor (defaulted), reason and correlation id.
-fn change_context<T>(request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
-    ChangeContext {
-        actor: actor.unwrap_or_else(|| ANONYMOUS.to_owned()),
-        reason: reason.unwrap_or_default(),
-        correlation_id: correlation_id(request),
-        // PostgreSQL keeps microseconds: what is returned must equal what is stored.
-        now: Utc::now().trunc_subsecs(6),
     }
 }
 
@@ -201,6 +171,33 @@ impl<'a> MutationFields<'a> {
     fn reason_required(self) -> Self {
         MutationFields { reason_required: true, ..self }
     }
+
+    /// Validates the fields, reporting them with any violations already in `v`.
+    fn validate(self, mut v: Violations) -> ApiResult<ValidMutation> {
+        let id = v.uuid("id", self.id);
+        let (actor_field, actor) = self.actor;
+        let actor = if self.actor_required {
+            Some(v.required_text(actor_field, actor, MAX_ACTOR_LEN))
+        } else {
+            v.optional_text(actor_field, actor, MAX_ACTOR_LEN)
+        };
+        let reason = if self.reason_required {
+            Some(v.required_text("reason", self.reason, MAX_REASON_LEN))
+        } else {
+            v.optional_text("reason", self.reason, MAX_REASON_LEN)
+        };
+        let etag = v.etag("etag", self.etag);
+        v.finish()?;
+        Ok(ValidMutation { id, actor, reason, etag })
+    }
+}
+
+/// A mutation's fields after validation.
+struct ValidMutation {
+    id: Uuid,
+    actor: Option<String>,
+    reason: Option<String>,
+    etag: Option<i64>,
 }
 
 fn list_filters_key(filter: &DeploymentFilter) -> String {
@@ -291,7 +288,7 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::ApproveDeploymentResponse>, Status> {
         let req = request.get_ref();
         let fields = MutationFields::cab(&req.id, &req.approver, &req.reason, &req.etag);
-        let deployment = self.apply(&request, Violations::new(), fields, Deployment::approve).await?;
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::approve).await?;
         Ok(Response::new(pb::ApproveDeploymentResponse { deployment }))
     }
 
@@ -301,7 +298,7 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::RejectDeploymentResponse>, Status> {
         let req = request.get_ref();
         let fields = MutationFields::cab(&req.id, &req.approver, &req.reason, &req.etag);
-        let deployment = self.apply(&request, Violations::new(), fields, Deployment::reject).await?;
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::reject).await?;
         Ok(Response::new(pb::RejectDeploymentResponse { deployment }))
     }
 
@@ -311,7 +308,7 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::StartDeploymentResponse>, Status> {
         let req = request.get_ref();
         let fields = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag);
-        let deployment = self.apply(&request, Violations::new(), fields, Deployment::start).await?;
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::start).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment }))
     }
 
@@ -330,14 +327,11 @@ impl DeploymentService for DeploymentApi {
         };
         let success_count = count("success_count", req.success_count);
         let failure_count = count("failure_count", req.failure_count);
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag);
-        let deployment = self
-            .apply(&request, v, fields, |d, ctx| {
-                // `ring` is None only when validation failed, and then `apply` returned before calling this.
-                let ring = ring.unwrap_or(Ring::Lab);
-                d.report_outcome(ring, success_count, failure_count, ctx)
-            })
-            .await?;
+        let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(v)?;
+        let ring = ring.expect("validated");
+        let policy = self.store.get_policy(ring).await.map_err(ApiError::from)?;
+        let outcome = Outcome { ring, success_count, failure_count, rollback_validated: req.rollback_validated };
+        let deployment = self.apply(&request, valid, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await?;
         Ok(Response::new(pb::ReportRingOutcomeResponse { deployment }))
     }
 
@@ -347,7 +341,7 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::CompleteDeploymentResponse>, Status> {
         let req = request.get_ref();
         let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
-        let deployment = self.apply(&request, Violations::new(), fields, Deployment::complete).await?;
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::complete).await?;
         Ok(Response::new(pb::CompleteDeploymentResponse { deployment }))
     }
 
@@ -357,7 +351,7 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::FailDeploymentResponse>, Status> {
         let req = request.get_ref();
         let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
-        let deployment = self.apply(&request, Violations::new(), fields, Deployment::fail).await?;
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::fail).await?;
         Ok(Response::new(pb::FailDeploymentResponse { deployment }))
     }
 

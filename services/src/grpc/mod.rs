@@ -6,4 +6,24 @@ pub mod convert;
 pub mod correlation;
 pub mod deployment;
 pub mod page_token;
+pub mod promotion;
 pub mod validate;
+
+use chrono::{SubsecRound, Utc};
+use tonic::Request;
+
+use crate::domain::ChangeContext;
+
+/// The actor recorded when a call names none.
+const ANONYMOUS: &str = "anonymous";
+
+/// The context of a mutation: actor (defaulted), reason and correlation id.
+fn change_context<T>(request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
+    ChangeContext {
+        actor: actor.unwrap_or_else(|| ANONYMOUS.to_owned()),
+        reason: reason.unwrap_or_default(),
+        correlation_id: correlation::correlation_id(request),
+        // PostgreSQL keeps microseconds: what is returned must equal what is stored.
+        now: Utc::now().trunc_subsecs(6),
+    }
+}

@@ -9,7 +9,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateDeploymentTables)]
+        vec![Box::new(CreateDeploymentTables), Box::new(CreatePromotionTables)]
     }
 }
 
@@ -194,6 +194,190 @@ impl MigrationTrait for CreateDeploymentTables {
                     .table(DeploymentEvents::Table)
                     .col(DeploymentEvents::DeploymentId)
                     .col(DeploymentEvents::Seq)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Ring policies (seeded with DESIGN's defaults), their change log,
+/// promotions, and rollback validation on ring progress.
+struct CreatePromotionTables;
+
+impl MigrationName for CreatePromotionTables {
+    fn name(&self) -> &str {
+        "m20261125_000002_create_promotion_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RingPolicies {
+    Table,
+    Ring,
+    MinSuccessRate,
+    MinSampleSize,
+    OnlineComplianceLimitSeconds,
+    IntermittentComplianceLimitSeconds,
+    AirGappedComplianceLimitSeconds,
+    RequireCabApproval,
+    RequireEvidencePack,
+    RequireRollbackValidated,
+    Revision,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RingPolicyChanges {
+    Table,
+    Seq,
+    Ring,
+    Actor,
+    Reason,
+    CorrelationId,
+    Before,
+    After,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Promotions {
+    Table,
+    Seq,
+    Id,
+    DeploymentId,
+    FromRing,
+    ToRing,
+    Result,
+    Gate,
+    Actor,
+    Reason,
+    CorrelationId,
+    RequestId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RingProgressRollback {
+    #[sea_orm(iden = "ring_progress")]
+    Table,
+    RollbackValidatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePromotionTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RingProgressRollback::Table)
+                    .add_column(timestamp_with_time_zone_null(RingProgressRollback::RollbackValidatedAt))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(RingPolicies::Table)
+                    .if_not_exists()
+                    .col(string(RingPolicies::Ring).primary_key())
+                    .col(double(RingPolicies::MinSuccessRate))
+                    .col(big_integer(RingPolicies::MinSampleSize))
+                    .col(big_integer(RingPolicies::OnlineComplianceLimitSeconds))
+                    .col(big_integer(RingPolicies::IntermittentComplianceLimitSeconds))
+                    .col(big_integer(RingPolicies::AirGappedComplianceLimitSeconds))
+                    .col(boolean(RingPolicies::RequireCabApproval))
+                    .col(boolean(RingPolicies::RequireEvidencePack))
+                    .col(boolean(RingPolicies::RequireRollbackValidated))
+                    .col(big_integer(RingPolicies::Revision))
+                    .col(timestamp_with_time_zone(RingPolicies::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        let now = chrono::Utc::now();
+        for ring in crate::domain::Ring::ALL {
+            let policy = crate::domain::RingPolicy::default_for(ring, now);
+            let seconds = |d: std::time::Duration| <i64 as TryFrom<u64>>::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            manager
+                .exec_stmt(
+                    Query::insert()
+                        .into_table(RingPolicies::Table)
+                        .columns([
+                            RingPolicies::Ring,
+                            RingPolicies::MinSuccessRate,
+                            RingPolicies::MinSampleSize,
+                            RingPolicies::OnlineComplianceLimitSeconds,
+                            RingPolicies::IntermittentComplianceLimitSeconds,
+                            RingPolicies::AirGappedComplianceLimitSeconds,
+                            RingPolicies::RequireCabApproval,
+                            RingPolicies::RequireEvidencePack,
+                            RingPolicies::RequireRollbackValidated,
+                            RingPolicies::Revision,
+                            RingPolicies::UpdatedAt,
+                        ])
+                        .values_panic([
+                            ring.as_label().into(),
+                            policy.min_success_rate.into(),
+                            <i64 as TryFrom<u64>>::try_from(policy.min_sample_size).unwrap_or(i64::MAX).into(),
+                            seconds(policy.online_compliance_limit).into(),
+                            seconds(policy.intermittent_compliance_limit).into(),
+                            seconds(policy.air_gapped_compliance_limit).into(),
+                            policy.require_cab_approval.into(),
+                            policy.require_evidence_pack.into(),
+                            policy.require_rollback_validated.into(),
+                            0i64.into(),
+                            now.into(),
+                        ])
+                        .to_owned(),
+                )
+                .await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(RingPolicyChanges::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(RingPolicyChanges::Seq))
+                    .col(string(RingPolicyChanges::Ring))
+                    .col(string(RingPolicyChanges::Actor))
+                    .col(text(RingPolicyChanges::Reason))
+                    .col(string(RingPolicyChanges::CorrelationId))
+                    .col(text(RingPolicyChanges::Before))
+                    .col(text(RingPolicyChanges::After))
+                    .col(timestamp_with_time_zone(RingPolicyChanges::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Promotions::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(Promotions::Seq))
+                    .col(string_uniq(Promotions::Id))
+                    .col(string(Promotions::DeploymentId))
+                    .col(string(Promotions::FromRing))
+                    .col(string_null(Promotions::ToRing))
+                    .col(string(Promotions::Result))
+                    .col(text_null(Promotions::Gate))
+                    .col(string(Promotions::Actor))
+                    .col(text(Promotions::Reason))
+                    .col(string(Promotions::CorrelationId))
+                    .col(string_null(Promotions::RequestId).unique_key())
+                    .col(timestamp_with_time_zone(Promotions::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_promotions_deployment_seq")
+                    .if_not_exists()
+                    .table(Promotions::Table)
+                    .col(Promotions::DeploymentId)
+                    .col(Promotions::Seq)
                     .to_owned(),
             )
             .await

@@ -11,6 +11,7 @@
 
 pub mod entity;
 pub mod migration;
+pub mod promotions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,9 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
 use uuid::Uuid;
 
-use crate::domain::{ConnectorType, Deployment, DeploymentStatus, EventKind, NewEvent, Ring, RingProgress, SiteClass};
+use crate::domain::{
+    ConnectorType, Deployment, DeploymentStatus, EventKind, NewEvent, Promotion, Ring, RingProgress, SiteClass,
+};
 use entity::{deployment, deployment_event, ring_progress};
 
 /// How many committed events the feed buffers for a slow watcher before it
@@ -41,6 +44,9 @@ pub enum StoreError {
     /// The row changed since it was read (optimistic concurrency).
     #[error("deployment {id} was changed concurrently (revision {expected} is stale)")]
     RevisionConflict { id: Uuid, expected: i64 },
+    /// A ring policy changed since it was read.
+    #[error("the {ring} policy was changed concurrently (revision {expected} is stale)")]
+    PolicyConflict { ring: Ring, expected: i64 },
     /// A create raced another create with the same request id.
     #[error("request id {0} was used concurrently")]
     RequestIdTaken(String),
@@ -342,6 +348,15 @@ impl Store {
     /// [`StoreError::RevisionConflict`] when the row changed since it was read,
     /// or database failures.
     pub async fn save_deployment(&self, deployment: &Deployment, events: &[NewEvent]) -> StoreResult<Deployment> {
+        self.save_with(deployment, events, None).await
+    }
+
+    async fn save_with(
+        &self,
+        deployment: &Deployment,
+        events: &[NewEvent],
+        promotion: Option<&Promotion>,
+    ) -> StoreResult<Deployment> {
         let _guard = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         let expected = deployment.revision;
@@ -372,6 +387,9 @@ impl Store {
         }
         upsert_rings(&txn, &saved).await?;
         let stored = insert_events(&txn, &saved.app_name, events).await?;
+        if let Some(promotion) = promotion {
+            promotions::insert_promotion(&txn, promotion).await?;
+        }
         txn.commit().await?;
         self.publish(stored);
         Ok(saved)
@@ -462,6 +480,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
             started_at: Set(progress.started_at),
             promoted_at: Set(progress.promoted_at),
             compliant_at: Set(progress.compliant_at),
+            rollback_validated_at: Set(progress.rollback_validated_at),
         };
         ring_progress::Entity::insert(row)
             .on_conflict(
@@ -472,6 +491,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
                         ring_progress::Column::FailureCount,
                         ring_progress::Column::PromotedAt,
                         ring_progress::Column::CompliantAt,
+                        ring_progress::Column::RollbackValidatedAt,
                     ])
                     .to_owned(),
             )
@@ -540,11 +560,11 @@ fn deployment_row(d: &Deployment, request_id: &str, fingerprint: &str) -> deploy
     }
 }
 
-fn parse<T>(value: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
+pub(crate) fn parse<T>(value: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
     parse(value).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {value:?}")))
 }
 
-fn parse_uuid(value: &str) -> StoreResult<Uuid> {
+pub(crate) fn parse_uuid(value: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(value).map_err(|_| StoreError::Corrupt(format!("bad uuid {value:?}")))
 }
 
@@ -585,6 +605,7 @@ fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
         started_at: row.started_at,
         promoted_at: row.promoted_at,
         compliant_at: row.compliant_at,
+        rollback_validated_at: row.rollback_validated_at,
     })
 }
 

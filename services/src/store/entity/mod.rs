@@ -3,4 +3,7 @@
 
 pub mod deployment;
 pub mod deployment_event;
+pub mod promotion;
+pub mod ring_policy;
+pub mod ring_policy_change;
 pub mod ring_progress;

@@ -15,6 +15,7 @@ pub struct Model {
     pub started_at: DateTimeUtc,
     pub promoted_at: Option<DateTimeUtc>,
     pub compliant_at: Option<DateTimeUtc>,
+    pub rollback_validated_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,50 @@
+//! Recorded promotion attempts: promotions, blocked attempts and rollbacks,
+//! with the gate evaluation that decided them. Append-only.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::gate::GateEvaluation;
+use super::ring::Ring;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromotionResult {
+    Promoted,
+    Blocked,
+    RolledBack,
+}
+
+impl PromotionResult {
+    pub const ALL: [PromotionResult; 3] =
+        [PromotionResult::Promoted, PromotionResult::Blocked, PromotionResult::RolledBack];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            PromotionResult::Promoted => "promoted",
+            PromotionResult::Blocked => "blocked",
+            PromotionResult::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<PromotionResult> {
+        PromotionResult::ALL.into_iter().find(|r| r.as_label() == label)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Promotion {
+    pub id: Uuid,
+    pub deployment_id: Uuid,
+    pub from_ring: Ring,
+    /// `None` when leaving `from_ring` completed the deployment, or for a rollback.
+    pub to_ring: Option<Ring>,
+    pub result: PromotionResult,
+    /// The evaluation behind a promotion or a block; `None` for a rollback.
+    pub gate: Option<GateEvaluation>,
+    pub actor: String,
+    pub reason: String,
+    pub correlation_id: String,
+    /// Client-chosen idempotency key, when the call carried one.
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,359 @@
+//! Persistence of ring policies (with their change log) and of promotion
+//! attempts. A promotion is saved in the same transaction as the deployment
+//! it moved, behind the deployment's revision check, so that across any
+//! number of server processes exactly one promotion happens per ring step.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::entity::{promotion, ring_policy, ring_policy_change};
+use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
+use crate::domain::{
+    CheckKind, Deployment, GateCheck, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicy,
+};
+
+/// Who changed a policy, why, and when.
+#[derive(Debug, Clone)]
+pub struct PolicyChange {
+    pub actor: String,
+    pub reason: String,
+    pub correlation_id: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Store {
+    /// The policies of every ring, in ring order.
+    ///
+    /// # Errors
+    /// Database failures, or a ring without a policy row.
+    pub async fn list_policies(&self) -> StoreResult<Vec<RingPolicy>> {
+        let rows = ring_policy::Entity::find().all(&self.db).await?;
+        let mut policies = rows.into_iter().map(policy_from_row).collect::<StoreResult<Vec<_>>>()?;
+        policies.sort_by_key(|p| p.ring);
+        if policies.len() != Ring::ALL.len() {
+            return Err(StoreError::Corrupt(format!("{} ring policies stored, expected 5", policies.len())));
+        }
+        Ok(policies)
+    }
+
+    /// # Errors
+    /// Database failures, or no row for `ring`.
+    pub async fn get_policy(&self, ring: Ring) -> StoreResult<RingPolicy> {
+        let row = ring_policy::Entity::find_by_id(ring.as_label().to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no policy stored for {ring}")))?;
+        policy_from_row(row)
+    }
+
+    /// Saves `policy` (its `revision` is the one it was read at) and appends
+    /// the change with the policy before and after.
+    ///
+    /// # Errors
+    /// [`StoreError::PolicyConflict`] when it changed since it was read, or database failures.
+    pub async fn update_policy(
+        &self,
+        before: &RingPolicy,
+        after: &RingPolicy,
+        change: &PolicyChange,
+    ) -> StoreResult<RingPolicy> {
+        let _guard = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let mut saved = after.clone();
+        saved.revision = before.revision + 1;
+        saved.updated_at = change.at;
+        let updated = ring_policy::Entity::update_many()
+            .set(policy_row(&saved))
+            .filter(ring_policy::Column::Ring.eq(before.ring.as_label()))
+            .filter(ring_policy::Column::Revision.eq(before.revision))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(StoreError::PolicyConflict { ring: before.ring, expected: before.revision });
+        }
+        let audit = ring_policy_change::ActiveModel {
+            seq: NotSet,
+            ring: Set(before.ring.as_label().to_owned()),
+            actor: Set(change.actor.clone()),
+            reason: Set(change.reason.clone()),
+            correlation_id: Set(change.correlation_id.clone()),
+            before: Set(policy_json(before).to_string()),
+            after: Set(policy_json(&saved).to_string()),
+            created_at: Set(change.at),
+        };
+        ring_policy_change::Entity::insert(audit).exec_without_returning(&txn).await?;
+        txn.commit().await?;
+        Ok(saved)
+    }
+
+    /// The change log of one ring's policy, oldest first: (actor, reason, before JSON, after JSON).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn policy_changes(&self, ring: Ring) -> StoreResult<Vec<(String, String, String, String)>> {
+        let rows = ring_policy_change::Entity::find()
+            .filter(ring_policy_change::Column::Ring.eq(ring.as_label()))
+            .order_by_asc(ring_policy_change::Column::Seq)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.actor, r.reason, r.before, r.after)).collect())
+    }
+
+    /// Saves a promoted or rolled-back deployment, its events and the
+    /// promotion record in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::RevisionConflict`] when the deployment changed since it
+    /// was read, [`StoreError::RequestIdTaken`] when the request id was used
+    /// concurrently, or database failures.
+    pub async fn save_promotion(
+        &self,
+        deployment: &Deployment,
+        events: &[NewEvent],
+        promotion: &Promotion,
+    ) -> StoreResult<Deployment> {
+        self.save_with(deployment, events, Some(promotion)).await
+    }
+
+    /// Records a blocked promotion attempt (the deployment is unchanged).
+    ///
+    /// # Errors
+    /// [`StoreError::RequestIdTaken`] when the request id was used before, or database failures.
+    pub async fn record_blocked_promotion(&self, promotion: &Promotion) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        insert_promotion(&self.db, promotion).await
+    }
+
+    /// The promotion recorded under a client's request id, if any.
+    ///
+    /// # Errors
+    /// Database failures or a corrupt row.
+    pub async fn find_promotion(&self, request_id: &str) -> StoreResult<Option<Promotion>> {
+        let row = promotion::Entity::find().filter(promotion::Column::RequestId.eq(request_id)).one(&self.db).await?;
+        row.map(promotion_from_row).transpose()
+    }
+
+    /// Promotion records of one deployment, oldest first, after sequence `after`.
+    ///
+    /// # Errors
+    /// Database failures or a corrupt row.
+    pub async fn list_promotions(
+        &self,
+        deployment_id: Uuid,
+        after: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Page<Promotion>> {
+        let mut query = promotion::Entity::find().filter(promotion::Column::DeploymentId.eq(deployment_id.to_string()));
+        if let Some(after) = after {
+            query = query.filter(promotion::Column::Seq.gt(after));
+        }
+        let mut rows = query.order_by_asc(promotion::Column::Seq).limit(limit + 1).all(&self.db).await?;
+        let next_after = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|row| row.seq)
+        } else {
+            None
+        };
+        let items = rows.into_iter().map(promotion_from_row).collect::<StoreResult<_>>()?;
+        Ok(Page { items, next_after })
+    }
+}
+
+pub(super) async fn insert_promotion(conn: &impl ConnectionTrait, p: &Promotion) -> StoreResult<()> {
+    let row = promotion::ActiveModel {
+        seq: NotSet,
+        id: Set(p.id.to_string()),
+        deployment_id: Set(p.deployment_id.to_string()),
+        from_ring: Set(p.from_ring.as_label().to_owned()),
+        to_ring: Set(p.to_ring.map(|r| r.as_label().to_owned())),
+        result: Set(p.result.as_label().to_owned()),
+        gate: Set(p.gate.as_ref().map(|g| gate_json(g).to_string())),
+        actor: Set(p.actor.clone()),
+        reason: Set(p.reason.clone()),
+        correlation_id: Set(p.correlation_id.clone()),
+        request_id: Set(p.request_id.clone()),
+        created_at: Set(p.created_at),
+    };
+    match promotion::Entity::insert(row).exec_without_returning(conn).await {
+        Ok(_) => Ok(()),
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(StoreError::RequestIdTaken(p.request_id.clone().unwrap_or_default()))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn duration(seconds: i64) -> Duration {
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+fn policy_row(p: &RingPolicy) -> ring_policy::ActiveModel {
+    ring_policy::ActiveModel {
+        ring: Set(p.ring.as_label().to_owned()),
+        min_success_rate: Set(p.min_success_rate),
+        min_sample_size: Set(i64::try_from(p.min_sample_size).unwrap_or(i64::MAX)),
+        online_compliance_limit_seconds: Set(seconds(p.online_compliance_limit)),
+        intermittent_compliance_limit_seconds: Set(seconds(p.intermittent_compliance_limit)),
+        air_gapped_compliance_limit_seconds: Set(seconds(p.air_gapped_compliance_limit)),
+        require_cab_approval: Set(p.require_cab_approval),
+        require_evidence_pack: Set(p.require_evidence_pack),
+        require_rollback_validated: Set(p.require_rollback_validated),
+        revision: Set(p.revision),
+        updated_at: Set(p.updated_at),
+    }
+}
+
+fn policy_from_row(row: ring_policy::Model) -> StoreResult<RingPolicy> {
+    Ok(RingPolicy {
+        ring: parse(&row.ring, "ring", Ring::from_label)?,
+        min_success_rate: row.min_success_rate,
+        min_sample_size: u64::try_from(row.min_sample_size).unwrap_or(0),
+        online_compliance_limit: duration(row.online_compliance_limit_seconds),
+        intermittent_compliance_limit: duration(row.intermittent_compliance_limit_seconds),
+        air_gapped_compliance_limit: duration(row.air_gapped_compliance_limit_seconds),
+        require_cab_approval: row.require_cab_approval,
+        require_evidence_pack: row.require_evidence_pack,
+        require_rollback_validated: row.require_rollback_validated,
+        revision: row.revision,
+        updated_at: row.updated_at,
+    })
+}
+
+fn policy_json(p: &RingPolicy) -> Value {
+    json!({
+        "min_success_rate": p.min_success_rate,
+        "min_sample_size": p.min_sample_size,
+        "online_compliance_limit_seconds": p.online_compliance_limit.as_secs(),
+        "intermittent_compliance_limit_seconds": p.intermittent_compliance_limit.as_secs(),
+        "air_gapped_compliance_limit_seconds": p.air_gapped_compliance_limit.as_secs(),
+        "require_cab_approval": p.require_cab_approval,
+        "require_evidence_pack": p.require_evidence_pack,
+        "require_rollback_validated": p.require_rollback_validated,
+        "revision": p.revision,
+    })
+}
+
+fn check_kind_label(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::SuccessRate => "success_rate",
+        CheckKind::SampleSize => "sample_size",
+        CheckKind::TimeToCompliance => "time_to_compliance",
+        CheckKind::CabApproval => "cab_approval",
+        CheckKind::EvidencePack => "evidence_pack",
+        CheckKind::RollbackValidated => "rollback_validated",
+    }
+}
+
+fn check_kind_from_label(label: &str) -> Option<CheckKind> {
+    [
+        CheckKind::SuccessRate,
+        CheckKind::SampleSize,
+        CheckKind::TimeToCompliance,
+        CheckKind::CabApproval,
+        CheckKind::EvidencePack,
+        CheckKind::RollbackValidated,
+    ]
+    .into_iter()
+    .find(|k| check_kind_label(*k) == label)
+}
+
+fn gate_json(g: &GateEvaluation) -> Value {
+    json!({
+        "ring": g.ring.as_label(),
+        "next_ring": g.next_ring.map(Ring::as_label),
+        "passed": g.passed,
+        "evaluated_at": g.evaluated_at.to_rfc3339(),
+        "checks": g.checks.iter().map(|c| json!({
+            "kind": check_kind_label(c.kind),
+            "passed": c.passed,
+            "observed": c.observed,
+            "threshold": c.threshold,
+            "message": c.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn gate_from_json(text: &str) -> StoreResult<GateEvaluation> {
+    let corrupt = || StoreError::Corrupt(format!("gate evaluation {text:?}"));
+    let value: Value = serde_json::from_str(text).map_err(|_| corrupt())?;
+    let str_field = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(corrupt);
+    let checks = value
+        .get("checks")
+        .and_then(Value::as_array)
+        .ok_or_else(corrupt)?
+        .iter()
+        .map(|c| {
+            Ok(GateCheck {
+                kind: parse(&str_field(c, "kind")?, "gate check", check_kind_from_label)?,
+                passed: c.get("passed").and_then(Value::as_bool).ok_or_else(corrupt)?,
+                observed: c.get("observed").and_then(Value::as_f64).ok_or_else(corrupt)?,
+                threshold: c.get("threshold").and_then(Value::as_f64).ok_or_else(corrupt)?,
+                message: str_field(c, "message")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(GateEvaluation {
+        ring: parse(&str_field(&value, "ring")?, "ring", Ring::from_label)?,
+        next_ring: value
+            .get("next_ring")
+            .and_then(Value::as_str)
+            .map(|r| parse(r, "ring", Ring::from_label))
+            .transpose()?,
+        passed: value.get("passed").and_then(Value::as_bool).ok_or_else(corrupt)?,
+        evaluated_at: DateTime::parse_from_rfc3339(&str_field(&value, "evaluated_at")?)
+            .map_err(|_| corrupt())?
+            .with_timezone(&Utc),
+        checks,
+    })
+}
+
+fn promotion_from_row(row: promotion::Model) -> StoreResult<Promotion> {
+    Ok(Promotion {
+        id: parse_uuid(&row.id)?,
+        deployment_id: parse_uuid(&row.deployment_id)?,
+        from_ring: parse(&row.from_ring, "ring", Ring::from_label)?,
+        to_ring: row.to_ring.as_deref().map(|r| parse(r, "ring", Ring::from_label)).transpose()?,
+        result: parse(&row.result, "promotion result", PromotionResult::from_label)?,
+        gate: row.gate.as_deref().map(gate_from_json).transpose()?,
+        actor: row.actor,
+        reason: row.reason,
+        correlation_id: row.correlation_id,
+        request_id: row.request_id,
+        created_at: row.created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_evaluations_round_trip_through_json() {
+        let gate = GateEvaluation {
+            ring: Ring::Pilot,
+            next_ring: Some(Ring::Department),
+            passed: false,
+            checks: vec![GateCheck {
+                kind: CheckKind::SuccessRate,
+                passed: false,
+                observed: 0.962,
+                threshold: 0.97,
+                message: "success rate 0.962 < 0.970 on PILOT with 1,204 devices reported".into(),
+            }],
+            evaluated_at: DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().with_timezone(&Utc),
+        };
+        assert_eq!(gate_from_json(&gate_json(&gate).to_string()).unwrap(), gate);
+        assert!(gate_from_json("{}").is_err());
+    }
+}
