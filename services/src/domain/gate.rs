@@ -317,3 +317,219 @@ pub fn human_duration(duration: Duration) -> String {
     }
     Human(duration.as_secs()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::deployment::{ChangeContext, ConnectorType, NewDeployment, Outcome};
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn ctx(at: DateTime<Utc>) -> ChangeContext {
+        ChangeContext { actor: "ops".into(), reason: String::new(), correlation_id: "c".into(), now: at }
+    }
+
+    /// A deployment DEPLOYING in `ring` (promoted there without gates), started at `now()`.
+    fn deploying(ring: Ring, risk_score: u8, site_class: SiteClass) -> Deployment {
+        let new = NewDeployment {
+            app_name: "app".into(),
+            version: "1".into(),
+            connector_type: ConnectorType::Intune,
+            connector_name: None,
+            target_ring: Ring::Global,
+            risk_score,
+            evidence_pack_id: Uuid::new_v4(),
+            submitter: "alice".into(),
+            site_class,
+        };
+        let (mut d, _) = Deployment::create(Uuid::new_v4(), new, &ctx(now()));
+        if d.requires_cab_approval {
+            d.approve(&ChangeContext { actor: "bob".into(), ..ctx(now()) }).unwrap();
+        }
+        d.start(&ctx(now())).unwrap();
+        while d.current_ring != ring {
+            let pass = GateEvaluation {
+                ring: d.current_ring,
+                next_ring: d.current_ring.next(),
+                passed: true,
+                checks: vec![],
+                evaluated_at: now(),
+            };
+            d.promote(&pass, &ctx(now())).unwrap();
+        }
+        d
+    }
+
+    fn report(d: &mut Deployment, policy: &RingPolicy, success: u64, failure: u64, at: DateTime<Utc>) {
+        let outcome =
+            Outcome { ring: d.current_ring, success_count: success, failure_count: failure, rollback_validated: false };
+        d.report_outcome(outcome, policy, &ctx(at)).unwrap();
+    }
+
+    fn check(evaluation: &GateEvaluation, kind: CheckKind) -> &GateCheck {
+        evaluation.checks.iter().find(|c| c.kind == kind).unwrap_or_else(|| panic!("no {kind:?} check"))
+    }
+
+    #[test]
+    fn exactly_at_the_threshold_passes_and_just_below_fails() {
+        let policy = RingPolicy::default_for(Ring::Pilot, now());
+        let mut d = deploying(Ring::Pilot, 10, SiteClass::Online);
+        report(&mut d, &policy, 970, 30, now() + chrono::Duration::hours(1));
+        let at = evaluate(&d, &policy, now() + chrono::Duration::hours(2));
+        assert!(check(&at, CheckKind::SuccessRate).passed);
+        assert!(at.passed, "{at:#?}");
+        assert_eq!(at.next_ring, Some(Ring::Department));
+
+        let mut d = deploying(Ring::Pilot, 10, SiteClass::Online);
+        report(&mut d, &policy, 1158, 46, now() + chrono::Duration::hours(1));
+        let below = evaluate(&d, &policy, now() + chrono::Duration::hours(2));
+        let rate = check(&below, CheckKind::SuccessRate);
+        assert!(!rate.passed && !below.passed);
+        assert_eq!(rate.message, "success rate 0.962 < 0.970 on PILOT with 1,204 devices reported");
+        assert!((rate.observed - 1158.0 / 1204.0).abs() < 1e-12 && rate.threshold == 0.97);
+    }
+
+    #[test]
+    fn zero_devices_fail_every_measured_check() {
+        let policy = RingPolicy::default_for(Ring::Canary, now());
+        let d = deploying(Ring::Canary, 10, SiteClass::Online);
+        let evaluation = evaluate(&d, &policy, now() + chrono::Duration::hours(1));
+        assert!(!evaluation.passed);
+        for kind in [CheckKind::SampleSize, CheckKind::SuccessRate, CheckKind::TimeToCompliance] {
+            assert!(!check(&evaluation, kind).passed, "{kind:?}");
+        }
+        assert_eq!(check(&evaluation, CheckKind::SuccessRate).observed, 0.0);
+        assert_eq!(
+            check(&evaluation, CheckKind::TimeToCompliance).message,
+            "CANARY is not compliant after 1h (limit for ONLINE sites is 1d)"
+        );
+    }
+
+    #[test]
+    fn a_perfect_rate_below_the_minimum_sample_does_not_pass() {
+        let policy = RingPolicy::default_for(Ring::Canary, now());
+        let mut d = deploying(Ring::Canary, 10, SiteClass::Online);
+        report(&mut d, &policy, 24, 0, now());
+        let evaluation = evaluate(&d, &policy, now());
+        assert!(check(&evaluation, CheckKind::SuccessRate).passed);
+        let sample = check(&evaluation, CheckKind::SampleSize);
+        assert!(!sample.passed && !evaluation.passed);
+        assert_eq!(sample.message, "only 24 devices reported on CANARY; at least 25 are needed");
+        assert!(check(&evaluation, CheckKind::TimeToCompliance).message.contains("not compliant"));
+        report(&mut d, &policy, 25, 0, now());
+        assert!(evaluate(&d, &policy, now()).passed);
+    }
+
+    #[test]
+    fn each_site_class_has_its_compliance_limit() {
+        let policy = RingPolicy::default_for(Ring::Department, now());
+        for (site, limit_hours) in [(SiteClass::Online, 24), (SiteClass::Intermittent, 72), (SiteClass::AirGapped, 168)]
+        {
+            for (hours, passes) in [(limit_hours, true), (limit_hours + 1, false)] {
+                let mut d = deploying(Ring::Department, 10, site);
+                report(&mut d, &policy, 1000, 0, now() + chrono::Duration::hours(hours));
+                let evaluation = evaluate(&d, &policy, now() + chrono::Duration::hours(hours + 1));
+                let compliance = check(&evaluation, CheckKind::TimeToCompliance);
+                assert_eq!(compliance.passed, passes, "{site:?} after {hours}h: {}", compliance.message);
+                assert_eq!(compliance.threshold, (limit_hours * 3600) as f64);
+                assert_eq!(compliance.observed, (hours * 3600) as f64);
+            }
+        }
+    }
+
+    #[test]
+    fn lab_needs_a_validated_rollback() {
+        let policy = RingPolicy::default_for(Ring::Lab, now());
+        let mut d = deploying(Ring::Lab, 10, SiteClass::Online);
+        report(&mut d, &policy, 100, 0, now());
+        let evaluation = evaluate(&d, &policy, now());
+        assert!(!evaluation.passed);
+        assert_eq!(evaluation.failed_checks().map(|c| c.kind).collect::<Vec<_>>(), vec![CheckKind::RollbackValidated]);
+        let outcome = Outcome { ring: Ring::Lab, success_count: 100, failure_count: 0, rollback_validated: true };
+        let events = d.report_outcome(outcome, &policy, &ctx(now())).unwrap();
+        assert_eq!(events.len(), 1, "validating the rollback is news even with the same counts");
+        assert!(evaluate(&d, &policy, now()).passed);
+    }
+
+    #[test]
+    fn high_risk_needs_cab_beyond_canary_only_when_the_policy_says_so() {
+        let canary = RingPolicy::default_for(Ring::Canary, now());
+        let d = deploying(Ring::Canary, 80, SiteClass::Online);
+        let evaluation = evaluate(&d, &canary, now());
+        let cab = check(&evaluation, CheckKind::CabApproval);
+        assert!(cab.passed, "approved by bob in the fixture");
+        assert_eq!(cab.message, "risk score 80 needs CAB approval: approved by bob");
+        let low = deploying(Ring::Canary, 50, SiteClass::Online);
+        assert!(evaluate(&low, &canary, now()).checks.iter().all(|c| c.kind != CheckKind::CabApproval));
+        let lab = RingPolicy::default_for(Ring::Lab, now());
+        assert!(!lab.require_cab_approval && canary.require_cab_approval);
+    }
+
+    #[test]
+    fn leaving_the_target_ring_completes() {
+        let policy = RingPolicy::default_for(Ring::Global, now());
+        let mut d = deploying(Ring::Global, 10, SiteClass::Online);
+        report(&mut d, &policy, 1000, 0, now());
+        let evaluation = evaluate(&d, &policy, now());
+        assert!(evaluation.passed);
+        assert_eq!(evaluation.next_ring, None);
+        d.promote(&evaluation, &ctx(now())).unwrap();
+        assert_eq!(d.status, DeploymentStatus::Completed);
+    }
+
+    #[test]
+    fn policy_validation_names_each_bad_field() {
+        let mut policy = RingPolicy::default_for(Ring::Lab, now());
+        assert!(policy.problems().is_empty());
+        policy.min_success_rate = 1.01;
+        policy.online_compliance_limit = Duration::ZERO;
+        policy.air_gapped_compliance_limit = MAX_COMPLIANCE_LIMIT + Duration::from_secs(1);
+        let fields: Vec<_> = policy.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            ["policy.min_success_rate", "policy.online_compliance_limit", "policy.air_gapped_compliance_limit"]
+        );
+        policy.min_success_rate = f64::NAN;
+        assert!(!policy.problems().is_empty());
+    }
+
+    #[test]
+    fn numbers_read_like_a_person_wrote_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1204), "1,204");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m");
+    }
+
+    proptest! {
+        /// The success-rate check passes exactly when success/(success+failure)
+        /// reaches the threshold, and the gate passes only when every check does.
+        #[test]
+        fn verdicts_follow_the_counts(success in 0u64..5000, failure in 0u64..500, rate in 0.5f64..1.0, sample in 0u64..1000) {
+            let mut policy = RingPolicy::default_for(Ring::Pilot, now());
+            policy.min_success_rate = rate;
+            policy.min_sample_size = sample;
+            let mut d = deploying(Ring::Pilot, 10, SiteClass::Online);
+            if success + failure > 0 {
+                report(&mut d, &policy, success, failure, now());
+            }
+            let evaluation = evaluate(&d, &policy, now());
+            let reported = success + failure;
+            let observed = if reported == 0 { 0.0 } else { success as f64 / reported as f64 };
+            prop_assert_eq!(check(&evaluation, CheckKind::SuccessRate).passed, reported > 0 && observed >= rate);
+            prop_assert_eq!(check(&evaluation, CheckKind::SampleSize).passed, reported >= sample);
+            prop_assert_eq!(evaluation.passed, evaluation.checks.iter().all(|c| c.passed));
+            // Compliance here is reached at once or never: it follows the same two checks.
+            prop_assert_eq!(
+                check(&evaluation, CheckKind::TimeToCompliance).passed,
+                reported >= sample.max(1) && observed >= rate
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
+use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
@@ -162,6 +163,10 @@ pub async fn start_server_with(backend: Backend, options: Options) -> TestServer
 impl TestServer {
     pub fn deployments(&self) -> DeploymentServiceClient<Channel> {
         DeploymentServiceClient::new(self.channel.clone())
+    }
+
+    pub fn promotions(&self) -> RingPromotionServiceClient<Channel> {
+        RingPromotionServiceClient::new(self.channel.clone())
     }
 
     /// Signals shutdown and waits for the server to finish.

@@ -1,0 +1,501 @@
+//! End-to-end tests of RingPromotionService through the generated clients:
+//! policies, a full LAB → GLOBAL rollout, blocked promotions with reasons,
+//! rollback, CAB rejection, and exactly-once promotion under concurrency —
+//! within one server and across two server processes on one PostgreSQL.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDatabase, assert_code, create, create_request, scrape, start_server};
+use eucora::v1 as pb;
+use eucora::v1::deployment_service_client::DeploymentServiceClient;
+use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+on_every_backend!(
+    policies_have_design_defaults_and_validated_audited_updates,
+    a_deployment_rolls_out_from_lab_to_global,
+    a_blocked_promotion_says_why,
+    rollback_from_pilot_removes_and_ends_rolled_back,
+    a_cab_rejection_stops_the_deployment,
+    racing_promotions_promote_exactly_once,
+);
+
+/// Devices each ring's default policy needs reported.
+fn sample_for(ring: pb::Ring) -> i64 {
+    match ring {
+        pb::Ring::Lab => 10,
+        pb::Ring::Canary => 25,
+        pb::Ring::Pilot => 50,
+        _ => 100,
+    }
+}
+
+/// A low-risk deployment targeting GLOBAL, started (in LAB).
+async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
+    let request =
+        pb::CreateDeploymentRequest { target_ring: pb::Ring::Global.into(), ..create_request(request_id, "edge", 20) };
+    let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+    let start = pb::StartDeploymentRequest { id: created.id, ..Default::default() };
+    client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap()
+}
+
+/// Reports a passing outcome for the deployment's current ring (validating the rollback in LAB).
+async fn report_healthy(client: &mut DeploymentServiceClient<Channel>, deployment: &pb::Deployment) {
+    let ring = deployment.current_ring();
+    let request = pb::ReportRingOutcomeRequest {
+        id: deployment.id.clone(),
+        ring: ring.into(),
+        success_count: sample_for(ring),
+        failure_count: 0,
+        rollback_validated: ring == pb::Ring::Lab,
+        ..Default::default()
+    };
+    client.report_ring_outcome(request).await.unwrap();
+}
+
+fn promote_request(deployment: &pb::Deployment) -> pb::PromoteDeploymentRequest {
+    pb::PromoteDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        from_ring: deployment.current_ring,
+        actor: "release-manager".into(),
+        ..Default::default()
+    }
+}
+
+/// Reports healthy outcomes and promotes until the deployment is in `ring`.
+async fn advance_to(
+    deployments: &mut DeploymentServiceClient<Channel>,
+    promotions: &mut RingPromotionServiceClient<Channel>,
+    mut deployment: pb::Deployment,
+    ring: pb::Ring,
+) -> pb::Deployment {
+    while deployment.current_ring() != ring {
+        report_healthy(deployments, &deployment).await;
+        deployment =
+            promotions.promote_deployment(promote_request(&deployment)).await.unwrap().into_inner().deployment.unwrap();
+    }
+    deployment
+}
+
+async fn promotions_of(promotions: &mut RingPromotionServiceClient<Channel>, id: &str) -> Vec<pb::Promotion> {
+    let request = pb::ListPromotionsRequest { deployment_id: id.to_owned(), ..Default::default() };
+    promotions.list_promotions(request).await.unwrap().into_inner().promotions
+}
+
+async fn policies_have_design_defaults_and_validated_audited_updates(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut promotions = server.promotions();
+    let policies = promotions.list_ring_policies(pb::ListRingPoliciesRequest {}).await.unwrap().into_inner().policies;
+    let summary: Vec<_> = policies
+        .iter()
+        .map(|p| (p.ring(), p.min_success_rate, p.require_cab_approval, p.require_rollback_validated))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (pb::Ring::Lab, 0.98, false, true),
+            (pb::Ring::Canary, 0.98, true, false),
+            (pb::Ring::Pilot, 0.97, true, false),
+            (pb::Ring::Department, 0.99, true, false),
+            (pb::Ring::Global, 0.99, true, false),
+        ]
+    );
+    let pilot = &policies[2];
+    assert_eq!(pilot.online_compliance_limit.unwrap().seconds, 24 * 3600);
+    assert_eq!(pilot.intermittent_compliance_limit.unwrap().seconds, 72 * 3600);
+    assert_eq!(pilot.air_gapped_compliance_limit.unwrap().seconds, 7 * 24 * 3600);
+
+    let bad = pb::UpdateRingPolicyRequest {
+        policy: Some(pb::RingPolicy { ring: pb::Ring::Pilot.into(), min_success_rate: 1.5, ..pilot.clone() }),
+        ..Default::default()
+    };
+    let status = assert_code(promotions.update_ring_policy(bad).await, Code::InvalidArgument);
+    let fields: Vec<_> =
+        status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["policy.min_success_rate"]);
+    let unknown_field = pb::UpdateRingPolicyRequest {
+        policy: Some(pilot.clone()),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["ring".into()] }),
+        ..Default::default()
+    };
+    assert_code(promotions.update_ring_policy(unknown_field).await, Code::InvalidArgument);
+    let zero_limit = pb::UpdateRingPolicyRequest {
+        policy: Some(pb::RingPolicy {
+            online_compliance_limit: Some(prost_types::Duration::default()),
+            ..pilot.clone()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["online_compliance_limit".into()] }),
+        ..Default::default()
+    };
+    assert_code(promotions.update_ring_policy(zero_limit).await, Code::InvalidArgument);
+
+    let update = pb::UpdateRingPolicyRequest {
+        policy: Some(pb::RingPolicy { min_sample_size: 500, min_success_rate: 0.1, ..pilot.clone() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["min_sample_size".into()] }),
+        actor: "sre-lead".into(),
+        reason: "bigger PILOT sample".into(),
+        etag: pilot.etag.clone(),
+    };
+    let updated = promotions.update_ring_policy(update.clone()).await.unwrap().into_inner().policy.unwrap();
+    assert_eq!(updated.min_sample_size, 500);
+    assert_eq!(updated.min_success_rate, 0.97, "fields outside the mask are kept");
+    assert_ne!(updated.etag, pilot.etag);
+    assert_code(promotions.update_ring_policy(update).await, Code::Aborted);
+    let fetched = promotions.get_ring_policy(pb::GetRingPolicyRequest { ring: pb::Ring::Pilot.into() }).await.unwrap();
+    assert_eq!(fetched.into_inner().policy.unwrap(), updated);
+    assert_code(promotions.get_ring_policy(pb::GetRingPolicyRequest { ring: 0 }).await, Code::InvalidArgument);
+
+    let changes = server.store.policy_changes(eucora_services::domain::Ring::Pilot).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    let (actor, reason, before, after) = &changes[0];
+    assert_eq!((actor.as_str(), reason.as_str()), ("sre-lead", "bigger PILOT sample"));
+    assert!(
+        before.contains("\"min_sample_size\":50") && after.contains("\"min_sample_size\":500"),
+        "{before} → {after}"
+    );
+    server.stop().await;
+}
+
+async fn a_deployment_rolls_out_from_lab_to_global(backend: Backend) {
+    let server = start_server(backend).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    let mut deployment = started(&mut deployments, "rollout").await;
+    let mut visited = vec![deployment.current_ring()];
+    while deployment.status() == pb::DeploymentStatus::Deploying {
+        report_healthy(&mut deployments, &deployment).await;
+        let evaluation = promotions
+            .evaluate_promotion_gate(pb::EvaluatePromotionGateRequest { deployment_id: deployment.id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .evaluation
+            .unwrap();
+        assert!(evaluation.passed, "{evaluation:#?}");
+        assert_eq!(evaluation.ring, deployment.current_ring);
+        let response = promotions.promote_deployment(promote_request(&deployment)).await.unwrap().into_inner();
+        let promotion = response.promotion.unwrap();
+        assert_eq!(promotion.result(), pb::PromotionResult::Promoted);
+        assert_eq!(promotion.from_ring, deployment.current_ring);
+        assert!(promotion.gate.unwrap().passed);
+        deployment = response.deployment.unwrap();
+        visited.push(deployment.current_ring());
+    }
+    assert_eq!(deployment.status(), pb::DeploymentStatus::Completed);
+    use pb::Ring::*;
+    assert_eq!(visited, vec![Lab, Canary, Pilot, Department, Global, Global]);
+    assert_eq!(deployment.ring_progress.len(), 5);
+    assert!(deployment.ring_progress.iter().all(|p| p.promote_time.is_some() && p.compliance_time.is_some()));
+
+    let recorded = promotions_of(&mut promotions, &deployment.id).await;
+    let steps: Vec<_> = recorded.iter().map(|p| (p.from_ring(), p.to_ring(), p.result())).collect();
+    let promoted = pb::PromotionResult::Promoted;
+    assert_eq!(
+        steps,
+        vec![
+            (Lab, Canary, promoted),
+            (Canary, Pilot, promoted),
+            (Pilot, Department, promoted),
+            (Department, Global, promoted),
+            (Global, Unspecified, promoted)
+        ]
+    );
+    let events = deployments
+        .list_deployment_events(pb::ListDeploymentEventsRequest {
+            deployment_id: deployment.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let dispatched: Vec<_> =
+        events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::Dispatched).map(|e| e.ring()).collect();
+    assert_eq!(dispatched, vec![Lab, Canary, Pilot, Department, Global], "each ring dispatched once");
+
+    let m = scrape(&server).await;
+    for (from, to) in [
+        ("lab", "canary"),
+        ("canary", "pilot"),
+        ("pilot", "department"),
+        ("department", "global"),
+        ("global", "global"),
+    ] {
+        assert_eq!(
+            m.value("ring_promotion_total", &[("from_ring", from), ("to_ring", to), ("status", "promoted")]),
+            1.0
+        );
+    }
+    assert_eq!(m.value("promotion_gate_success_rate", &[("ring", "global")]), 1.0);
+    assert_eq!(m.value("deployment_total", &[("app_name", "edge"), ("status", "completed"), ("ring", "global")]), 1.0);
+    server.stop().await;
+}
+
+async fn a_blocked_promotion_says_why(backend: Backend) {
+    let server = start_server(backend).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    let deployment = started(&mut deployments, "blocked").await;
+    let report = pb::ReportRingOutcomeRequest {
+        id: deployment.id.clone(),
+        ring: pb::Ring::Lab.into(),
+        success_count: 90,
+        failure_count: 10,
+        ..Default::default()
+    };
+    deployments.report_ring_outcome(report).await.unwrap();
+
+    let mut request = promote_request(&deployment);
+    request.request_id = "promote-blocked-1".into();
+    let status = assert_code(promotions.promote_deployment(request.clone()).await, Code::FailedPrecondition);
+    assert!(
+        status.message().contains("success rate 0.900 < 0.980 on LAB with 100 devices reported"),
+        "{}",
+        status.message()
+    );
+    let details = status.get_error_details();
+    let failure = details.precondition_failure().expect("PreconditionFailure details");
+    let kinds: Vec<_> = failure.violations.iter().map(|v| v.r#type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["GATE_CHECK_KIND_SUCCESS_RATE", "GATE_CHECK_KIND_TIME_TO_COMPLIANCE", "GATE_CHECK_KIND_ROLLBACK_VALIDATED"]
+    );
+    assert!(failure.violations.iter().all(|v| v.subject == "ring/LAB"));
+
+    // A retry with the same request id gets the same answer and records nothing new.
+    let again = assert_code(promotions.promote_deployment(request).await, Code::FailedPrecondition);
+    assert_eq!(again.message(), status.message());
+    let recorded = promotions_of(&mut promotions, &deployment.id).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].result(), pb::PromotionResult::Blocked);
+    assert_eq!(recorded[0].to_ring(), pb::Ring::Canary);
+    let unchanged = deployments.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    assert_eq!(unchanged.into_inner().deployment.unwrap().current_ring(), pb::Ring::Lab);
+
+    let m = scrape(&server).await;
+    assert_eq!(
+        m.value("ring_promotion_total", &[("from_ring", "lab"), ("to_ring", "canary"), ("status", "blocked")]),
+        1.0
+    );
+    assert_eq!(m.value("promotion_gate_success_rate", &[("ring", "lab")]), 0.9);
+    server.stop().await;
+}
+
+async fn rollback_from_pilot_removes_and_ends_rolled_back(backend: Backend) {
+    let server = start_server(backend).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    let deployment = started(&mut deployments, "rollback").await;
+    let deployment = advance_to(&mut deployments, &mut promotions, deployment, pb::Ring::Pilot).await;
+
+    let no_reason = pb::RollbackDeploymentRequest { deployment_id: deployment.id.clone(), ..Default::default() };
+    assert_code(promotions.rollback_deployment(no_reason).await, Code::InvalidArgument);
+    let request = pb::RollbackDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        request_id: "rollback-1".into(),
+        actor: "oncall".into(),
+        reason: "crash reports from PILOT".into(),
+        etag: deployment.etag.clone(),
+    };
+    let response = promotions.rollback_deployment(request.clone()).await.unwrap().into_inner();
+    let rolled_back = response.deployment.unwrap();
+    assert_eq!(rolled_back.status(), pb::DeploymentStatus::RolledBack);
+    assert_eq!(rolled_back.status_reason, "crash reports from PILOT");
+    let promotion = response.promotion.unwrap();
+    assert_eq!((promotion.from_ring(), promotion.result()), (pb::Ring::Pilot, pb::PromotionResult::RolledBack));
+    let retried = promotions.rollback_deployment(request).await.unwrap().into_inner();
+    assert_eq!(retried.promotion.unwrap().id, promotion.id, "a retry returns the first result");
+
+    let events = deployments
+        .list_deployment_events(pb::ListDeploymentEventsRequest {
+            deployment_id: deployment.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let last_two: Vec<_> =
+        events[events.len() - 2..].iter().map(|e| (e.kind(), e.to_status(), e.reason.clone())).collect();
+    assert_eq!(last_two[0].0, pb::DeploymentEventKind::Dispatched);
+    assert!(last_two[0].2.starts_with("remove edge 1.0.0 from LAB, CANARY, PILOT"), "{}", last_two[0].2);
+    assert_eq!(
+        (last_two[1].0, last_two[1].1),
+        (pb::DeploymentEventKind::StatusChanged, pb::DeploymentStatus::RolledBack)
+    );
+
+    assert_code(promotions.promote_deployment(promote_request(&rolled_back)).await, Code::FailedPrecondition);
+    let again = pb::RollbackDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        reason: "again".into(),
+        ..Default::default()
+    };
+    assert_code(promotions.rollback_deployment(again).await, Code::FailedPrecondition);
+
+    let m = scrape(&server).await;
+    assert_eq!(m.value("ring_promotion_total", &[("from_ring", "pilot"), ("status", "rolled_back")]), 1.0);
+    assert_eq!(m.value("deployment_total", &[("app_name", "edge"), ("status", "rolled_back"), ("ring", "pilot")]), 1.0);
+    assert_eq!(m.value("deployment_duration_seconds_count", &[("app_name", "edge"), ("status", "rolled_back")]), 1.0);
+    server.stop().await;
+}
+
+async fn a_cab_rejection_stops_the_deployment(backend: Backend) {
+    let server = start_server(backend).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    let risky = create(&mut deployments, "cab-reject", "kernel-driver", 90).await;
+    let self_reject =
+        pb::RejectDeploymentRequest { id: risky.id.clone(), approver: "alice".into(), ..Default::default() };
+    assert_code(deployments.reject_deployment(self_reject).await, Code::PermissionDenied);
+    let reject = pb::RejectDeploymentRequest {
+        id: risky.id.clone(),
+        approver: "cab-chair".into(),
+        reason: "no rollback plan".into(),
+        ..Default::default()
+    };
+    let rejected = deployments.reject_deployment(reject).await.unwrap().into_inner().deployment.unwrap();
+    assert_eq!(rejected.status(), pb::DeploymentStatus::Rejected);
+    assert_code(
+        deployments.start_deployment(pb::StartDeploymentRequest { id: risky.id.clone(), ..Default::default() }).await,
+        Code::FailedPrecondition,
+    );
+    assert_code(promotions.promote_deployment(promote_request(&rejected)).await, Code::FailedPrecondition);
+    let events = deployments
+        .list_deployment_events(pb::ListDeploymentEventsRequest {
+            deployment_id: risky.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.to_status(), last.actor.as_str(), last.reason.as_str()),
+        (pb::DeploymentStatus::Rejected, "cab-chair", "no rollback plan")
+    );
+    server.stop().await;
+}
+
+/// Sends `count` identical promotions at once over `clients` and returns (successes, codes of the rest).
+async fn race(
+    clients: Vec<RingPromotionServiceClient<Channel>>,
+    request: pb::PromoteDeploymentRequest,
+    count: usize,
+) -> (usize, Vec<Code>) {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let request = request.clone();
+            tokio::spawn(async move { client.promote_deployment(request).await })
+        })
+        .collect();
+    let mut wins = 0;
+    let mut losses = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(status) => losses.push(status.code()),
+        }
+    }
+    (wins, losses)
+}
+
+async fn racing_promotions_promote_exactly_once(backend: Backend) {
+    let server = start_server(backend).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    let deployment = started(&mut deployments, "race").await;
+    report_healthy(&mut deployments, &deployment).await;
+    let (wins, losses) = race(vec![server.promotions()], promote_request(&deployment), 32).await;
+    assert_eq!(wins, 1, "losers: {losses:?}");
+    assert!(losses.iter().all(|c| matches!(c, Code::Aborted | Code::FailedPrecondition)), "{losses:?}");
+    let recorded = promotions_of(&mut promotions, &deployment.id).await;
+    assert_eq!(recorded.iter().filter(|p| p.result() == pb::PromotionResult::Promoted).count(), 1);
+    let m = scrape(&server).await;
+    assert_eq!(
+        m.value("ring_promotion_total", &[("from_ring", "lab"), ("to_ring", "canary"), ("status", "promoted")]),
+        1.0
+    );
+    server.stop().await;
+}
+
+/// A `eucora serve` process on free ports; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    grpc: String,
+    metrics: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_server(database_url: &str) -> ServerProcess {
+    let (grpc, metrics) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let child = Command::new(env!("CARGO_BIN_EXE_eucora"))
+        .args([
+            "serve",
+            "--listen",
+            &grpc,
+            "--metrics-listen",
+            &metrics,
+            "--database-url",
+            database_url,
+            "--log",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start eucora");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&grpc).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "eucora did not start on {grpc}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ServerProcess { child, grpc, metrics }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_on_one_postgres_promote_exactly_once() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    // One after the other: the first applies the migrations, the second finds them done.
+    let first = spawn_server(&database.url);
+    let second = spawn_server(&database.url);
+    let channel = |addr: &str| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let (a, b) = (channel(&first.grpc), channel(&second.grpc));
+    let mut deployments = DeploymentServiceClient::new(a.clone());
+    let deployment = started(&mut deployments, "two-processes").await;
+    report_healthy(&mut deployments, &deployment).await;
+
+    let clients = vec![RingPromotionServiceClient::new(a.clone()), RingPromotionServiceClient::new(b.clone())];
+    let (wins, losses) = race(clients, promote_request(&deployment), 32).await;
+    assert_eq!(wins, 1, "losers: {losses:?}");
+    assert!(losses.iter().all(|c| matches!(c, Code::Aborted | Code::FailedPrecondition)), "{losses:?}");
+
+    let recorded = promotions_of(&mut RingPromotionServiceClient::new(b), &deployment.id).await;
+    assert_eq!(recorded.iter().filter(|p| p.result() == pb::PromotionResult::Promoted).count(), 1);
+    let moved = deployments.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    assert_eq!(moved.into_inner().deployment.unwrap().current_ring(), pb::Ring::Canary);
+
+    let mut promoted = 0.0;
+    for process in [&first, &second] {
+        let body = reqwest::get(format!("http://{}/metrics", process.metrics)).await.unwrap().text().await.unwrap();
+        let m = common::exposition::Exposition::parse(&body);
+        promoted += m
+            .find("ring_promotion_total", &[("from_ring", "lab"), ("to_ring", "canary"), ("status", "promoted")])
+            .iter()
+            .map(|s| s.value)
+            .sum::<f64>();
+    }
+    assert_eq!(promoted, 1.0, "the two processes' counters agree with the audit trail");
+    drop((first, second));
+}
