@@ -10,7 +10,7 @@ GRPC_ADDR ?= 127.0.0.1:50051
 
 ## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
 run:
-	cargo run -p eucora-services --bin eucora -- serve
+	cargo run -p eucora-services --bin eucora -- serve --simulator-connectors
 
 ## build: compile everything, tests included
 build:

@@ -67,6 +67,15 @@ pub struct Config {
     #[arg(long, env = "EUCORA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
 
+    /// How often every enabled connector's health is probed (e.g. `30s`).
+    #[arg(long, env = "EUCORA_CONNECTOR_PROBE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub connector_probe_interval: Duration,
+
+    /// Create a built-in simulator connector per type (`simulator-intune`, …) when missing,
+    /// so deployments run end to end with no external system. For demos, not production.
+    #[arg(long, env = "EUCORA_SIMULATOR_CONNECTORS", global = true)]
+    pub simulator_connectors: bool,
+
     /// Log line format.
     #[arg(long, env = "EUCORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

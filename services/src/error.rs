@@ -5,6 +5,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
+use crate::connectors::DispatchError;
 use crate::domain::DeploymentError;
 use crate::store::StoreError;
 
@@ -59,6 +60,13 @@ impl From<StoreError> for ApiError {
             StoreError::PolicyConflict { ring, expected } => ApiError::Aborted(format!(
                 "the {ring} policy changed since etag \"{expected}\" was read; get it again and retry"
             )),
+            StoreError::ConnectorNotFound(name) => ApiError::NotFound(format!("connector {name:?} not found")),
+            StoreError::ConnectorExists(name) => {
+                ApiError::AlreadyExists(format!("connector {name:?} already exists; update it or pick another name"))
+            }
+            StoreError::ConnectorConflict { name, expected } => ApiError::Aborted(format!(
+                "connector {name:?} changed since etag \"{expected}\" was read; get it again and retry"
+            )),
             StoreError::RequestIdTaken(request_id) => {
                 ApiError::Aborted(format!("request_id {request_id:?} is being used by a concurrent call; retry"))
             }
@@ -82,6 +90,17 @@ impl From<DeploymentError> for ApiError {
             | DeploymentError::TargetRingNotReached { .. }
             | DeploymentError::NotPromotable { .. }
             | DeploymentError::GateNotPassed { .. } => ApiError::FailedPrecondition(message),
+        }
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(err: DispatchError) -> Self {
+        let message = err.to_string();
+        match err {
+            DispatchError::NoConnector(_) | DispatchError::Permanent { .. } => ApiError::FailedPrecondition(message),
+            DispatchError::Open { .. } | DispatchError::Transient { .. } => ApiError::Unavailable(message),
+            DispatchError::Store(err) => err.into(),
         }
     }
 }

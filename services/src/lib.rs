@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`domain`]: rings, the lifecycle state machine, deployment rules (pure).
 //! - [`store`]: sea-orm entities, migrations, the event feed.
+//! - [`connectors`]: connector drivers (HTTP, simulator), breakers, retries, dispatch.
 //! - [`grpc`]: one adapter per gRPC service, validation, conversions.
 //! - [`metrics`]: deployment instruments recorded from committed changes.
 //! - [`error`]: the service error and its mapping to `tonic::Status`.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connectors;
 pub mod domain;
 pub mod error;
 pub mod grpc;

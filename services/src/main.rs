@@ -8,6 +8,7 @@ use clap::Parser;
 use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig};
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::config::{Cli, Command, Config, LogFormat};
+use eucora_services::domain::connector::SimulatorConfig;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -55,6 +56,8 @@ async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> a
     let options = ServeOptions {
         health_probe_interval: config.health_probe_interval,
         shutdown_grace: config.shutdown_grace,
+        connector_probe_interval: config.connector_probe_interval,
+        simulator_connectors: config.simulator_connectors.then(SimulatorConfig::default),
         ..ServeOptions::default()
     };
     let store = Arc::new(store);

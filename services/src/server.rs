@@ -1,11 +1,13 @@
 //! Wiring of the server: gRPC services, reflection, health (kept current by a
 //! database probe), the correlation-id and RPC observability layers, the
-//! /metrics shim on its own listener, and graceful shutdown.
+//! /metrics shim on its own listener, the connector runtime with its health
+//! prober and outcome feed, and graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eucora::v1::connector_service_server::ConnectorServiceServer;
 use eucora::v1::deployment_service_server::DeploymentServiceServer;
 use eucora::v1::ring_promotion_service_server::RingPromotionServiceServer;
 use eucora_otel::http::Readiness;
@@ -13,12 +15,16 @@ use eucora_otel::rpc::RpcObservabilityLayer;
 use eucora_otel::{Catalog, MetricsPipeline};
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::connectors::{self, Connectors, ReportedOutcome, RetryPolicy};
+use crate::domain::connector::SimulatorConfig;
+use crate::grpc::connector::ConnectorApi;
 use crate::grpc::correlation::CorrelationIdLayer;
 use crate::grpc::deployment::DeploymentApi;
 use crate::grpc::promotion::PromotionApi;
@@ -26,7 +32,8 @@ use crate::metrics::DeploymentMetrics;
 use crate::store::Store;
 
 /// Fully qualified names of the application services that health reports on.
-pub const SERVED_SERVICES: &[&str] = &["eucora.v1.DeploymentService", "eucora.v1.RingPromotionService"];
+pub const SERVED_SERVICES: &[&str] =
+    &["eucora.v1.DeploymentService", "eucora.v1.RingPromotionService", "eucora.v1.ConnectorService"];
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -38,6 +45,12 @@ pub struct ServeOptions {
     /// How long in-flight calls may take to finish after shutdown starts;
     /// streams the server does not own (grpc.health.v1 Watch) are cut then.
     pub shutdown_grace: Duration,
+    /// How often every enabled connector's health is probed.
+    pub connector_probe_interval: Duration,
+    /// Retries of TRANSIENT connector errors.
+    pub connector_retry: RetryPolicy,
+    /// When set, a simulator connector per type is created if missing (demo set-up).
+    pub simulator_connectors: Option<SimulatorConfig>,
 }
 
 impl Default for ServeOptions {
@@ -46,6 +59,9 @@ impl Default for ServeOptions {
             health_probe_interval: Duration::from_secs(5),
             health_probe_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            connector_probe_interval: Duration::from_secs(30),
+            connector_retry: RetryPolicy::default(),
+            simulator_connectors: None,
         }
     }
 }
@@ -81,6 +97,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("metrics shim: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error("creating the simulator connectors: {0}")]
+    Simulators(#[from] crate::store::StoreError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, ends watch
@@ -126,9 +144,20 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    if let Some(simulator) = options.simulator_connectors {
+        connectors::ensure_simulators(&store, simulator).await?;
+    }
     let metrics = DeploymentMetrics::new(telemetry.catalog.clone());
-    let deployments = DeploymentApi::new(store.clone(), metrics.clone(), stop.clone());
-    let promotions = PromotionApi::new(store, metrics);
+    let (outcomes_tx, outcomes_rx) = mpsc::channel(1024);
+    let connectors =
+        Arc::new(Connectors::new(store.clone(), telemetry.catalog.clone(), options.connector_retry, outcomes_tx));
+    let deployments = DeploymentApi::new(store.clone(), metrics.clone(), connectors.clone(), stop.clone());
+    let promotions = PromotionApi::new(store.clone(), metrics, deployments.clone());
+    let connector_api = ConnectorApi::new(store, connectors.clone());
+    let background = [
+        tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
+        tokio::spawn(probe_connectors(connectors, options.connector_probe_interval, stop.clone())),
+    ];
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 
     let stop_on_signal = stop.clone();
@@ -146,6 +175,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(DeploymentServiceServer::new(deployments))
         .add_service(RingPromotionServiceServer::new(promotions))
+        .add_service(ConnectorServiceServer::new(connector_api))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop.clone().cancelled_owned());
     tokio::pin!(server);
     let result = tokio::select! {
@@ -160,10 +190,42 @@ pub async fn serve(
     };
     stop.cancel();
     let _ = probe.await;
+    for task in background {
+        let _ = task.await;
+    }
     let shim_result = shim.await.unwrap_or(Ok(()));
     result?;
     shim_result?;
     Ok(())
+}
+
+/// Applies the outcomes connectors report on their own, until shutdown.
+async fn apply_reported_outcomes(
+    mut outcomes: mpsc::Receiver<ReportedOutcome>,
+    deployments: DeploymentApi,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = outcomes.recv() => match outcome {
+                Some(outcome) => deployments.record_reported_outcome(outcome).await,
+                None => return,
+            },
+        }
+    }
+}
+
+/// Probes every enabled connector on an interval, until shutdown.
+async fn probe_connectors(connectors: Arc<Connectors>, period: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => connectors.probe_all().await,
+        }
+    }
 }
 
 /// Every `package.Service/Method` this server answers, from the descriptor

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestDatabase, assert_code, create, create_request, scrape, start_server};
 use eucora::v1 as pb;
+use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use tonic::Code;
@@ -472,6 +473,17 @@ async fn two_server_processes_on_one_postgres_promote_exactly_once() {
     let second = spawn_server(&database.url);
     let channel = |addr: &str| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     let (a, b) = (channel(&first.grpc), channel(&second.grpc));
+    // A simulator that reports nothing: the test reports the outcomes.
+    let quiet = pb::Connector {
+        name: "quiet-simulator".into(),
+        r#type: pb::ConnectorType::Intune.into(),
+        driver: pb::ConnectorDriver::Simulator.into(),
+        enabled: true,
+        simulator: Some(pb::SimulatorConfig { device_count: 0, ..Default::default() }),
+        ..Default::default()
+    };
+    let create = pb::CreateConnectorRequest { connector: Some(quiet), request_id: String::new() };
+    ConnectorServiceClient::new(a.clone()).create_connector(create).await.unwrap();
     let mut deployments = DeploymentServiceClient::new(a.clone());
     let deployment = started(&mut deployments, "two-processes").await;
     report_healthy(&mut deployments, &deployment).await;

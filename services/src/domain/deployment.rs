@@ -173,6 +173,13 @@ impl RingProgress {
     }
 }
 
+/// Work a connector accepted: which connector, and the platform's object id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub connector: String,
+    pub object_id: Option<String>,
+}
+
 /// A cumulative outcome report for one ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -320,12 +327,12 @@ impl Deployment {
     ///
     /// # Errors
     /// Wrong status.
-    pub fn start(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+    pub fn start(&mut self, handover: &Handover, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
         let moved = self.move_to(DeploymentStatus::Deploying, ctx)?;
         self.deploy_started_at = Some(ctx.now);
-        self.enter_ring(self.current_ring, ctx.now);
+        self.enter_ring(self.current_ring, ctx.now, handover);
         let dispatched =
-            self.dispatch(format!("deploy {} {} to {}", self.app_name, self.version, self.current_ring), ctx);
+            self.dispatch(format!("deploy {} {} to {}", self.app_name, self.version, self.current_ring), handover, ctx);
         Ok(vec![moved, dispatched])
     }
 
@@ -405,6 +412,7 @@ impl Deployment {
     pub fn promote(
         &mut self,
         evaluation: &GateEvaluation,
+        handover: Option<&Handover>,
         ctx: &ChangeContext,
     ) -> Result<Vec<NewEvent>, DeploymentError> {
         if self.status != DeploymentStatus::Deploying {
@@ -426,11 +434,14 @@ impl Deployment {
                 ChangeContext { reason: format!("promoted out of {from}, the target ring: complete"), ..ctx.clone() };
             return Ok(vec![self.move_to(DeploymentStatus::Completed, &done)?]);
         };
+        let handover =
+            handover.cloned().unwrap_or_else(|| Handover { connector: "no connector".into(), object_id: None });
         self.current_ring = next;
         self.updated_at = ctx.now;
-        self.enter_ring(next, ctx.now);
+        self.enter_ring(next, ctx.now, &handover);
         let promoted = self.event(EventKind::RingPromoted, Some(self.status), ctx);
-        Ok(vec![promoted, self.dispatch(format!("deploy {} {} to {next}", self.app_name, self.version), ctx)])
+        let dispatched = self.dispatch(format!("deploy {} {} to {next}", self.app_name, self.version), &handover, ctx);
+        Ok(vec![promoted, dispatched])
     }
 
     /// Any non-terminal status → ROLLED_BACK, after dispatching the removal
@@ -438,11 +449,16 @@ impl Deployment {
     ///
     /// # Errors
     /// The deployment is already terminal.
-    pub fn roll_back(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+    /// `removal` is the handed-over removal; `None` when nothing was deployed.
+    pub fn roll_back(
+        &mut self,
+        removal: Option<&Handover>,
+        ctx: &ChangeContext,
+    ) -> Result<Vec<NewEvent>, DeploymentError> {
         self.status.check_transition(DeploymentStatus::RolledBack)?;
         let rings: Vec<_> = self.rings.iter().map(|p| p.ring.to_string()).collect();
-        let removal = (!rings.is_empty()).then(|| {
-            self.dispatch(format!("remove {} {} from {}", self.app_name, self.version, rings.join(", ")), ctx)
+        let removal = removal.map(|handover| {
+            self.dispatch(format!("remove {} {} from {}", self.app_name, self.version, rings.join(", ")), handover, ctx)
         });
         let rolled_back = self.move_to(DeploymentStatus::RolledBack, ctx)?;
         Ok(removal.into_iter().chain([rolled_back]).collect())
@@ -460,9 +476,11 @@ impl Deployment {
         self.rings.iter().find(|p| p.ring == ring)
     }
 
-    fn enter_ring(&mut self, ring: Ring, at: DateTime<Utc>) {
+    fn enter_ring(&mut self, ring: Ring, at: DateTime<Utc>, handover: &Handover) {
         if self.progress(ring).is_none() {
-            self.rings.push(RingProgress::started(ring, at));
+            let mut progress = RingProgress::started(ring, at);
+            progress.connector_object_id = handover.object_id.clone();
+            self.rings.push(progress);
             self.rings.sort_by_key(|p| p.ring);
         }
     }
@@ -480,13 +498,10 @@ impl Deployment {
     }
 
     /// A DISPATCHED event recording the work handed to the connector.
-    fn dispatch(&self, what: String, ctx: &ChangeContext) -> NewEvent {
-        let via = self.connector_name.as_deref().unwrap_or(self.connector_type.as_label());
-        self.event(
-            EventKind::Dispatched,
-            Some(self.status),
-            &ChangeContext { reason: format!("{what} via {via}"), ..ctx.clone() },
-        )
+    fn dispatch(&self, what: String, handover: &Handover, ctx: &ChangeContext) -> NewEvent {
+        let object = handover.object_id.as_ref().map(|id| format!(" (object {id})")).unwrap_or_default();
+        let reason = format!("{what} via {}{object}", handover.connector);
+        self.event(EventKind::Dispatched, Some(self.status), &ChangeContext { reason, ..ctx.clone() })
     }
 
     fn event(&self, kind: EventKind, from_status: Option<DeploymentStatus>, ctx: &ChangeContext) -> NewEvent {
@@ -507,6 +522,10 @@ impl Deployment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn handover() -> Handover {
+        Handover { connector: "sim".into(), object_id: Some("obj-1".into()) }
+    }
 
     fn outcome(ring: Ring, success_count: u64, failure_count: u64) -> Outcome {
         Outcome { ring, success_count, failure_count, rollback_validated: false }
@@ -592,7 +611,7 @@ mod tests {
     #[test]
     fn start_enters_the_current_ring_and_dispatches() {
         let mut d = new_deployment(10, Ring::Lab);
-        let events = d.start(&ctx("ops")).unwrap();
+        let events = d.start(&handover(), &ctx("ops")).unwrap();
         assert_eq!(d.status, DeploymentStatus::Deploying);
         assert_eq!(d.rings.len(), 1);
         assert_eq!(d.rings[0].ring, Ring::Lab);
@@ -600,7 +619,7 @@ mod tests {
             events.iter().map(|e| e.kind).collect::<Vec<_>>(),
             vec![EventKind::StatusChanged, EventKind::Dispatched]
         );
-        assert!(d.start(&ctx("ops")).is_err(), "starting twice is refused");
+        assert!(d.start(&handover(), &ctx("ops")).is_err(), "starting twice is refused");
     }
 
     #[test]
@@ -610,7 +629,7 @@ mod tests {
             d.report_outcome(outcome(Ring::Lab, 1, 0), &lab_policy(), &ctx("agent")),
             Err(DeploymentError::NotDeploying { status: DeploymentStatus::Approved })
         );
-        d.start(&ctx("ops")).unwrap();
+        d.start(&handover(), &ctx("ops")).unwrap();
         assert!(matches!(
             d.report_outcome(outcome(Ring::Canary, 1, 0), &lab_policy(), &ctx("agent")),
             Err(DeploymentError::RingNotStarted { .. })
@@ -632,7 +651,7 @@ mod tests {
     #[test]
     fn compliance_is_reached_once_with_enough_devices_at_the_rate() {
         let mut d = new_deployment(10, Ring::Lab);
-        d.start(&ctx("ops")).unwrap();
+        d.start(&handover(), &ctx("ops")).unwrap();
         d.report_outcome(outcome(Ring::Lab, 1, 0), &lab_policy(), &ctx("agent")).unwrap();
         assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "1/1 is not a sample");
         d.report_outcome(outcome(Ring::Lab, 96, 4), &lab_policy(), &ctx("agent")).unwrap();
@@ -650,13 +669,13 @@ mod tests {
     #[test]
     fn complete_needs_the_target_ring() {
         let mut d = new_deployment(10, Ring::Global);
-        d.start(&ctx("ops")).unwrap();
+        d.start(&handover(), &ctx("ops")).unwrap();
         assert_eq!(
             d.complete(&ctx("ops")),
             Err(DeploymentError::TargetRingNotReached { current: Ring::Lab, target: Ring::Global })
         );
         let mut d = new_deployment(10, Ring::Lab);
-        d.start(&ctx("ops")).unwrap();
+        d.start(&handover(), &ctx("ops")).unwrap();
         d.complete(&ctx("ops")).unwrap();
         assert_eq!(d.status, DeploymentStatus::Completed);
         assert!(d.ended_at.is_some());

@@ -321,7 +321,7 @@ pub fn human_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::deployment::{ChangeContext, ConnectorType, NewDeployment, Outcome};
+    use crate::domain::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome};
     use proptest::prelude::*;
     use uuid::Uuid;
 
@@ -350,7 +350,7 @@ mod tests {
         if d.requires_cab_approval {
             d.approve(&ChangeContext { actor: "bob".into(), ..ctx(now()) }).unwrap();
         }
-        d.start(&ctx(now())).unwrap();
+        d.start(&Handover { connector: "sim".into(), object_id: None }, &ctx(now())).unwrap();
         while d.current_ring != ring {
             let pass = GateEvaluation {
                 ring: d.current_ring,
@@ -359,7 +359,7 @@ mod tests {
                 checks: vec![],
                 evaluated_at: now(),
             };
-            d.promote(&pass, &ctx(now())).unwrap();
+            d.promote(&pass, None, &ctx(now())).unwrap();
         }
         d
     }
@@ -477,7 +477,7 @@ mod tests {
         let evaluation = evaluate(&d, &policy, now());
         assert!(evaluation.passed);
         assert_eq!(evaluation.next_ring, None);
-        d.promote(&evaluation, &ctx(now())).unwrap();
+        d.promote(&evaluation, None, &ctx(now())).unwrap();
         assert_eq!(d.status, DeploymentStatus::Completed);
     }
 

@@ -1,7 +1,10 @@
 //! Domain rules of the control plane as plain Rust: rings, the deployment
-//! lifecycle state machine, deployment mutations, ring policies and gates. No I/O, no tonic, no
+//! lifecycle state machine, deployment mutations, ring policies and gates,
+//! connector definitions and the circuit breaker. No I/O, no tonic, no
 //! sea-orm: the store persists what these functions decide.
 
+pub mod breaker;
+pub mod connector;
 pub mod deployment;
 pub mod gate;
 pub mod lifecycle;
@@ -9,7 +12,7 @@ pub mod promotion;
 pub mod ring;
 
 pub use deployment::{
-    ChangeContext, ConnectorType, Deployment, DeploymentError, EventKind, NewDeployment, NewEvent, Outcome,
+    ChangeContext, ConnectorType, Deployment, DeploymentError, EventKind, Handover, NewDeployment, NewEvent, Outcome,
     RingProgress, SiteClass,
 };
 pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicy};

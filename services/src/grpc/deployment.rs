@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chrono::SubsecRound;
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_server::DeploymentService;
 use sha2::{Digest, Sha256};
@@ -19,7 +20,11 @@ use super::change_context;
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
-use crate::domain::{ChangeContext, Deployment, DeploymentError, NewDeployment, NewEvent, Outcome, Ring, SiteClass};
+use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
+use crate::domain::{
+    ChangeContext, Deployment, DeploymentError, DeploymentStatus, Handover, NewDeployment, NewEvent, Outcome, Ring,
+    SiteClass,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
 use crate::store::{CreateOutcome, DeploymentFilter, Store, StoreError};
@@ -41,19 +46,75 @@ const MAX_MUTATION_ATTEMPTS: usize = 8;
 pub struct DeploymentApi {
     store: Arc<Store>,
     metrics: DeploymentMetrics,
+    connectors: Arc<Connectors>,
     shutdown: CancellationToken,
 }
 
 impl DeploymentApi {
     /// `shutdown` ends open WatchDeployments streams.
-    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics, shutdown: CancellationToken) -> DeploymentApi {
-        DeploymentApi { store, metrics, shutdown }
+    pub fn new(
+        store: Arc<Store>,
+        metrics: DeploymentMetrics,
+        connectors: Arc<Connectors>,
+        shutdown: CancellationToken,
+    ) -> DeploymentApi {
+        DeploymentApi { store, metrics, connectors, shutdown }
+    }
+
+    /// Hands `operation` in `ring` to the deployment's connector. A PERMANENT
+    /// refusal fails the deployment, with the reason in its audit trail,
+    /// before the error is returned; anything else leaves it unchanged.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION (no connector, refused), UNAVAILABLE (open breaker, transient failure).
+    pub(crate) async fn hand_over(
+        &self,
+        deployment: &Deployment,
+        ring: Ring,
+        operation: Operation,
+        ctx: &ChangeContext,
+    ) -> ApiResult<Handover> {
+        match self.connectors.dispatch(deployment, ring, operation).await {
+            Ok(handover) => Ok(handover),
+            Err(DispatchError::Permanent { name, message }) => {
+                let reason = format!("connector {name:?} refused to {} in {ring}: {message}", operation.as_label());
+                let failing = ChangeContext { reason: reason.clone(), ..ctx.clone() };
+                self.mutate(deployment.id, None, &failing, |d, ctx| d.fail(ctx)).await?;
+                Err(ApiError::FailedPrecondition(format!("{reason}; the deployment is now FAILED")))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Applies outcomes a connector reported on its own, as ReportRingOutcome would.
+    pub async fn record_reported_outcome(&self, reported: ReportedOutcome) {
+        let result = async {
+            let policy = self.store.get_policy(reported.ring).await?;
+            let ctx = ChangeContext {
+                actor: format!("connector:{}", reported.connector),
+                reason: String::new(),
+                correlation_id: Uuid::new_v4().to_string(),
+                now: chrono::Utc::now().trunc_subsecs(6),
+            };
+            let outcome = Outcome {
+                ring: reported.ring,
+                success_count: reported.counts.success_count,
+                failure_count: reported.counts.failure_count,
+                rollback_validated: reported.rollback_validated,
+            };
+            self.mutate(reported.deployment_id, None, &ctx, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await
+        }
+        .await;
+        if let Err(err) = result {
+            // The deployment moved on (e.g. rolled back) before the report arrived.
+            tracing::info!(deployment = %reported.deployment_id, error = %err, "connector outcome not applied");
+        }
     }
 
     /// Reads, mutates and saves a deployment. With an etag, a stale read is
     /// ABORTED; without one, a lost race is retried on fresh state so that the
     /// rules are always checked against what is stored.
-    async fn mutate(
+    pub(crate) async fn mutate(
         &self,
         id: Uuid,
         etag: Option<i64>,
@@ -307,9 +368,25 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::StartDeploymentRequest>,
     ) -> Result<Response<pb::StartDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag);
-        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::start).await?;
-        Ok(Response::new(pb::StartDeploymentResponse { deployment }))
+        let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(Violations::new())?;
+        let ctx = change_context(&request, valid.actor, valid.reason);
+        let current = self.store.get_deployment(valid.id).await.map_err(ApiError::from)?;
+        if let Some(etag) = valid.etag.filter(|etag| *etag != current.revision) {
+            return Err(ApiError::Aborted(format!(
+                "etag \"{etag}\" is stale: deployment is at \"{}\"",
+                current.revision
+            ))
+            .into());
+        }
+        // Refuse before anything reaches the connector.
+        current
+            .status
+            .check_transition(DeploymentStatus::Deploying)
+            .map_err(DeploymentError::from)
+            .map_err(ApiError::from)?;
+        let handover = self.hand_over(&current, current.current_ring, Operation::Deploy, &ctx).await?;
+        let deployment = self.mutate(valid.id, valid.etag, &ctx, |d, ctx| d.start(&handover, ctx)).await?;
+        Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 
     async fn report_ring_outcome(

@@ -2,6 +2,7 @@
 //! plus the pieces they share: request validation, page tokens, enum and
 //! message conversion, and the correlation-id layer.
 
+pub mod connector;
 pub mod convert;
 pub mod correlation;
 pub mod deployment;

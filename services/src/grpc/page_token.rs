@@ -46,6 +46,36 @@ pub fn decode(token: &str, filters: &str) -> Result<Option<i64>, ApiError> {
     Ok(Some(after))
 }
 
+/// A token naming a text key (e.g. a connector name) instead of a sequence.
+pub fn encode_text(after: &str, filters: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{VERSION}.{}.{after}", filter_digest(filters)))
+}
+
+/// `None` for an empty token.
+///
+/// # Errors
+/// INVALID_ARGUMENT on `page_token` when malformed or issued for other filters.
+pub fn decode_text(token: &str, filters: &str) -> Result<Option<String>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let malformed =
+        || ApiError::invalid("page_token", "malformed page token; pass the next_page_token of a previous response");
+    let text =
+        URL_SAFE_NO_PAD.decode(token).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(malformed)?;
+    let mut parts = text.splitn(3, '.');
+    let (Some(VERSION), Some(digest), Some(after)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed());
+    };
+    if digest != filter_digest(filters) {
+        return Err(ApiError::invalid(
+            "page_token",
+            "page token was issued for different filters; start again without it",
+        ));
+    }
+    Ok(Some(after.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +86,14 @@ mod tests {
         assert_eq!(decode(&token, "status=approved").unwrap(), Some(42));
         assert!(decode(&token, "status=failed").is_err());
         assert_eq!(decode("", "anything").unwrap(), None);
+    }
+
+    #[test]
+    fn text_keys_round_trip() {
+        let token = encode_text("intune-prod.eu", "type=None");
+        assert_eq!(decode_text(&token, "type=None").unwrap().as_deref(), Some("intune-prod.eu"));
+        assert!(decode_text(&token, "type=Some(\"jamf\")").is_err());
+        assert!(decode_text("%%%", "").is_err());
     }
 
     #[test]

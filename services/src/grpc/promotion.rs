@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use super::change_context;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
+use super::deployment::DeploymentApi;
 use super::page_token;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use crate::connectors::Operation;
 use crate::domain::{
     ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult, Ring,
     RingPolicy, gate,
@@ -33,11 +35,13 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct PromotionApi {
     store: Arc<Store>,
     metrics: DeploymentMetrics,
+    /// Hands work to connectors and fails deployments they refuse.
+    deployments: DeploymentApi,
 }
 
 impl PromotionApi {
-    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics) -> PromotionApi {
-        PromotionApi { store, metrics }
+    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics, deployments: DeploymentApi) -> PromotionApi {
+        PromotionApi { store, metrics, deployments }
     }
 
     /// The answer to a call whose request id already has a recorded result.
@@ -109,7 +113,11 @@ impl PromotionApi {
             };
         }
 
-        let events = deployment.promote(&evaluation, &ctx)?;
+        let handover = match evaluation.next_ring {
+            Some(next) => Some(self.deployments.hand_over(&deployment, next, Operation::Deploy, &ctx).await?),
+            None => None,
+        };
+        let events = deployment.promote(&evaluation, handover.as_ref(), &ctx)?;
         match self.store.save_promotion(&deployment, &events, &promotion).await {
             Ok(saved) => {
                 self.metrics.committed(&saved, &events);
@@ -170,7 +178,15 @@ impl PromotionApi {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, &deployment)?;
             let promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::RolledBack);
-            let events = deployment.roll_back(&ctx)?;
+            deployment.status.check_transition(DeploymentStatus::RolledBack).map_err(DeploymentError::from)?;
+            let removal = match deployment.rings.is_empty() {
+                true => None,
+                false => {
+                    let ring = deployment.current_ring;
+                    Some(self.deployments.hand_over(&deployment, ring, Operation::Remove, &ctx).await?)
+                }
+            };
+            let events = deployment.roll_back(removal.as_ref(), &ctx)?;
             match self.store.save_promotion(&deployment, &events, &promotion).await {
                 Ok(saved) => {
                     self.metrics.committed(&saved, &events);

@@ -9,7 +9,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateDeploymentTables), Box::new(CreatePromotionTables)]
+        vec![Box::new(CreateDeploymentTables), Box::new(CreatePromotionTables), Box::new(CreateConnectorTables)]
     }
 }
 
@@ -378,6 +378,98 @@ impl MigrationTrait for CreatePromotionTables {
                     .table(Promotions::Table)
                     .col(Promotions::DeploymentId)
                     .col(Promotions::Seq)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Connectors and the dispatch log.
+struct CreateConnectorTables;
+
+impl MigrationName for CreateConnectorTables {
+    fn name(&self) -> &str {
+        "m20261125_000003_create_connector_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Connectors {
+    Table,
+    Name,
+    ConnectorType,
+    Driver,
+    Endpoint,
+    AuthToken,
+    Enabled,
+    CallTimeoutMs,
+    BreakerFailMax,
+    BreakerResetTimeoutMs,
+    SimulatorLatencyMs,
+    SimulatorFailureRate,
+    SimulatorDeviceCount,
+    Healthy,
+    HealthError,
+    HealthCheckedAt,
+    Revision,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Dispatches {
+    Table,
+    DeploymentId,
+    Ring,
+    Operation,
+    ConnectorName,
+    ObjectId,
+    CreatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateConnectorTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Connectors::Table)
+                    .if_not_exists()
+                    .col(string(Connectors::Name).primary_key())
+                    .col(string(Connectors::ConnectorType))
+                    .col(string(Connectors::Driver))
+                    .col(string_null(Connectors::Endpoint))
+                    .col(string_null(Connectors::AuthToken))
+                    .col(boolean(Connectors::Enabled))
+                    .col(big_integer(Connectors::CallTimeoutMs))
+                    .col(integer(Connectors::BreakerFailMax))
+                    .col(big_integer(Connectors::BreakerResetTimeoutMs))
+                    .col(big_integer(Connectors::SimulatorLatencyMs))
+                    .col(double(Connectors::SimulatorFailureRate))
+                    .col(big_integer(Connectors::SimulatorDeviceCount))
+                    .col(boolean_null(Connectors::Healthy))
+                    .col(text_null(Connectors::HealthError))
+                    .col(timestamp_with_time_zone_null(Connectors::HealthCheckedAt))
+                    .col(big_integer(Connectors::Revision))
+                    .col(timestamp_with_time_zone(Connectors::CreatedAt))
+                    .col(timestamp_with_time_zone(Connectors::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Dispatches::Table)
+                    .if_not_exists()
+                    .col(string(Dispatches::DeploymentId))
+                    .col(string(Dispatches::Ring))
+                    .col(string(Dispatches::Operation))
+                    .col(string(Dispatches::ConnectorName))
+                    .col(string_null(Dispatches::ObjectId))
+                    .col(timestamp_with_time_zone(Dispatches::CreatedAt))
+                    .primary_key(
+                        Index::create().col(Dispatches::DeploymentId).col(Dispatches::Ring).col(Dispatches::Operation),
+                    )
                     .to_owned(),
             )
             .await

@@ -9,6 +9,7 @@
 //! PostgreSQL it orders this process's writes, while optimistic revisions keep
 //! several processes correct.
 
+pub mod connectors;
 pub mod entity;
 pub mod migration;
 pub mod promotions;
@@ -47,6 +48,12 @@ pub enum StoreError {
     /// A ring policy changed since it was read.
     #[error("the {ring} policy was changed concurrently (revision {expected} is stale)")]
     PolicyConflict { ring: Ring, expected: i64 },
+    #[error("connector {0:?} not found")]
+    ConnectorNotFound(String),
+    #[error("connector {0:?} already exists")]
+    ConnectorExists(String),
+    #[error("connector {name:?} was changed concurrently (revision {expected} is stale)")]
+    ConnectorConflict { name: String, expected: i64 },
     /// A create raced another create with the same request id.
     #[error("request id {0} was used concurrently")]
     RequestIdTaken(String),

@@ -146,6 +146,18 @@ pub async fn start_server_with(backend: Backend, options: Options) -> TestServer
         health_probe_interval: options.health_probe_interval,
         health_probe_timeout: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),
+        connector_probe_interval: Duration::from_secs(3600),
+        connector_retry: eucora_services::connectors::RetryPolicy {
+            max_attempts: 3,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+        // Instant simulators that report nothing: tests report outcomes themselves.
+        simulator_connectors: Some(eucora_services::domain::connector::SimulatorConfig {
+            latency: Duration::ZERO,
+            failure_rate: 0.0,
+            device_count: 0,
+        }),
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },

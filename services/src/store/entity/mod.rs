@@ -1,8 +1,10 @@
 //! sea-orm entities: the rows the store reads and writes. Enum columns hold
 //! the domain's lower snake case labels; timestamps are UTC.
 
+pub mod connector;
 pub mod deployment;
 pub mod deployment_event;
+pub mod dispatch;
 pub mod promotion;
 pub mod ring_policy;
 pub mod ring_policy_change;

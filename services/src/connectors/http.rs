@@ -1,0 +1,139 @@
+//! The HTTP driver: JSON over HTTP to an execution-plane adapter run by the
+//! operator (one per platform). The protocol, also documented in the README:
+//!
+//! | call | request | success |
+//! | --- | --- | --- |
+//! | deploy | `POST {endpoint}/v1/deployments` `{deployment_id, app_name, version, ring}` | 2xx, optional `{"object_id": "…"}` |
+//! | status | `GET {endpoint}/v1/deployments/{deployment_id}/rings/{ring}` | 2xx `{"success_count": n, "failure_count": n}` |
+//! | remove | `DELETE {endpoint}/v1/deployments/{deployment_id}` | 2xx, or 404 (nothing to remove) |
+//! | health | `GET {endpoint}/v1/health` | 2xx |
+//!
+//! Every call carries `Idempotency-Key` (deployment id, ring and operation:
+//! the same for every retry of the same work), W3C `traceparent`, and
+//! `Authorization: Bearer …` when a token is configured. Timeouts, connection
+//! errors, 5xx and 429 are TRANSIENT; other 4xx are PERMANENT.
+
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{CallError, Driver, Operation, RingCounts, WorkItem};
+use crate::domain::connector::ConnectorDef;
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+pub struct HttpDriver {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    timeout: std::time::Duration,
+}
+
+#[derive(Deserialize)]
+struct DeployAnswer {
+    object_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatusAnswer {
+    success_count: u64,
+    failure_count: u64,
+}
+
+impl HttpDriver {
+    pub fn new(client: reqwest::Client, def: &ConnectorDef) -> HttpDriver {
+        HttpDriver {
+            client,
+            base: def.endpoint.clone().unwrap_or_default().trim_end_matches('/').to_owned(),
+            token: def.auth_token.clone(),
+            timeout: def.call_timeout,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        idempotency_key: Option<String>,
+    ) -> Result<reqwest::Response, CallError> {
+        let mut headers = HeaderMap::new();
+        eucora_otel::tracing_setup::inject_trace_context(&mut headers);
+        if let Some(key) = idempotency_key.and_then(|key| http::HeaderValue::try_from(key).ok()) {
+            headers.insert(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        let mut request = request.headers(headers).timeout(self.timeout);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|err| {
+            // Never echo the URL's query or the token: describe the failure kind only.
+            let kind = if err.is_timeout() {
+                "timed out"
+            } else if err.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            CallError::Transient(format!("{kind}: {}", err.without_url()))
+        })?;
+        classify(response).await
+    }
+}
+
+/// 2xx passes; 5xx and 429 are TRANSIENT; other statuses PERMANENT.
+async fn classify(response: reqwest::Response) -> Result<reqwest::Response, CallError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+    let message = format!("adapter answered {status}: {body}");
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Err(CallError::Transient(message))
+    } else {
+        Err(CallError::Permanent(message))
+    }
+}
+
+fn bad_answer(err: reqwest::Error) -> CallError {
+    CallError::Permanent(format!("adapter sent an unreadable answer: {}", err.without_url()))
+}
+
+#[async_trait::async_trait]
+impl Driver for HttpDriver {
+    async fn deploy(&self, work: &WorkItem) -> Result<Option<String>, CallError> {
+        let body = json!({
+            "deployment_id": work.deployment_id,
+            "app_name": work.app_name,
+            "version": work.version,
+            "ring": work.ring.as_label(),
+        });
+        let request = self.client.post(format!("{}/v1/deployments", self.base)).json(&body);
+        let response = self.send(request, Some(work.idempotency_key(Operation::Deploy))).await?;
+        let bytes = response.bytes().await.map_err(bad_answer)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let answer: DeployAnswer = serde_json::from_slice(&bytes)
+            .map_err(|err| CallError::Permanent(format!("adapter sent an unreadable deploy answer: {err}")))?;
+        Ok(answer.object_id)
+    }
+
+    async fn status(&self, work: &WorkItem) -> Result<RingCounts, CallError> {
+        let url = format!("{}/v1/deployments/{}/rings/{}", self.base, work.deployment_id, work.ring.as_label());
+        let response = self.send(self.client.get(url), None).await?;
+        let answer: StatusAnswer = response.json().await.map_err(bad_answer)?;
+        Ok(RingCounts { success_count: answer.success_count, failure_count: answer.failure_count })
+    }
+
+    async fn remove(&self, work: &WorkItem) -> Result<(), CallError> {
+        let url = format!("{}/v1/deployments/{}", self.base, work.deployment_id);
+        match self.send(self.client.delete(url), Some(work.idempotency_key(Operation::Remove))).await {
+            Err(CallError::Permanent(message)) if message.starts_with("adapter answered 404") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn health(&self) -> Result<(), CallError> {
+        self.send(self.client.get(format!("{}/v1/health", self.base)), None).await.map(|_| ())
+    }
+}

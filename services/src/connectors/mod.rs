@@ -1,0 +1,476 @@
+//! Execution-plane connectors at run time: the [`Driver`] trait and its two
+//! drivers (HTTP adapter, built-in simulator), and [`Connectors`], which
+//! resolves a deployment's connector and calls it through its circuit
+//! breaker with per-call timeouts, bounded jittered retries of TRANSIENT
+//! errors, metrics, and a dispatch log so that the same work is never handed
+//! over twice.
+
+pub mod http;
+pub mod simulator;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use eucora_otel::Catalog;
+use eucora_otel::catalog::{
+    BreakerStateLabel, ConnectorTypeLabel, ErrorTypeLabel, OperationLabel, OperationStatusLabel,
+};
+use tokio::sync::{Mutex, mpsc};
+use uuid::Uuid;
+
+use crate::domain::breaker::{BreakerState, CircuitBreaker};
+use crate::domain::connector::{ConnectorDef, Driver as DriverKind, Health, SimulatorConfig};
+use crate::domain::{ConnectorType, Deployment, Handover, Ring};
+use crate::store::connectors::DispatchRecord;
+use crate::store::{Store, StoreError};
+
+/// Why a single call to a connector failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Timeouts, connection errors, 5xx, 429: worth retrying.
+    #[error("{0}")]
+    Transient(String),
+    /// Validation errors, other 4xx: retrying cannot help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What a deployment asks of a connector for one ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub deployment_id: Uuid,
+    pub app_name: String,
+    pub version: String,
+    pub ring: Ring,
+}
+
+impl WorkItem {
+    pub fn of(deployment: &Deployment, ring: Ring) -> WorkItem {
+        WorkItem {
+            deployment_id: deployment.id,
+            app_name: deployment.app_name.clone(),
+            version: deployment.version.clone(),
+            ring,
+        }
+    }
+
+    /// Same for every retry of the same work: adapters deduplicate on it.
+    pub fn idempotency_key(&self, operation: Operation) -> String {
+        format!("{}:{}:{}", self.deployment_id, self.ring.as_label(), operation.as_label())
+    }
+}
+
+/// Device counts a connector reports for one ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingCounts {
+    pub success_count: u64,
+    pub failure_count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Deploy,
+    Status,
+    Remove,
+    Health,
+}
+
+impl Operation {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Operation::Deploy => "deploy",
+            Operation::Status => "status",
+            Operation::Remove => "remove",
+            Operation::Health => "health",
+        }
+    }
+
+    fn metric_label(self) -> OperationLabel {
+        match self {
+            Operation::Deploy => OperationLabel::Deploy,
+            Operation::Status => OperationLabel::Status,
+            Operation::Remove => OperationLabel::Remove,
+            Operation::Health => OperationLabel::Health,
+        }
+    }
+}
+
+/// One platform, as the control plane talks to it.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// Starts `work` on the platform; returns the platform's object id, if any.
+    async fn deploy(&self, work: &WorkItem) -> Result<Option<String>, CallError>;
+    async fn status(&self, work: &WorkItem) -> Result<RingCounts, CallError>;
+    /// Removes the deployment's application version (rollback).
+    async fn remove(&self, work: &WorkItem) -> Result<(), CallError>;
+    async fn health(&self) -> Result<(), CallError>;
+}
+
+/// Device outcomes a driver reports back on its own (the simulator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedOutcome {
+    pub connector: String,
+    pub deployment_id: Uuid,
+    pub ring: Ring,
+    pub counts: RingCounts,
+    pub rollback_validated: bool,
+}
+
+/// Why work could not be handed to a connector.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no enabled connector {0}; create one with ConnectorService/CreateConnector")]
+    NoConnector(String),
+    #[error("connector {name:?} is failing fast (circuit open) until {retry_at}; retry after that")]
+    Open { name: String, retry_at: DateTime<Utc> },
+    #[error("connector {name:?} failed ({message}); nothing changed, retry later")]
+    Transient { name: String, message: String },
+    #[error("connector {name:?} refused the work: {message}")]
+    Permanent { name: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Retry settings for TRANSIENT errors.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 3, min_delay: Duration::from_millis(200), max_delay: Duration::from_secs(5) }
+    }
+}
+
+/// A breaker's state for operators.
+#[derive(Debug, Clone)]
+pub struct BreakerView {
+    pub state: BreakerState,
+    pub breaker: CircuitBreaker,
+}
+
+/// The connector runtime shared by the services.
+pub struct Connectors {
+    store: Arc<Store>,
+    catalog: Catalog,
+    retry: RetryPolicy,
+    http: reqwest::Client,
+    outcomes: mpsc::Sender<ReportedOutcome>,
+    breakers: SyncMutex<HashMap<String, CircuitBreaker>>,
+    drivers: SyncMutex<HashMap<String, (i64, Arc<dyn Driver>)>>,
+    /// One dispatch of the same work at a time in this process.
+    dispatch_locks: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Connectors {
+    /// `outcomes` receives what drivers report on their own.
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Catalog,
+        retry: RetryPolicy,
+        outcomes: mpsc::Sender<ReportedOutcome>,
+    ) -> Connectors {
+        Connectors {
+            store,
+            catalog,
+            retry,
+            http: reqwest::Client::new(),
+            outcomes,
+            breakers: SyncMutex::new(HashMap::new()),
+            drivers: SyncMutex::new(HashMap::new()),
+            dispatch_locks: SyncMutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connector a deployment uses: the named one, or the first enabled
+    /// one of its type.
+    ///
+    /// # Errors
+    /// [`DispatchError::NoConnector`] or database failures.
+    pub async fn resolve(&self, deployment: &Deployment) -> Result<ConnectorDef, DispatchError> {
+        let wanted = deployment.connector_type;
+        if let Some(name) = &deployment.connector_name {
+            return match self.store.get_connector(name).await {
+                Ok(def) if def.enabled && def.connector_type == wanted => Ok(def),
+                Ok(_) | Err(StoreError::ConnectorNotFound(_)) => {
+                    Err(DispatchError::NoConnector(format!("{name:?} of type {}", wanted.as_label())))
+                }
+                Err(err) => Err(err.into()),
+            };
+        }
+        self.store
+            .enabled_connectors()
+            .await?
+            .into_iter()
+            .find(|def| def.connector_type == wanted)
+            .ok_or_else(|| DispatchError::NoConnector(format!("of type {}", wanted.as_label())))
+    }
+
+    /// Hands `operation` (deploy or remove) of `deployment` in `ring` to its
+    /// connector, unless that work was handed over before.
+    ///
+    /// # Errors
+    /// See [`DispatchError`].
+    pub async fn dispatch(
+        &self,
+        deployment: &Deployment,
+        ring: Ring,
+        operation: Operation,
+    ) -> Result<Handover, DispatchError> {
+        let work = WorkItem::of(deployment, ring);
+        let key = work.idempotency_key(operation);
+        let lock = self.dispatch_locks.lock().expect("lock").entry(key.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        let result = self.dispatch_once(deployment, &work, operation).await;
+        drop(_held);
+        self.dispatch_locks.lock().expect("lock").remove(&key);
+        result
+    }
+
+    async fn dispatch_once(
+        &self,
+        deployment: &Deployment,
+        work: &WorkItem,
+        operation: Operation,
+    ) -> Result<Handover, DispatchError> {
+        if let Some(done) = self.store.find_dispatch(work.deployment_id, work.ring, operation.as_label()).await? {
+            return Ok(Handover { connector: done.connector_name, object_id: done.object_id });
+        }
+        let def = self.resolve(deployment).await?;
+        let object_id = match operation {
+            Operation::Remove => {
+                self.call(&def, operation, |driver| {
+                    let work = work.clone();
+                    async move { driver.remove(&work).await.map(|()| None) }
+                })
+                .await?
+            }
+            _ => {
+                self.call(&def, Operation::Deploy, |driver| {
+                    let work = work.clone();
+                    async move { driver.deploy(&work).await }
+                })
+                .await?
+            }
+        };
+        let record = DispatchRecord {
+            deployment_id: work.deployment_id,
+            ring: work.ring,
+            operation: if operation == Operation::Remove { "remove" } else { "deploy" },
+            connector_name: def.name.clone(),
+            object_id: object_id.clone(),
+        };
+        self.store.record_dispatch(&record, Utc::now()).await?;
+        Ok(Handover { connector: def.name, object_id })
+    }
+
+    /// Calls `def` through its breaker, retrying TRANSIENT errors with
+    /// jittered exponential backoff.
+    ///
+    /// # Errors
+    /// Open breaker, TRANSIENT after the last attempt, or PERMANENT.
+    pub async fn call<T, F, Fut>(&self, def: &ConnectorDef, operation: Operation, call: F) -> Result<T, DispatchError>
+    where
+        F: Fn(Arc<dyn Driver>) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let driver = self.driver(def);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.max_attempts.saturating_sub(1))
+            .with_jitter();
+        let attempt = || self.attempt(def, operation, &driver, &call);
+        attempt.retry(backoff).when(|err| matches!(err, DispatchError::Transient { .. })).await
+    }
+
+    async fn attempt<T, F, Fut>(
+        &self,
+        def: &ConnectorDef,
+        operation: Operation,
+        driver: &Arc<dyn Driver>,
+        call: &F,
+    ) -> Result<T, DispatchError>
+    where
+        F: Fn(Arc<dyn Driver>) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        self.with_breaker(def, |breaker| breaker.acquire(Utc::now()))
+            .map_err(|rejected| DispatchError::Open { name: def.name.clone(), retry_at: rejected.retry_at })?;
+        let started = Instant::now();
+        let result = match tokio::time::timeout(def.call_timeout, call(driver.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
+        };
+        let connector_type = type_label(def.connector_type);
+        let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
+        self.catalog.connector_operation(
+            connector_type,
+            operation.metric_label(),
+            status,
+            started.elapsed().as_secs_f64(),
+        );
+        match &result {
+            Ok(_) => self.with_breaker(def, CircuitBreaker::on_success),
+            Err(CallError::Transient(message)) => {
+                self.catalog.breaker_failure(&def.name, connector_type, ErrorTypeLabel::Transient);
+                self.with_breaker(def, |b| b.on_failure(Utc::now(), message.clone()));
+            }
+            Err(CallError::Permanent(_)) => {
+                // The adapter answered: its health is not in doubt.
+                self.catalog.breaker_failure(&def.name, connector_type, ErrorTypeLabel::Permanent);
+                self.with_breaker(def, CircuitBreaker::on_neutral);
+            }
+        }
+        result.map_err(|err| match err {
+            CallError::Transient(message) => DispatchError::Transient { name: def.name.clone(), message },
+            CallError::Permanent(message) => DispatchError::Permanent { name: def.name.clone(), message },
+        })
+    }
+
+    /// Runs `f` on the connector's breaker (created on first use) and
+    /// publishes its state.
+    fn with_breaker<R>(&self, def: &ConnectorDef, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
+        let mut breakers = self.breakers.lock().expect("breakers lock");
+        let breaker = breakers.entry(def.name.clone()).or_insert_with(|| CircuitBreaker::new(def.breaker));
+        if breaker.config() != def.breaker {
+            breaker.reconfigure(def.breaker);
+        }
+        let result = f(breaker);
+        self.catalog.breaker_state(&def.name, type_label(def.connector_type), state_label(breaker.state(Utc::now())));
+        result
+    }
+
+    /// The breaker of a connector, as of now.
+    pub fn breaker(&self, def: &ConnectorDef) -> BreakerView {
+        self.with_breaker(def, |b| BreakerView { state: b.state(Utc::now()), breaker: b.clone() })
+    }
+
+    /// Closes the breaker (operator action).
+    pub fn reset_breaker(&self, def: &ConnectorDef) -> BreakerView {
+        self.with_breaker(def, |b| {
+            b.reset();
+            BreakerView { state: b.state(Utc::now()), breaker: b.clone() }
+        })
+    }
+
+    /// Drops what is cached for a connector that was changed or deleted.
+    pub fn forget(&self, name: &str) {
+        self.drivers.lock().expect("drivers lock").remove(name);
+    }
+
+    /// Probes a connector's health now (outside its breaker: probing is how
+    /// recovery is noticed), records it and sets `connector_health`.
+    ///
+    /// # Errors
+    /// Database failures recording the result.
+    pub async fn probe(&self, def: &ConnectorDef) -> Result<Health, StoreError> {
+        let driver = self.driver(def);
+        let started = Instant::now();
+        let result = match tokio::time::timeout(def.call_timeout, driver.health()).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
+        };
+        let connector_type = type_label(def.connector_type);
+        let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
+        self.catalog.connector_operation(
+            connector_type,
+            OperationLabel::Health,
+            status,
+            started.elapsed().as_secs_f64(),
+        );
+        let health =
+            Health { healthy: result.is_ok(), last_error: result.err().map(|e| e.to_string()), checked_at: Utc::now() };
+        self.catalog.connector_health(connector_type, health.healthy);
+        if !health.healthy {
+            tracing::warn!(connector = %def.name, error = health.last_error.as_deref().unwrap_or(""), "connector unhealthy");
+        }
+        self.store.set_connector_health(&def.name, &health).await?;
+        Ok(health)
+    }
+
+    /// Probes every enabled connector.
+    pub async fn probe_all(&self) {
+        match self.store.enabled_connectors().await {
+            Ok(defs) => {
+                for def in defs {
+                    if let Err(err) = self.probe(&def).await {
+                        tracing::warn!(connector = %def.name, error = %err, "recording connector health");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "listing connectors to probe"),
+        }
+    }
+
+    fn driver(&self, def: &ConnectorDef) -> Arc<dyn Driver> {
+        let mut drivers = self.drivers.lock().expect("drivers lock");
+        if let Some((revision, driver)) = drivers.get(&def.name).filter(|(revision, _)| *revision == def.revision) {
+            let _ = revision;
+            return driver.clone();
+        }
+        let driver: Arc<dyn Driver> = match def.driver {
+            DriverKind::Http => Arc::new(http::HttpDriver::new(self.http.clone(), def)),
+            DriverKind::Simulator => Arc::new(simulator::Simulator::new(def, self.outcomes.clone())),
+        };
+        drivers.insert(def.name.clone(), (def.revision, driver.clone()));
+        driver
+    }
+}
+
+/// Makes sure a simulator connector `simulator-<type>` exists for every
+/// connector type (the embedded demo set-up); existing ones are left alone.
+///
+/// # Errors
+/// Database failures.
+pub async fn ensure_simulators(store: &Store, simulator: SimulatorConfig) -> Result<(), StoreError> {
+    let now = Utc::now();
+    for connector_type in ConnectorType::ALL {
+        let def = ConnectorDef {
+            name: format!("simulator-{}", connector_type.as_label()),
+            connector_type,
+            driver: DriverKind::Simulator,
+            endpoint: None,
+            auth_token: None,
+            enabled: true,
+            call_timeout: Duration::from_secs(30),
+            breaker: crate::domain::breaker::BreakerConfig::default(),
+            simulator,
+            health: None,
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        match store.create_connector(&def).await {
+            Ok(()) | Err(StoreError::ConnectorExists(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+pub fn type_label(connector_type: ConnectorType) -> ConnectorTypeLabel {
+    match connector_type {
+        ConnectorType::Intune => ConnectorTypeLabel::Intune,
+        ConnectorType::Jamf => ConnectorTypeLabel::Jamf,
+        ConnectorType::Sccm => ConnectorTypeLabel::Sccm,
+        ConnectorType::Landscape => ConnectorTypeLabel::Landscape,
+        ConnectorType::Ansible => ConnectorTypeLabel::Ansible,
+    }
+}
+
+fn state_label(state: BreakerState) -> BreakerStateLabel {
+    match state {
+        BreakerState::Closed => BreakerStateLabel::Closed,
+        BreakerState::Open => BreakerStateLabel::Open,
+        BreakerState::HalfOpen => BreakerStateLabel::HalfOpen,
+    }
+}

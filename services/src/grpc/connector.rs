@@ -1,0 +1,364 @@
+//! ConnectorService adapter: the connector registry (secrets never echoed),
+//! on-demand health probes, and circuit breakers for operators.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use eucora::v1 as pb;
+use eucora::v1::connector_service_server::ConnectorService;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, duration_to_proto, timestamp};
+use super::page_token;
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use crate::connectors::{BreakerView, Connectors};
+use crate::domain::breaker::{BreakerConfig, BreakerState};
+use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
+use crate::error::{ApiError, ApiResult};
+use crate::store::Store;
+
+const DEFAULT_PAGE_SIZE: u64 = 50;
+const MAX_PAGE_SIZE: u64 = 500;
+const MAX_TOKEN_LEN: usize = 4096;
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The ConnectorService implementation.
+#[derive(Clone)]
+pub struct ConnectorApi {
+    store: Arc<Store>,
+    connectors: Arc<Connectors>,
+}
+
+impl ConnectorApi {
+    pub fn new(store: Arc<Store>, connectors: Arc<Connectors>) -> ConnectorApi {
+        ConnectorApi { store, connectors }
+    }
+
+    async fn named(&self, field: &str, name: &str) -> ApiResult<ConnectorDef> {
+        if name.is_empty() {
+            return Err(ApiError::invalid(field, "is required"));
+        }
+        Ok(self.store.get_connector(name).await?)
+    }
+}
+
+fn driver_from_proto(driver: pb::ConnectorDriver) -> Option<Driver> {
+    match driver {
+        pb::ConnectorDriver::Unspecified => None,
+        pb::ConnectorDriver::Http => Some(Driver::Http),
+        pb::ConnectorDriver::Simulator => Some(Driver::Simulator),
+    }
+}
+
+fn std_duration(v: &mut Violations, field: &str, value: Option<&prost_types::Duration>) -> Option<Duration> {
+    value.map(|d| {
+        Duration::try_from(*d).unwrap_or_else(|_| {
+            v.add(field, "must not be negative");
+            Duration::ZERO
+        })
+    })
+}
+
+/// Fields UpdateConnector may change (`update_mask` paths).
+const UPDATABLE: &[&str] = &["endpoint", "auth_token", "enabled", "call_timeout", "breaker", "simulator"];
+
+/// `base` with the fields of `input` named by `paths` (all when `paths` is
+/// empty), or a new definition when `base` is `None`; validated.
+fn connector_from_input(
+    input: &pb::Connector,
+    base: Option<&ConnectorDef>,
+    paths: &[String],
+) -> ApiResult<ConnectorDef> {
+    let mut v = Violations::new();
+    let wanted = |field: &str| base.is_none() || paths.is_empty() || paths.iter().any(|p| p == field);
+    let now = Utc::now();
+    let mut def = match base {
+        Some(base) => base.clone(),
+        None => ConnectorDef {
+            name: input.name.clone(),
+            connector_type: v
+                .enumeration::<pb::ConnectorType>("connector.type", input.r#type, true)
+                .and_then(convert::connector_type_from_proto)
+                .unwrap_or(crate::domain::ConnectorType::Intune),
+            driver: v
+                .enumeration::<pb::ConnectorDriver>("connector.driver", input.driver, true)
+                .and_then(driver_from_proto)
+                .unwrap_or(Driver::Http),
+            endpoint: None,
+            auth_token: None,
+            enabled: true,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            breaker: BreakerConfig::default(),
+            simulator: SimulatorConfig::default(),
+            health: None,
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+        },
+    };
+    for path in paths {
+        if !UPDATABLE.contains(&path.as_str()) {
+            v.add("update_mask", format!("unknown or fixed field {path:?}; updatable: {}", UPDATABLE.join(", ")));
+        }
+    }
+    if wanted("endpoint") {
+        def.endpoint = v.optional_text("connector.endpoint", &input.endpoint, 2048);
+    }
+    // The token is write-only: an update leaves it alone unless it sends one
+    // or names `auth_token` in the mask (empty then clears it).
+    let token_named = paths.iter().any(|p| p == "auth_token");
+    if wanted("auth_token") && (base.is_none() || !input.auth_token.is_empty() || token_named) {
+        def.auth_token = v.optional_text("connector.auth_token", &input.auth_token, MAX_TOKEN_LEN);
+    }
+    if wanted("enabled") {
+        def.enabled = input.enabled;
+    }
+    if wanted("call_timeout") {
+        if let Some(timeout) = std_duration(&mut v, "connector.call_timeout", input.call_timeout.as_ref()) {
+            def.call_timeout = timeout;
+        }
+    }
+    if wanted("breaker") {
+        if let Some(breaker) = &input.breaker {
+            if breaker.fail_max != 0 {
+                def.breaker.fail_max = u32::try_from(breaker.fail_max).unwrap_or(0);
+            }
+            if let Some(reset) = std_duration(&mut v, "connector.breaker.reset_timeout", breaker.reset_timeout.as_ref())
+            {
+                def.breaker.reset_timeout = reset;
+            }
+        }
+    }
+    if wanted("simulator") {
+        if let Some(simulator) = &input.simulator {
+            if let Some(latency) = std_duration(&mut v, "connector.simulator.latency", simulator.latency.as_ref()) {
+                def.simulator.latency = latency;
+            }
+            def.simulator.failure_rate = simulator.failure_rate;
+            def.simulator.device_count = u64::try_from(simulator.device_count).unwrap_or_else(|_| {
+                v.add("connector.simulator.device_count", "must not be negative");
+                0
+            });
+        }
+    }
+    for (field, problem) in def.problems() {
+        v.add(field, problem);
+    }
+    v.finish()?;
+    def.updated_at = now;
+    Ok(def)
+}
+
+fn health_to_proto(health: Option<&Health>) -> pb::ConnectorHealth {
+    match health {
+        None => pb::ConnectorHealth::default(),
+        Some(h) => pb::ConnectorHealth {
+            status: if h.healthy { pb::ConnectorHealthStatus::Healthy } else { pb::ConnectorHealthStatus::Unhealthy }
+                .into(),
+            last_error: h.last_error.clone().unwrap_or_default(),
+            last_check_time: Some(timestamp(h.checked_at)),
+        },
+    }
+}
+
+fn breaker_config_to_proto(config: BreakerConfig) -> pb::CircuitBreakerConfig {
+    pb::CircuitBreakerConfig {
+        fail_max: i32::try_from(config.fail_max).unwrap_or(i32::MAX),
+        reset_timeout: Some(duration_to_proto(config.reset_timeout)),
+    }
+}
+
+/// The definition as the API shows it: the auth token is never returned.
+fn connector_to_proto(def: &ConnectorDef) -> pb::Connector {
+    pb::Connector {
+        name: def.name.clone(),
+        r#type: convert::connector_type_to_proto(def.connector_type).into(),
+        driver: match def.driver {
+            Driver::Http => pb::ConnectorDriver::Http,
+            Driver::Simulator => pb::ConnectorDriver::Simulator,
+        }
+        .into(),
+        endpoint: def.endpoint.clone().unwrap_or_default(),
+        auth_token: String::new(),
+        has_auth_token: def.auth_token.is_some(),
+        enabled: def.enabled,
+        call_timeout: Some(duration_to_proto(def.call_timeout)),
+        breaker: Some(breaker_config_to_proto(def.breaker)),
+        simulator: Some(pb::SimulatorConfig {
+            latency: Some(duration_to_proto(def.simulator.latency)),
+            failure_rate: def.simulator.failure_rate,
+            device_count: i64::try_from(def.simulator.device_count).unwrap_or(i64::MAX),
+        }),
+        health: Some(health_to_proto(def.health.as_ref())),
+        create_time: Some(timestamp(def.created_at)),
+        update_time: Some(timestamp(def.updated_at)),
+        etag: convert::etag(def.revision),
+    }
+}
+
+fn breaker_to_proto(name: &str, view: &BreakerView) -> pb::CircuitBreaker {
+    pb::CircuitBreaker {
+        connector_name: name.to_owned(),
+        state: match view.state {
+            BreakerState::Closed => pb::CircuitBreakerState::Closed,
+            BreakerState::Open => pb::CircuitBreakerState::Open,
+            BreakerState::HalfOpen => pb::CircuitBreakerState::HalfOpen,
+        }
+        .into(),
+        consecutive_failures: i32::try_from(view.breaker.consecutive_failures()).unwrap_or(i32::MAX),
+        config: Some(breaker_config_to_proto(view.breaker.config())),
+        open_time: view.breaker.opened_at().map(timestamp),
+        next_attempt_time: view.breaker.retry_at().map(timestamp),
+        last_error: view.breaker.last_error().unwrap_or_default().to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl ConnectorService for ConnectorApi {
+    async fn create_connector(
+        &self,
+        request: Request<pb::CreateConnectorRequest>,
+    ) -> Result<Response<pb::CreateConnectorResponse>, Status> {
+        let Some(input) = request.get_ref().connector.as_ref() else {
+            return Err(ApiError::invalid("connector", "is required").into());
+        };
+        let def = connector_from_input(input, None, &[])?;
+        match self.store.create_connector(&def).await {
+            Ok(()) => {}
+            // A retried create of the same definition returns it.
+            Err(crate::store::StoreError::ConnectorExists(_)) => {
+                let existing = self.store.get_connector(&def.name).await.map_err(ApiError::from)?;
+                let same = ConnectorDef {
+                    created_at: def.created_at,
+                    updated_at: def.updated_at,
+                    health: None,
+                    ..existing.clone()
+                } == def;
+                if !(same && !request.get_ref().request_id.is_empty()) {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "connector {:?} already exists; update it or pick another name",
+                        def.name
+                    ))
+                    .into());
+                }
+                return Ok(Response::new(pb::CreateConnectorResponse {
+                    connector: Some(connector_to_proto(&existing)),
+                }));
+            }
+            Err(err) => return Err(ApiError::from(err).into()),
+        }
+        tracing::info!(connector = %def.name, driver = def.driver.as_label(), "connector created");
+        Ok(Response::new(pb::CreateConnectorResponse { connector: Some(connector_to_proto(&def)) }))
+    }
+
+    async fn get_connector(
+        &self,
+        request: Request<pb::GetConnectorRequest>,
+    ) -> Result<Response<pb::GetConnectorResponse>, Status> {
+        let def = self.named("name", &request.get_ref().name).await?;
+        Ok(Response::new(pb::GetConnectorResponse { connector: Some(connector_to_proto(&def)) }))
+    }
+
+    async fn list_connectors(
+        &self,
+        request: Request<pb::ListConnectorsRequest>,
+    ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+        let connector_type =
+            v.enumeration::<pb::ConnectorType>("type", req.r#type, false).and_then(convert::connector_type_from_proto);
+        v.finish()?;
+        let filters_key = format!("connectors type={:?}", connector_type.map(|t| t.as_label()));
+        let after = page_token::decode_text(&req.page_token, &filters_key)?;
+        let (connectors, more) =
+            self.store.list_connectors(connector_type, after.as_deref(), limit).await.map_err(ApiError::from)?;
+        let next_page_token = match (more, connectors.last()) {
+            (true, Some(last)) => page_token::encode_text(&last.name, &filters_key),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListConnectorsResponse {
+            connectors: connectors.iter().map(connector_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_connector(
+        &self,
+        request: Request<pb::UpdateConnectorRequest>,
+    ) -> Result<Response<pb::UpdateConnectorResponse>, Status> {
+        let req = request.get_ref();
+        let Some(input) = req.connector.as_ref() else {
+            return Err(ApiError::invalid("connector", "is required").into());
+        };
+        let mut v = Violations::new();
+        let etag = v.etag("etag", if req.etag.is_empty() { &input.etag } else { &req.etag });
+        v.finish()?;
+        let current = self.named("connector.name", &input.name).await?;
+        if let Some(etag) = etag.filter(|etag| *etag != current.revision) {
+            return Err(ApiError::Aborted(format!(
+                "etag \"{etag}\" is stale: connector {:?} is at \"{}\"; get it again and retry",
+                current.name, current.revision
+            ))
+            .into());
+        }
+        let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+        let updated = connector_from_input(input, Some(&current), &paths)?;
+        let saved = self.store.update_connector(&updated).await.map_err(ApiError::from)?;
+        self.connectors.forget(&saved.name);
+        Ok(Response::new(pb::UpdateConnectorResponse { connector: Some(connector_to_proto(&saved)) }))
+    }
+
+    async fn delete_connector(
+        &self,
+        request: Request<pb::DeleteConnectorRequest>,
+    ) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let etag = v.etag("etag", &req.etag);
+        v.finish()?;
+        let current = self.named("name", &req.name).await?;
+        self.store.delete_connector(&current.name, etag).await.map_err(ApiError::from)?;
+        self.connectors.forget(&current.name);
+        Ok(Response::new(pb::DeleteConnectorResponse {}))
+    }
+
+    async fn check_connector_health(
+        &self,
+        request: Request<pb::CheckConnectorHealthRequest>,
+    ) -> Result<Response<pb::CheckConnectorHealthResponse>, Status> {
+        let def = self.named("name", &request.get_ref().name).await?;
+        let health = self.connectors.probe(&def).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::CheckConnectorHealthResponse { health: Some(health_to_proto(Some(&health))) }))
+    }
+
+    async fn get_circuit_breaker(
+        &self,
+        request: Request<pb::GetCircuitBreakerRequest>,
+    ) -> Result<Response<pb::GetCircuitBreakerResponse>, Status> {
+        let def = self.named("connector_name", &request.get_ref().connector_name).await?;
+        let view = self.connectors.breaker(&def);
+        Ok(Response::new(pb::GetCircuitBreakerResponse { breaker: Some(breaker_to_proto(&def.name, &view)) }))
+    }
+
+    async fn reset_circuit_breaker(
+        &self,
+        request: Request<pb::ResetCircuitBreakerRequest>,
+    ) -> Result<Response<pb::ResetCircuitBreakerResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
+        let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
+        v.finish()?;
+        let def = self.named("connector_name", &req.connector_name).await?;
+        let view = self.connectors.reset_breaker(&def);
+        tracing::info!(
+            connector = %def.name,
+            actor = actor.as_deref().unwrap_or("anonymous"),
+            reason = reason.as_deref().unwrap_or(""),
+            "circuit breaker reset"
+        );
+        Ok(Response::new(pb::ResetCircuitBreakerResponse { breaker: Some(breaker_to_proto(&def.name, &view)) }))
+    }
+}

@@ -1,0 +1,248 @@
+//! Persistence of connector definitions (with their last health) and of the
+//! dispatch log that keeps work from being handed to a connector twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr};
+use uuid::Uuid;
+
+use super::entity::{connector, dispatch};
+use super::{Store, StoreError, StoreResult, parse};
+use crate::domain::breaker::BreakerConfig;
+use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
+use crate::domain::{ConnectorType, Ring};
+
+/// Work handed to a connector for one deployment and ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRecord {
+    pub deployment_id: Uuid,
+    pub ring: Ring,
+    /// `deploy` or `remove`.
+    pub operation: &'static str,
+    pub connector_name: String,
+    /// The platform's identifier of what was created.
+    pub object_id: Option<String>,
+}
+
+impl Store {
+    /// # Errors
+    /// [`StoreError::ConnectorExists`] or database failures.
+    pub async fn create_connector(&self, def: &ConnectorDef) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        match connector::Entity::insert(connector_row(def)).exec_without_returning(&self.db).await {
+            Ok(_) => Ok(()),
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Err(StoreError::ConnectorExists(def.name.clone()))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// # Errors
+    /// [`StoreError::ConnectorNotFound`] or database failures.
+    pub async fn get_connector(&self, name: &str) -> StoreResult<ConnectorDef> {
+        let row = connector::Entity::find_by_id(name.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::ConnectorNotFound(name.to_owned()))?;
+        connector_from_row(row)
+    }
+
+    /// Connectors by name, optionally of one type, after name `after`; and
+    /// whether more follow.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_connectors(
+        &self,
+        connector_type: Option<ConnectorType>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<(Vec<ConnectorDef>, bool)> {
+        let mut query = connector::Entity::find();
+        if let Some(connector_type) = connector_type {
+            query = query.filter(connector::Column::ConnectorType.eq(connector_type.as_label()));
+        }
+        if let Some(after) = after {
+            query = query.filter(connector::Column::Name.gt(after));
+        }
+        let mut rows = query.order_by_asc(connector::Column::Name).limit(limit + 1).all(&self.db).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        Ok((rows.into_iter().map(connector_from_row).collect::<StoreResult<Vec<_>>>()?, more))
+    }
+
+    /// Every enabled connector (for health probing and dispatch).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn enabled_connectors(&self) -> StoreResult<Vec<ConnectorDef>> {
+        let rows = connector::Entity::find()
+            .filter(connector::Column::Enabled.eq(true))
+            .order_by_asc(connector::Column::Name)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(connector_from_row).collect()
+    }
+
+    /// Saves `def` (its `revision` is the one it was read at); health is kept.
+    ///
+    /// # Errors
+    /// [`StoreError::ConnectorConflict`], [`StoreError::ConnectorNotFound`] or database failures.
+    pub async fn update_connector(&self, def: &ConnectorDef) -> StoreResult<ConnectorDef> {
+        let _guard = self.write_lock.lock().await;
+        let mut saved = def.clone();
+        saved.revision = def.revision + 1;
+        let mut row = connector_row(&saved);
+        row.healthy = NotSet;
+        row.health_error = NotSet;
+        row.health_checked_at = NotSet;
+        row.created_at = NotSet;
+        let updated = connector::Entity::update_many()
+            .set(row)
+            .filter(connector::Column::Name.eq(def.name.as_str()))
+            .filter(connector::Column::Revision.eq(def.revision))
+            .exec(&self.db)
+            .await?;
+        if updated.rows_affected == 0 {
+            self.get_connector(&def.name).await?;
+            return Err(StoreError::ConnectorConflict { name: def.name.clone(), expected: def.revision });
+        }
+        Ok(saved)
+    }
+
+    /// # Errors
+    /// [`StoreError::ConnectorConflict`] on a stale revision, [`StoreError::ConnectorNotFound`], or database failures.
+    pub async fn delete_connector(&self, name: &str, revision: Option<i64>) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut delete = connector::Entity::delete_many().filter(connector::Column::Name.eq(name));
+        if let Some(revision) = revision {
+            delete = delete.filter(connector::Column::Revision.eq(revision));
+        }
+        if delete.exec(&self.db).await?.rows_affected == 0 {
+            self.get_connector(name).await?;
+            return Err(StoreError::ConnectorConflict {
+                name: name.to_owned(),
+                expected: revision.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the result of a health probe.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_connector_health(&self, name: &str, health: &Health) -> StoreResult<()> {
+        connector::Entity::update_many()
+            .col_expr(connector::Column::Healthy, health.healthy.into())
+            .col_expr(connector::Column::HealthError, health.last_error.clone().into())
+            .col_expr(connector::Column::HealthCheckedAt, health.checked_at.into())
+            .filter(connector::Column::Name.eq(name))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The dispatch already made for this deployment, ring and operation.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn find_dispatch(
+        &self,
+        deployment_id: Uuid,
+        ring: Ring,
+        operation: &str,
+    ) -> StoreResult<Option<DispatchRecord>> {
+        let row =
+            dispatch::Entity::find_by_id((deployment_id.to_string(), ring.as_label().to_owned(), operation.to_owned()))
+                .one(&self.db)
+                .await?;
+        Ok(row.map(|row| DispatchRecord {
+            deployment_id,
+            ring,
+            operation: if row.operation == "remove" { "remove" } else { "deploy" },
+            connector_name: row.connector_name,
+            object_id: row.object_id,
+        }))
+    }
+
+    /// Records a dispatch; a second record of the same work is ignored.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn record_dispatch(&self, record: &DispatchRecord, at: DateTime<Utc>) -> StoreResult<()> {
+        let row = dispatch::ActiveModel {
+            deployment_id: Set(record.deployment_id.to_string()),
+            ring: Set(record.ring.as_label().to_owned()),
+            operation: Set(record.operation.to_owned()),
+            connector_name: Set(record.connector_name.clone()),
+            object_id: Set(record.object_id.clone()),
+            created_at: Set(at),
+        };
+        dispatch::Entity::insert(row).on_conflict_do_nothing().exec(&self.db).await?;
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn from_millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn connector_row(d: &ConnectorDef) -> connector::ActiveModel {
+    connector::ActiveModel {
+        name: Set(d.name.clone()),
+        connector_type: Set(d.connector_type.as_label().to_owned()),
+        driver: Set(d.driver.as_label().to_owned()),
+        endpoint: Set(d.endpoint.clone()),
+        auth_token: Set(d.auth_token.clone()),
+        enabled: Set(d.enabled),
+        call_timeout_ms: Set(millis(d.call_timeout)),
+        breaker_fail_max: Set(i32::try_from(d.breaker.fail_max).unwrap_or(i32::MAX)),
+        breaker_reset_timeout_ms: Set(millis(d.breaker.reset_timeout)),
+        simulator_latency_ms: Set(millis(d.simulator.latency)),
+        simulator_failure_rate: Set(d.simulator.failure_rate),
+        simulator_device_count: Set(i64::try_from(d.simulator.device_count).unwrap_or(i64::MAX)),
+        healthy: Set(d.health.as_ref().map(|h| h.healthy)),
+        health_error: Set(d.health.as_ref().and_then(|h| h.last_error.clone())),
+        health_checked_at: Set(d.health.as_ref().map(|h| h.checked_at)),
+        revision: Set(d.revision),
+        created_at: Set(d.created_at),
+        updated_at: Set(d.updated_at),
+    }
+}
+
+fn connector_from_row(row: connector::Model) -> StoreResult<ConnectorDef> {
+    let health = match (row.healthy, row.health_checked_at) {
+        (Some(healthy), Some(checked_at)) => Some(Health { healthy, last_error: row.health_error, checked_at }),
+        _ => None,
+    };
+    Ok(ConnectorDef {
+        connector_type: parse(&row.connector_type, "connector type", ConnectorType::from_label)?,
+        driver: parse(&row.driver, "driver", Driver::from_label)?,
+        name: row.name,
+        endpoint: row.endpoint,
+        auth_token: row.auth_token,
+        enabled: row.enabled,
+        call_timeout: from_millis(row.call_timeout_ms),
+        breaker: BreakerConfig {
+            fail_max: u32::try_from(row.breaker_fail_max).unwrap_or(1),
+            reset_timeout: from_millis(row.breaker_reset_timeout_ms),
+        },
+        simulator: SimulatorConfig {
+            latency: from_millis(row.simulator_latency_ms),
+            failure_rate: row.simulator_failure_rate,
+            device_count: u64::try_from(row.simulator_device_count).unwrap_or(0),
+        },
+        health,
+        revision: row.revision,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
