@@ -22,7 +22,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::connectors::{self, Connectors, ReportedOutcome, RetryPolicy};
+use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::domain::connector::SimulatorConfig;
 use crate::grpc::connector::ConnectorApi;
 use crate::grpc::correlation::CorrelationIdLayer;
@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub connector_retry: RetryPolicy,
     /// When set, a simulator connector per type is created if missing (demo set-up).
     pub simulator_connectors: Option<SimulatorConfig>,
+    /// The time circuit breakers see.
+    pub clock: Clock,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +64,7 @@ impl Default for ServeOptions {
             connector_probe_interval: Duration::from_secs(30),
             connector_retry: RetryPolicy::default(),
             simulator_connectors: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -149,8 +152,13 @@ pub async fn serve(
     }
     let metrics = DeploymentMetrics::new(telemetry.catalog.clone());
     let (outcomes_tx, outcomes_rx) = mpsc::channel(1024);
-    let connectors =
-        Arc::new(Connectors::new(store.clone(), telemetry.catalog.clone(), options.connector_retry, outcomes_tx));
+    let connectors = Arc::new(Connectors::new(
+        store.clone(),
+        telemetry.catalog.clone(),
+        options.connector_retry,
+        options.clock.clone(),
+        outcomes_tx,
+    ));
     let deployments = DeploymentApi::new(store.clone(), metrics.clone(), connectors.clone(), stop.clone());
     let promotions = PromotionApi::new(store.clone(), metrics, deployments.clone());
     let connector_api = ConnectorApi::new(store, connectors.clone());

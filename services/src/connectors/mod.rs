@@ -157,15 +157,44 @@ pub struct BreakerView {
     pub breaker: CircuitBreaker,
 }
 
+/// Where breakers read the time: the system clock, or one a test moves.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(Utc::now))
+    }
+
+    /// A clock that reads `source`.
+    pub fn from_fn(source: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(source))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+type CachedDriver = (i64, Arc<dyn Driver>);
+
 /// The connector runtime shared by the services.
 pub struct Connectors {
+    clock: Clock,
     store: Arc<Store>,
     catalog: Catalog,
     retry: RetryPolicy,
     http: reqwest::Client,
     outcomes: mpsc::Sender<ReportedOutcome>,
     breakers: SyncMutex<HashMap<String, CircuitBreaker>>,
-    drivers: SyncMutex<HashMap<String, (i64, Arc<dyn Driver>)>>,
+    /// Drivers by connector name, with the revision they were built from.
+    drivers: SyncMutex<HashMap<String, CachedDriver>>,
     /// One dispatch of the same work at a time in this process.
     dispatch_locks: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -176,9 +205,11 @@ impl Connectors {
         store: Arc<Store>,
         catalog: Catalog,
         retry: RetryPolicy,
+        clock: Clock,
         outcomes: mpsc::Sender<ReportedOutcome>,
     ) -> Connectors {
         Connectors {
+            clock,
             store,
             catalog,
             retry,
@@ -268,7 +299,7 @@ impl Connectors {
             connector_name: def.name.clone(),
             object_id: object_id.clone(),
         };
-        self.store.record_dispatch(&record, Utc::now()).await?;
+        self.store.record_dispatch(&record, self.clock.now()).await?;
         Ok(Handover { connector: def.name, object_id })
     }
 
@@ -303,7 +334,7 @@ impl Connectors {
         F: Fn(Arc<dyn Driver>) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        self.with_breaker(def, |breaker| breaker.acquire(Utc::now()))
+        self.with_breaker(def, |breaker| breaker.acquire(self.clock.now()))
             .map_err(|rejected| DispatchError::Open { name: def.name.clone(), retry_at: rejected.retry_at })?;
         let started = Instant::now();
         let result = match tokio::time::timeout(def.call_timeout, call(driver.clone())).await {
@@ -322,7 +353,7 @@ impl Connectors {
             Ok(_) => self.with_breaker(def, CircuitBreaker::on_success),
             Err(CallError::Transient(message)) => {
                 self.catalog.breaker_failure(&def.name, connector_type, ErrorTypeLabel::Transient);
-                self.with_breaker(def, |b| b.on_failure(Utc::now(), message.clone()));
+                self.with_breaker(def, |b| b.on_failure(self.clock.now(), message.clone()));
             }
             Err(CallError::Permanent(_)) => {
                 // The adapter answered: its health is not in doubt.
@@ -345,20 +376,24 @@ impl Connectors {
             breaker.reconfigure(def.breaker);
         }
         let result = f(breaker);
-        self.catalog.breaker_state(&def.name, type_label(def.connector_type), state_label(breaker.state(Utc::now())));
+        self.catalog.breaker_state(
+            &def.name,
+            type_label(def.connector_type),
+            state_label(breaker.state(self.clock.now())),
+        );
         result
     }
 
     /// The breaker of a connector, as of now.
     pub fn breaker(&self, def: &ConnectorDef) -> BreakerView {
-        self.with_breaker(def, |b| BreakerView { state: b.state(Utc::now()), breaker: b.clone() })
+        self.with_breaker(def, |b| BreakerView { state: b.state(self.clock.now()), breaker: b.clone() })
     }
 
     /// Closes the breaker (operator action).
     pub fn reset_breaker(&self, def: &ConnectorDef) -> BreakerView {
         self.with_breaker(def, |b| {
             b.reset();
-            BreakerView { state: b.state(Utc::now()), breaker: b.clone() }
+            BreakerView { state: b.state(self.clock.now()), breaker: b.clone() }
         })
     }
 
@@ -387,8 +422,11 @@ impl Connectors {
             status,
             started.elapsed().as_secs_f64(),
         );
-        let health =
-            Health { healthy: result.is_ok(), last_error: result.err().map(|e| e.to_string()), checked_at: Utc::now() };
+        let health = Health {
+            healthy: result.is_ok(),
+            last_error: result.err().map(|e| e.to_string()),
+            checked_at: self.clock.now(),
+        };
         self.catalog.connector_health(connector_type, health.healthy);
         if !health.healthy {
             tracing::warn!(connector = %def.name, error = health.last_error.as_deref().unwrap_or(""), "connector unhealthy");

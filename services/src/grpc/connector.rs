@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_server::ConnectorService;
 use tonic::{Request, Response, Status};
@@ -72,7 +72,8 @@ fn connector_from_input(
 ) -> ApiResult<ConnectorDef> {
     let mut v = Violations::new();
     let wanted = |field: &str| base.is_none() || paths.is_empty() || paths.iter().any(|p| p == field);
-    let now = Utc::now();
+    // PostgreSQL keeps microseconds: what is returned must equal what is stored.
+    let now = Utc::now().trunc_subsecs(6);
     let mut def = match base {
         Some(base) => base.clone(),
         None => ConnectorDef {
@@ -114,13 +115,15 @@ fn connector_from_input(
     if wanted("enabled") {
         def.enabled = input.enabled;
     }
-    if wanted("call_timeout") {
-        if let Some(timeout) = std_duration(&mut v, "connector.call_timeout", input.call_timeout.as_ref()) {
-            def.call_timeout = timeout;
-        }
+    if wanted("call_timeout")
+        && let Some(timeout) = std_duration(&mut v, "connector.call_timeout", input.call_timeout.as_ref())
+    {
+        def.call_timeout = timeout;
     }
-    if wanted("breaker") {
-        if let Some(breaker) = &input.breaker {
+    if wanted("breaker")
+        && let Some(breaker) = &input.breaker
+    {
+        {
             if breaker.fail_max != 0 {
                 def.breaker.fail_max = u32::try_from(breaker.fail_max).unwrap_or(0);
             }
@@ -130,8 +133,10 @@ fn connector_from_input(
             }
         }
     }
-    if wanted("simulator") {
-        if let Some(simulator) = &input.simulator {
+    if wanted("simulator")
+        && let Some(simulator) = &input.simulator
+    {
+        {
             if let Some(latency) = std_duration(&mut v, "connector.simulator.latency", simulator.latency.as_ref()) {
                 def.simulator.latency = latency;
             }
@@ -235,7 +240,7 @@ impl ConnectorService for ConnectorApi {
                     health: None,
                     ..existing.clone()
                 } == def;
-                if !(same && !request.get_ref().request_id.is_empty()) {
+                if !same || request.get_ref().request_id.is_empty() {
                     return Err(ApiError::AlreadyExists(format!(
                         "connector {:?} already exists; update it or pick another name",
                         def.name

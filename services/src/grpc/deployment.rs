@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::SubsecRound;
 use eucora::v1 as pb;
@@ -86,9 +87,50 @@ impl DeploymentApi {
         }
     }
 
-    /// Applies outcomes a connector reported on its own, as ReportRingOutcome would.
+    /// Applies outcomes a connector reported on its own, as ReportRingOutcome
+    /// would. A report can overtake the commit of the dispatch it answers
+    /// (the ring has not started yet), or meet a database hiccup: then it is
+    /// retried for a few seconds rather than lost.
     pub async fn record_reported_outcome(&self, reported: ReportedOutcome) {
-        let result = async {
+        const ATTEMPTS: u32 = 30;
+        for attempt in 1..=ATTEMPTS {
+            match self.apply_reported_outcome(&reported).await {
+                Err(ApiError::Unavailable(_) | ApiError::Aborted(_)) if attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(ApiError::FailedPrecondition(_)) if attempt < ATTEMPTS && self.may_apply_later(&reported).await => {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(err) => {
+                    // The deployment moved on (e.g. rolled back) before the report arrived.
+                    tracing::info!(deployment = %reported.deployment_id, error = %err, "connector outcome not applied");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Whether a refused report may apply on another try: the ring has not
+    /// started yet, or started since and holds lower counts (or the
+    /// deployment cannot be read right now).
+    async fn may_apply_later(&self, reported: &ReportedOutcome) -> bool {
+        let counts = reported.counts;
+        match self.store.get_deployment(reported.deployment_id).await {
+            Ok(d) => {
+                !d.status.is_terminal()
+                    && d.progress(reported.ring).is_none_or(|p| {
+                        p.success_count <= counts.success_count
+                            && p.failure_count <= counts.failure_count
+                            && (p.success_count, p.failure_count) != (counts.success_count, counts.failure_count)
+                    })
+            }
+            Err(err) => !matches!(err, StoreError::NotFound(_)),
+        }
+    }
+
+    async fn apply_reported_outcome(&self, reported: &ReportedOutcome) -> ApiResult<Deployment> {
+        {
             let policy = self.store.get_policy(reported.ring).await?;
             let ctx = ChangeContext {
                 actor: format!("connector:{}", reported.connector),
@@ -103,11 +145,6 @@ impl DeploymentApi {
                 rollback_validated: reported.rollback_validated,
             };
             self.mutate(reported.deployment_id, None, &ctx, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await
-        }
-        .await;
-        if let Err(err) = result {
-            // The deployment moved on (e.g. rolled back) before the report arrived.
-            tracing::info!(deployment = %reported.deployment_id, error = %err, "connector outcome not applied");
         }
     }
 

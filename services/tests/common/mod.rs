@@ -12,9 +12,11 @@ use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
+use eucora_services::connectors::Clock;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
+use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -110,11 +112,27 @@ pub struct TestServer {
 pub struct Options {
     pub event_feed_capacity: usize,
     pub health_probe_interval: Duration,
+    pub clock: Clock,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { event_feed_capacity: 4096, health_probe_interval: Duration::from_millis(100) }
+        Options { event_feed_capacity: 4096, health_probe_interval: Duration::from_millis(100), clock: Clock::system() }
+    }
+}
+
+/// A clock tests move by hand: the system time plus an offset.
+#[derive(Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn clock(&self) -> Clock {
+        let offset = self.0.clone();
+        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::milliseconds(offset.load(Ordering::SeqCst)))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(i64::try_from(by.as_millis()).unwrap(), Ordering::SeqCst);
     }
 }
 
@@ -158,6 +176,7 @@ pub async fn start_server_with(backend: Backend, options: Options) -> TestServer
             failure_rate: 0.0,
             device_count: 0,
         }),
+        clock: options.clock,
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },

@@ -1,0 +1,430 @@
+//! ConnectorService and dispatch end to end: the registry (secrets never
+//! echoed), a real local HTTP adapter that answers slowly, with 5xx, 429, 4xx
+//! or not at all (retries only for TRANSIENT errors; the breaker opens after
+//! 5 consecutive failures, fails fast, half-opens after its reset time and
+//! closes on success; metrics follow), and a LAB → GLOBAL rollout with the
+//! simulator driver.
+
+mod common;
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get, post};
+use common::{Backend, ManualClock, TestServer, assert_code, create_request, scrape, start_server, start_server_with};
+use eucora::v1 as pb;
+use eucora::v1::connector_service_client::ConnectorServiceClient;
+use eucora::v1::watch_deployments_response::Payload;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+on_every_backend!(the_registry_validates_and_never_echoes_secrets, a_simulator_rollout_runs_from_lab_to_global);
+
+fn connectors(server: &TestServer) -> ConnectorServiceClient<Channel> {
+    ConnectorServiceClient::new(server.channel.clone())
+}
+
+fn http_connector(name: &str, endpoint: &str) -> pb::Connector {
+    pb::Connector {
+        name: name.into(),
+        r#type: pb::ConnectorType::Ansible.into(),
+        driver: pb::ConnectorDriver::Http.into(),
+        endpoint: endpoint.into(),
+        auth_token: "s3cret-token".into(),
+        enabled: true,
+        call_timeout: Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 }),
+        breaker: Some(pb::CircuitBreakerConfig {
+            fail_max: 5,
+            reset_timeout: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create_connector(client: &mut ConnectorServiceClient<Channel>, connector: pb::Connector) -> pb::Connector {
+    let request = pb::CreateConnectorRequest { connector: Some(connector), request_id: String::new() };
+    client.create_connector(request).await.unwrap().into_inner().connector.unwrap()
+}
+
+async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut client = connectors(&server);
+    let created = create_connector(&mut client, http_connector("ansible-prod", "http://127.0.0.1:9")).await;
+    assert_eq!(created.auth_token, "", "the token is write-only");
+    assert!(created.has_auth_token);
+    assert_eq!(created.breaker.as_ref().unwrap().fail_max, 5);
+
+    // The prober may have recorded health in between: compare the definition.
+    let without_health = |c: pb::Connector| pb::Connector { health: None, ..c };
+    let fetched = client.get_connector(pb::GetConnectorRequest { name: "ansible-prod".into() }).await.unwrap();
+    assert_eq!(without_health(fetched.into_inner().connector.unwrap()), without_health(created.clone()));
+    let listed = client.list_connectors(pb::ListConnectorsRequest::default()).await.unwrap().into_inner();
+    assert!(listed.connectors.iter().all(|c| c.auth_token.is_empty()));
+    assert_eq!(listed.connectors.len(), 6, "five built-in simulators and ours");
+    let page = client.list_connectors(pb::ListConnectorsRequest { page_size: 4, ..Default::default() }).await.unwrap();
+    let page = page.into_inner();
+    let rest = client
+        .list_connectors(pb::ListConnectorsRequest {
+            page_size: 4,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = page.connectors.iter().chain(&rest.connectors).map(|c| c.name.clone()).collect();
+    assert_eq!(names.len(), 6);
+    assert!(rest.next_page_token.is_empty());
+    let ansible_only = client
+        .list_connectors(pb::ListConnectorsRequest { r#type: pb::ConnectorType::Ansible.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ansible_only.connectors.len(), 2);
+
+    let duplicate = pb::CreateConnectorRequest {
+        connector: Some(http_connector("ansible-prod", "http://x")),
+        request_id: String::new(),
+    };
+    assert_code(client.create_connector(duplicate).await, Code::AlreadyExists);
+    let bad = pb::Connector { name: "Bad Name".into(), endpoint: String::new(), ..http_connector("x", "") };
+    let status = assert_code(
+        client.create_connector(pb::CreateConnectorRequest { connector: Some(bad), request_id: String::new() }).await,
+        Code::InvalidArgument,
+    );
+    let fields: Vec<_> =
+        status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["connector.name", "connector.endpoint"]);
+
+    let update = pb::UpdateConnectorRequest {
+        connector: Some(pb::Connector { name: "ansible-prod".into(), enabled: false, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["enabled".into()] }),
+        etag: created.etag.clone(),
+    };
+    let updated = client.update_connector(update.clone()).await.unwrap().into_inner().connector.unwrap();
+    assert!(!updated.enabled);
+    assert!(updated.has_auth_token, "an update that sends no token keeps it");
+    assert_eq!(updated.endpoint, "http://127.0.0.1:9");
+    assert_code(client.update_connector(update).await, Code::Aborted);
+
+    let missing = client.get_connector(pb::GetConnectorRequest { name: "nope".into() }).await;
+    assert_code(missing, Code::NotFound);
+    client
+        .delete_connector(pb::DeleteConnectorRequest { name: "ansible-prod".into(), etag: updated.etag })
+        .await
+        .unwrap();
+    assert_code(client.get_connector(pb::GetConnectorRequest { name: "ansible-prod".into() }).await, Code::NotFound);
+    server.stop().await;
+}
+
+/// What the fake adapter answers and what it saw.
+#[derive(Default)]
+struct Adapter {
+    /// HTTP status to answer deploys with; 0 means "hang past the timeout".
+    status: AtomicU16,
+    deploys: Mutex<Vec<HeaderMap>>,
+    removals: Mutex<Vec<HeaderMap>>,
+}
+
+async fn deploy(State(adapter): State<Arc<Adapter>>, headers: HeaderMap) -> (StatusCode, String) {
+    adapter.deploys.lock().unwrap().push(headers);
+    match adapter.status.load(Ordering::SeqCst) {
+        0 => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            (StatusCode::OK, String::new())
+        }
+        code => {
+            let status = StatusCode::from_u16(code).unwrap();
+            let body = if status.is_success() { r#"{"object_id": "pkg-42"}"# } else { "adapter says no" };
+            (status, body.to_owned())
+        }
+    }
+}
+
+async fn remove(State(adapter): State<Arc<Adapter>>, headers: HeaderMap) -> StatusCode {
+    adapter.removals.lock().unwrap().push(headers);
+    StatusCode::NO_CONTENT
+}
+
+async fn start_adapter() -> (String, Arc<Adapter>) {
+    let adapter = Arc::new(Adapter { status: AtomicU16::new(200), ..Default::default() });
+    let app = Router::new()
+        .route("/v1/deployments", post(deploy))
+        .route("/v1/deployments/{id}", delete(remove))
+        .route("/v1/health", get(|| async { "ok" }))
+        .with_state(adapter.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), adapter)
+}
+
+/// Spans with trace context, as `eucora serve` has, so that calls carry `traceparent`.
+fn install_tracing() {
+    use opentelemetry::trace::TracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+    });
+}
+
+async fn approved(server: &TestServer, request_id: &str) -> pb::Deployment {
+    let request = pb::CreateDeploymentRequest {
+        connector_type: pb::ConnectorType::Ansible.into(),
+        connector_name: "adapter".into(),
+        ..create_request(request_id, "ansible-role", 10)
+    };
+    server.deployments().create_deployment(request).await.unwrap().into_inner().deployment.unwrap()
+}
+
+async fn start(server: &TestServer, id: &str) -> Result<pb::Deployment, tonic::Status> {
+    let request = pb::StartDeploymentRequest { id: id.to_owned(), actor: "ops".into(), ..Default::default() };
+    server.deployments().start_deployment(request).await.map(|r| r.into_inner().deployment.unwrap())
+}
+
+async fn breaker(server: &TestServer) -> pb::CircuitBreaker {
+    let request = pb::GetCircuitBreakerRequest { connector_name: "adapter".into() };
+    connectors(server).get_circuit_breaker(request).await.unwrap().into_inner().breaker.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fails() {
+    install_tracing();
+    let time = ManualClock::default();
+    let server =
+        start_server_with(Backend::Sqlite, common::Options { clock: time.clock(), ..Default::default() }).await;
+    let (endpoint, adapter) = start_adapter().await;
+    create_connector(&mut connectors(&server), http_connector("adapter", &endpoint)).await;
+    let deploys = || adapter.deploys.lock().unwrap().len();
+
+    // 400 is PERMANENT: one request, no retry, and the deployment fails with the reason.
+    adapter.status.store(400, Ordering::SeqCst);
+    let refused = approved(&server, "permanent").await;
+    let status = assert_code(start(&server, &refused.id).await, Code::FailedPrecondition);
+    assert!(
+        status.message().contains("refused") && status.message().contains("adapter says no"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(deploys(), 1);
+    let failed =
+        server.deployments().get_deployment(pb::GetDeploymentRequest { id: refused.id.clone() }).await.unwrap();
+    let failed = failed.into_inner().deployment.unwrap();
+    assert_eq!(failed.status(), pb::DeploymentStatus::Failed);
+    assert!(failed.status_reason.contains("400"), "{}", failed.status_reason);
+    assert_eq!(breaker(&server).await.state(), pb::CircuitBreakerState::Closed);
+
+    // 503 is TRANSIENT: three attempts, then UNAVAILABLE; the deployment stays retriable.
+    adapter.status.store(503, Ordering::SeqCst);
+    let deployment = approved(&server, "transient").await;
+    let status = assert_code(start(&server, &deployment.id).await, Code::Unavailable);
+    assert!(status.message().contains("\"adapter\""), "{}", status.message());
+    assert_eq!(deploys(), 4);
+    assert_eq!(breaker(&server).await.consecutive_failures, 3);
+
+    // 429 and a hanging adapter are TRANSIENT too: the fifth consecutive failure opens the breaker.
+    adapter.status.store(429, Ordering::SeqCst);
+    assert_code(start(&server, &deployment.id).await, Code::Unavailable);
+    assert_eq!(deploys(), 6, "two more attempts, then the breaker is open");
+    let open = breaker(&server).await;
+    assert_eq!(open.state(), pb::CircuitBreakerState::Open);
+    assert!(open.next_attempt_time.is_some());
+    let fast = assert_code(start(&server, &deployment.id).await, Code::Unavailable);
+    assert!(fast.message().contains("failing fast (circuit open) until"), "{}", fast.message());
+    assert_eq!(deploys(), 6, "an open breaker fails fast");
+
+    let m = scrape(&server).await;
+    let labels = [("service", "adapter"), ("connector_type", "ansible")];
+    assert_eq!(m.value("circuit_breaker_state", &labels), 1.0);
+    assert_eq!(m.value("circuit_breaker_failures_total", &[labels[0], labels[1], ("error_type", "transient")]), 5.0);
+    assert_eq!(m.value("circuit_breaker_failures_total", &[labels[0], labels[1], ("error_type", "permanent")]), 1.0);
+    let failures = [("connector_type", "ansible"), ("operation", "deploy"), ("status", "failure")];
+    assert_eq!(m.value("connector_operation_duration_seconds_count", &failures), 6.0);
+
+    // After the reset time one trial goes through; success closes the breaker.
+    adapter.status.store(200, Ordering::SeqCst);
+    time.advance(Duration::from_secs(61));
+    assert_eq!(breaker(&server).await.state(), pb::CircuitBreakerState::HalfOpen);
+    assert_eq!(scrape(&server).await.value("circuit_breaker_state", &labels), 2.0);
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut request =
+        tonic::Request::new(pb::StartDeploymentRequest { id: deployment.id.clone(), ..Default::default() });
+    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01").parse().unwrap());
+    let started = server.deployments().start_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+    assert_eq!(started.status(), pb::DeploymentStatus::Deploying);
+    assert_eq!(started.ring_progress[0].connector_object_id, "pkg-42");
+    assert_eq!(breaker(&server).await.state(), pb::CircuitBreakerState::Closed);
+    assert_eq!(scrape(&server).await.value("circuit_breaker_state", &labels), 0.0);
+
+    // What the adapter saw: the same idempotency key on every attempt, the token, a trace.
+    let seen = adapter.deploys.lock().unwrap().clone();
+    let key = format!("{}:lab:deploy", deployment.id);
+    assert!(seen[1..].iter().all(|h| h["idempotency-key"] == key.as_str()), "{:?}", seen[1]);
+    assert!(seen.iter().all(|h| h["authorization"] == "Bearer s3cret-token"));
+    let traced = seen.last().unwrap()["traceparent"].to_str().unwrap().to_owned();
+    assert!(traced.starts_with(&format!("00-{trace_id}-")), "the caller's trace continues to the adapter: {traced}");
+
+    // A retried start dispatches nothing more.
+    assert_eq!(deploys(), 7);
+    assert_code(start(&server, &deployment.id).await, Code::FailedPrecondition);
+    assert_eq!(deploys(), 7);
+
+    // Rolling back hands the removal to the adapter, once.
+    let rollback = pb::RollbackDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        reason: "test".into(),
+        ..Default::default()
+    };
+    server.promotions().rollback_deployment(rollback).await.unwrap();
+    assert_eq!(adapter.removals.lock().unwrap().len(), 1);
+
+    // A hanging adapter times out (TRANSIENT).
+    adapter.status.store(0, Ordering::SeqCst);
+    let slow = approved(&server, "slow").await;
+    let status = assert_code(start(&server, &slow.id).await, Code::Unavailable);
+    assert!(status.message().contains("timed out"), "{}", status.message());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_follow_the_adapter() {
+    let server = start_server(Backend::Sqlite).await;
+    let (endpoint, _adapter) = start_adapter().await;
+    let mut client = connectors(&server);
+    create_connector(&mut client, http_connector("adapter", &endpoint)).await;
+    let dead = pb::Connector { r#type: pb::ConnectorType::Jamf.into(), ..http_connector("dead", "http://127.0.0.1:9") };
+    create_connector(&mut client, dead).await;
+
+    let healthy =
+        client.check_connector_health(pb::CheckConnectorHealthRequest { name: "adapter".into() }).await.unwrap();
+    assert_eq!(healthy.into_inner().health.unwrap().status(), pb::ConnectorHealthStatus::Healthy);
+    let down = client.check_connector_health(pb::CheckConnectorHealthRequest { name: "dead".into() }).await.unwrap();
+    let down = down.into_inner().health.unwrap();
+    assert_eq!(down.status(), pb::ConnectorHealthStatus::Unhealthy);
+    assert!(down.last_error.contains("connection failed"), "{}", down.last_error);
+    let stored = client.get_connector(pb::GetConnectorRequest { name: "dead".into() }).await.unwrap();
+    assert_eq!(stored.into_inner().connector.unwrap().health.unwrap().status(), pb::ConnectorHealthStatus::Unhealthy);
+
+    let m = scrape(&server).await;
+    assert_eq!(m.value("connector_health", &[("connector_type", "ansible")]), 1.0);
+    assert_eq!(m.value("connector_health", &[("connector_type", "jamf")]), 0.0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_dispatch_once() {
+    let server = start_server(Backend::Sqlite).await;
+    let (endpoint, adapter) = start_adapter().await;
+    create_connector(&mut connectors(&server), http_connector("adapter", &endpoint)).await;
+    let deployment = approved(&server, "concurrent").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = server.deployments();
+            let request = pb::StartDeploymentRequest { id: deployment.id.clone(), ..Default::default() };
+            tokio::spawn(async move { client.start_deployment(request).await })
+        })
+        .collect();
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => started += 1,
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message()),
+        }
+    }
+    assert_eq!(started, 1);
+    assert_eq!(adapter.deploys.lock().unwrap().len(), 1, "the adapter got the work once");
+    server.stop().await;
+}
+
+async fn a_simulator_rollout_runs_from_lab_to_global(backend: Backend) {
+    let server = start_server(backend).await;
+    let simulator = pb::Connector {
+        name: "sim-fast".into(),
+        r#type: pb::ConnectorType::Landscape.into(),
+        driver: pb::ConnectorDriver::Simulator.into(),
+        enabled: true,
+        simulator: Some(pb::SimulatorConfig {
+            latency: Some(prost_types::Duration { seconds: 0, nanos: 5_000_000 }),
+            failure_rate: 0.005,
+            device_count: 400,
+        }),
+        ..Default::default()
+    };
+    create_connector(&mut connectors(&server), simulator).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    let request = pb::CreateDeploymentRequest {
+        connector_type: pb::ConnectorType::Landscape.into(),
+        connector_name: "sim-fast".into(),
+        target_ring: pb::Ring::Global.into(),
+        ..create_request("sim-rollout", "libreoffice", 10)
+    };
+    let created = deployments.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+    let mut watch = deployments
+        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: created.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut deployment = deployments
+        .start_deployment(pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    while deployment.status() == pb::DeploymentStatus::Deploying {
+        // The simulator reports the ring's devices on its own; wait for that event.
+        let ring = deployment.current_ring;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(20), watch.next())
+                .await
+                .expect("an outcome within 20 s")
+                .unwrap()
+                .unwrap();
+            if let Some(Payload::Event(event)) = next.payload
+                && event.kind() == pb::DeploymentEventKind::OutcomeReported
+                && event.ring == ring
+            {
+                assert_eq!(event.actor, "connector:sim-fast");
+                break;
+            }
+        }
+        let promote = pb::PromoteDeploymentRequest {
+            deployment_id: deployment.id.clone(),
+            from_ring: ring,
+            ..Default::default()
+        };
+        deployment = promotions.promote_deployment(promote).await.unwrap().into_inner().deployment.unwrap();
+    }
+    assert_eq!(deployment.status(), pb::DeploymentStatus::Completed);
+    assert!(deployment.ring_progress.iter().all(|p| p.success_count == 398 && p.failure_count == 2));
+    assert!(deployment.ring_progress.iter().all(|p| p.connector_object_id.starts_with("sim-")));
+    let events = deployments
+        .list_deployment_events(pb::ListDeploymentEventsRequest {
+            deployment_id: deployment.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let dispatched = events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::Dispatched).count();
+    assert_eq!(dispatched, 5);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.kind() == pb::DeploymentEventKind::Dispatched)
+            .all(|e| e.reason.contains("via sim-fast"))
+    );
+    server.stop().await;
+}
