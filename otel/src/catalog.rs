@@ -41,6 +41,10 @@ pub mod names {
     pub const CONNECTOR_HEALTH: &str = "connector_health";
     pub const CONNECTOR_OPERATION_DURATION: &str = "connector_operation_duration";
     pub const DB_CONNECTION_POOL_SIZE: &str = "db_connection_pool_size";
+    pub const CONTROLLER_EVALUATIONS: &str = "controller_evaluations";
+    pub const CONTROLLER_ACTIONS: &str = "controller_actions";
+    pub const DEPLOYMENTS_STALLED: &str = "deployments_stalled";
+    pub const RING_DURATION: &str = "ring_duration";
     /// OpenTelemetry RPC semantic conventions.
     pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
     pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
@@ -54,6 +58,8 @@ pub mod buckets {
     pub const DEPLOYMENT_DURATION_SECONDS: &[f64] = &[1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0];
     pub const RISK_SCORE: &[f64] = &[10.0, 25.0, 50.0, 75.0, 90.0, 100.0];
     pub const CONNECTOR_OPERATION_SECONDS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+    /// Time a deployment spends in a ring: a minute to a week.
+    pub const RING_SECONDS: &[f64] = &[60.0, 600.0, 3600.0, 14400.0, 43200.0, 86400.0, 172800.0, 259200.0, 604800.0];
     /// OpenTelemetry's recommended boundaries for `rpc.server.call.duration`.
     pub const RPC_SECONDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 }
@@ -118,6 +124,18 @@ label_enum!(
     BreakerStateLabel { Closed => "closed", Open => "open", HalfOpen => "half_open" }
 );
 label_enum!(
+    /// `result` of `controller_evaluations_total`: what the controller decided.
+    DecisionLabel { Promote => "promote", RollBack => "roll_back", FlagStalled => "flag_stalled", Wait => "wait", Skip => "skip" }
+);
+label_enum!(
+    /// `action` of `controller_actions_total`.
+    ControllerActionLabel { Promote => "promote", RollBack => "roll_back", FlagStalled => "flag_stalled" }
+);
+label_enum!(
+    /// `status` of `controller_actions_total`.
+    ActionStatusLabel { Done => "done", Failed => "failed" }
+);
+label_enum!(
     /// `state` of `db_connection_pool_size`.
     PoolStateLabel { Idle => "idle", InUse => "in_use", Max => "max" }
 );
@@ -153,6 +171,10 @@ pub struct Catalog {
     pool_size: Gauge<i64>,
     rpc_duration: Histogram<f64>,
     rpc_calls: Counter<u64>,
+    controller_evaluations: Counter<u64>,
+    controller_actions: Counter<u64>,
+    deployments_stalled: Gauge<i64>,
+    ring_duration: Histogram<f64>,
 }
 
 // === impl Catalog ===
@@ -220,6 +242,24 @@ impl Catalog {
             rpc_calls: meter
                 .u64_counter(names::RPC_SERVER_CALLS)
                 .with_description("gRPC server calls by outcome")
+                .build(),
+            controller_evaluations: meter
+                .u64_counter(names::CONTROLLER_EVALUATIONS)
+                .with_description("Deployments the rollout controller evaluated, by decision")
+                .build(),
+            controller_actions: meter
+                .u64_counter(names::CONTROLLER_ACTIONS)
+                .with_description("Automatic promotions, rollbacks and stall flags, by outcome")
+                .build(),
+            deployments_stalled: meter
+                .i64_gauge(names::DEPLOYMENTS_STALLED)
+                .with_description("Deploying deployments flagged stalled (no new outcomes)")
+                .build(),
+            ring_duration: meter
+                .f64_histogram(names::RING_DURATION)
+                .with_unit("s")
+                .with_description("Time a deployment spent in a ring, observed when it leaves it")
+                .with_boundaries(buckets::RING_SECONDS.to_vec())
                 .build(),
         }
     }
@@ -321,6 +361,27 @@ impl Catalog {
         {
             self.pool_size.record(i64::from(value), &[KeyValue::new("state", state.as_str())]);
         }
+    }
+
+    /// The controller evaluated a deployment and decided `decision`.
+    pub fn controller_evaluated(&self, decision: DecisionLabel) {
+        self.controller_evaluations.add(1, &[KeyValue::new("result", decision.as_str())]);
+    }
+
+    /// The controller acted on its own.
+    pub fn controller_acted(&self, action: ControllerActionLabel, status: ActionStatusLabel) {
+        self.controller_actions
+            .add(1, &[KeyValue::new("action", action.as_str()), KeyValue::new("status", status.as_str())]);
+    }
+
+    /// Deploying deployments currently flagged stalled.
+    pub fn deployments_stalled(&self, count: u64) {
+        self.deployments_stalled.record(i64::try_from(count).unwrap_or(i64::MAX), &[]);
+    }
+
+    /// A deployment left `ring` after `seconds` in it.
+    pub fn ring_left(&self, ring: RingLabel, seconds: f64) {
+        self.ring_duration.record(seconds, &[KeyValue::new("ring", ring.as_str())]);
     }
 
     /// One finished gRPC call (OpenTelemetry RPC semantic conventions).

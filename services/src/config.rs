@@ -76,6 +76,15 @@ pub struct Config {
     #[arg(long, env = "EUCORA_SIMULATOR_CONNECTORS", global = true)]
     pub simulator_connectors: bool,
 
+    /// How often the rollout controller re-evaluates every deploying deployment (e.g. `30s`);
+    /// it also reacts at once to new outcomes.
+    #[arg(long, env = "EUCORA_CONTROLLER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub controller_interval: Duration,
+
+    /// Run no rollout controller in this process (run it in exactly one replica until leases exist).
+    #[arg(long, env = "EUCORA_NO_CONTROLLER", global = true)]
+    pub no_controller: bool,
+
     /// Log line format.
     #[arg(long, env = "EUCORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

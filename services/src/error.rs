@@ -82,6 +82,9 @@ impl From<DeploymentError> for ApiError {
         let message = err.to_string();
         match err {
             DeploymentError::SelfApproval { .. } => ApiError::PermissionDenied(message),
+            DeploymentError::NotLive { .. } | DeploymentError::AlreadyInState(_) => {
+                ApiError::FailedPrecondition(message)
+            }
             DeploymentError::RingMoved { .. } => ApiError::Aborted(message),
             DeploymentError::Transition(_)
             | DeploymentError::NotDeploying { .. }

@@ -4,15 +4,19 @@
 //! - [`domain`]: rings, the lifecycle state machine, deployment rules (pure).
 //! - [`store`]: sea-orm entities, migrations, the event feed.
 //! - [`connectors`]: connector drivers (HTTP, simulator), breakers, retries, dispatch.
+//! - [`controller`]: the rollout controller (automatic promotion, rollback, stall flags).
 //! - [`grpc`]: one adapter per gRPC service, validation, conversions.
 //! - [`metrics`]: deployment instruments recorded from committed changes.
 //! - [`error`]: the service error and its mapping to `tonic::Status`.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`clock`]: injectable time for breakers and the controller.
 //! - [`config`]: command line and `EUCORA_*` environment settings.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod controller;
 pub mod domain;
 pub mod error;
 pub mod grpc;

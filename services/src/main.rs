@@ -58,6 +58,7 @@ async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> a
         shutdown_grace: config.shutdown_grace,
         connector_probe_interval: config.connector_probe_interval,
         simulator_connectors: config.simulator_connectors.then(SimulatorConfig::default),
+        controller_interval: (!config.no_controller).then_some(config.controller_interval),
         ..ServeOptions::default()
     };
     let store = Arc::new(store);

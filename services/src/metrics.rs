@@ -57,6 +57,12 @@ impl DeploymentMetrics {
                 }
                 EventKind::StatusChanged => {
                     self.entered(deployment, event);
+                    if let (true, Some(progress)) = (event.to_status.is_terminal(), deployment.progress(event.ring)) {
+                        self.catalog.ring_left(
+                            ring_label(event.ring),
+                            (event.at - progress.started_at).as_seconds_f64().max(0.0),
+                        );
+                    }
                     if let (true, Some(started)) = (event.to_status.is_terminal(), deployment.deploy_started_at) {
                         let seconds = (event.at - started).as_seconds_f64().max(0.0);
                         self.catalog.deployment_finished(
@@ -73,7 +79,15 @@ impl DeploymentMetrics {
                         self.catalog.compliance_reached(ring_label(event.ring), app, seconds.as_seconds_f64().max(0.0));
                     }
                 }
-                EventKind::RingPromoted | EventKind::Dispatched => {}
+                EventKind::RingPromoted => {
+                    // The ring left is the one promoted at this event's time.
+                    let left = deployment.rings.iter().find(|p| p.promoted_at == Some(event.at) && p.ring < event.ring);
+                    if let Some(left) = left {
+                        self.catalog
+                            .ring_left(ring_label(left.ring), (event.at - left.started_at).as_seconds_f64().max(0.0));
+                    }
+                }
+                EventKind::Dispatched | EventKind::Paused | EventKind::Resumed | EventKind::Stalled => {}
             }
         }
     }

@@ -23,6 +23,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
+use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
 use crate::grpc::connector::ConnectorApi;
 use crate::grpc::correlation::CorrelationIdLayer;
@@ -51,8 +52,11 @@ pub struct ServeOptions {
     pub connector_retry: RetryPolicy,
     /// When set, a simulator connector per type is created if missing (demo set-up).
     pub simulator_connectors: Option<SimulatorConfig>,
-    /// The time circuit breakers see.
+    /// The time circuit breakers and the rollout controller see.
     pub clock: Clock,
+    /// How often the rollout controller sweeps every deploying deployment;
+    /// `None` runs no controller in this process.
+    pub controller_interval: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +69,7 @@ impl Default for ServeOptions {
             connector_retry: RetryPolicy::default(),
             simulator_connectors: None,
             clock: Clock::system(),
+            controller_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -159,9 +164,20 @@ pub async fn serve(
         options.clock.clone(),
         outcomes_tx,
     ));
-    let deployments = DeploymentApi::new(store.clone(), metrics.clone(), connectors.clone(), stop.clone());
+    let deployments =
+        DeploymentApi::new(store.clone(), metrics.clone(), connectors.clone(), options.clock.clone(), stop.clone());
     let promotions = PromotionApi::new(store.clone(), metrics, deployments.clone());
-    let connector_api = ConnectorApi::new(store, connectors.clone());
+    let connector_api = ConnectorApi::new(store.clone(), connectors.clone());
+    let controller = options.controller_interval.map(|interval| {
+        let controller = Controller::new(
+            store.clone(),
+            deployments.clone(),
+            promotions.clone(),
+            telemetry.catalog.clone(),
+            options.clock.clone(),
+        );
+        tokio::spawn(controller.run(store.subscribe(), interval, stop.clone()))
+    });
     let background = [
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
         tokio::spawn(probe_connectors(connectors, options.connector_probe_interval, stop.clone())),
@@ -198,7 +214,7 @@ pub async fn serve(
     };
     stop.cancel();
     let _ = probe.await;
-    for task in background {
+    for task in background.into_iter().chain(controller) {
         let _ = task.await;
     }
     let shim_result = shim.await.unwrap_or(Ok(()));

@@ -121,7 +121,9 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
 
     let fetched =
         client.get_deployment(pb::GetDeploymentRequest { id: created.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(fetched.deployment.unwrap(), completed);
+    let fetched = fetched.deployment.unwrap();
+    assert_eq!(fetched.next_action, "none: the deployment is COMPLETED");
+    assert_eq!(pb::Deployment { next_action: String::new(), ..fetched }, completed);
 
     let events = events_of(&mut client, &created.id).await;
     let trail: Vec<_> = events.iter().map(|e| (e.kind(), e.from_status(), e.to_status(), e.actor.as_str())).collect();

@@ -22,6 +22,7 @@ use eucora_otel::catalog::{
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
+pub use crate::clock::Clock;
 use crate::domain::breaker::{BreakerState, CircuitBreaker};
 use crate::domain::connector::{ConnectorDef, Driver as DriverKind, Health, SimulatorConfig};
 use crate::domain::{ConnectorType, Deployment, Handover, Ring};
@@ -155,31 +156,6 @@ impl Default for RetryPolicy {
 pub struct BreakerView {
     pub state: BreakerState,
     pub breaker: CircuitBreaker,
-}
-
-/// Where breakers read the time: the system clock, or one a test moves.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock(Arc::new(Utc::now))
-    }
-
-    /// A clock that reads `source`.
-    pub fn from_fn(source: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Clock {
-        Clock(Arc::new(source))
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Clock({})", self.now())
-    }
 }
 
 type CachedDriver = (i64, Arc<dyn Driver>);

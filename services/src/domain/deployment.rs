@@ -77,15 +77,21 @@ pub enum EventKind {
     OutcomeReported,
     RingPromoted,
     Dispatched,
+    Paused,
+    Resumed,
+    Stalled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Created,
         EventKind::StatusChanged,
         EventKind::OutcomeReported,
         EventKind::RingPromoted,
         EventKind::Dispatched,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::Stalled,
     ];
 
     pub fn as_label(self) -> &'static str {
@@ -95,6 +101,9 @@ impl EventKind {
             EventKind::OutcomeReported => "outcome_reported",
             EventKind::RingPromoted => "ring_promoted",
             EventKind::Dispatched => "dispatched",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Stalled => "stalled",
         }
     }
 
@@ -139,6 +148,8 @@ pub struct RingProgress {
     pub compliant_at: Option<DateTime<Utc>>,
     /// When a reporter confirmed the rollback was exercised in this ring.
     pub rollback_validated_at: Option<DateTime<Utc>>,
+    /// When outcome counts last changed (the controller's stall clock).
+    pub last_reported_at: Option<DateTime<Utc>>,
 }
 
 impl RingProgress {
@@ -152,6 +163,7 @@ impl RingProgress {
             promoted_at: None,
             compliant_at: None,
             rollback_validated_at: None,
+            last_reported_at: None,
         }
     }
 
@@ -229,6 +241,10 @@ pub struct Deployment {
     pub ended_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency revision; the API's etag. Bumped by the store on every save.
     pub revision: i64,
+    /// Paused deployments still record outcomes but the controller leaves them alone.
+    pub paused: bool,
+    /// Set when the controller found no new outcomes for the ring's stall timeout.
+    pub stalled_since: Option<DateTime<Utc>>,
     /// Progress of every ring entered, in ring order.
     pub rings: Vec<RingProgress>,
 }
@@ -248,6 +264,10 @@ pub enum DeploymentError {
     CountDecreased { ring: Ring, field: &'static str, current: u64, reported: u64 },
     #[error("the deployment is in {current}, its target ring is {target}: promote it before completing")]
     TargetRingNotReached { current: Ring, target: Ring },
+    #[error("the deployment is {status}: only live deployments can be paused or resumed")]
+    NotLive { status: DeploymentStatus },
+    #[error("the deployment is already {0}")]
+    AlreadyInState(&'static str),
     #[error("only DEPLOYING deployments can be promoted (it is {status})")]
     NotPromotable { status: DeploymentStatus },
     #[error("the gate to leave {ring} did not pass: {failed}")]
@@ -282,6 +302,8 @@ impl Deployment {
             deploy_started_at: None,
             ended_at: None,
             revision: 0,
+            paused: false,
+            stalled_since: None,
             rings: Vec::new(),
         };
         let created = deployment.event(EventKind::Created, None, ctx);
@@ -370,6 +392,10 @@ impl Deployment {
                 return Err(DeploymentError::CountDecreased { ring, field, current: now, reported });
             }
         }
+        let counts_changed = (progress.success_count, progress.failure_count) != (success_count, failure_count);
+        if counts_changed {
+            progress.last_reported_at = Some(ctx.now);
+        }
         progress.success_count = success_count;
         progress.failure_count = failure_count;
         if progress.compliant_at.is_none() && policy.is_compliant(success_count, failure_count) {
@@ -377,6 +403,10 @@ impl Deployment {
         }
         if validates_rollback {
             progress.rollback_validated_at = Some(ctx.now);
+        }
+        if counts_changed {
+            // Outcomes flow again: no longer stalled.
+            self.stalled_since = None;
         }
         self.updated_at = ctx.now;
         let progress = self.progress(ring).expect("found above");
@@ -462,6 +492,49 @@ impl Deployment {
         });
         let rolled_back = self.move_to(DeploymentStatus::RolledBack, ctx)?;
         Ok(removal.into_iter().chain([rolled_back]).collect())
+    }
+
+    /// Stops the controller from acting on the deployment; outcomes are still recorded.
+    ///
+    /// # Errors
+    /// Terminal, or already paused.
+    pub fn pause(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.set_paused(true, EventKind::Paused, ctx)
+    }
+
+    /// Lets the controller act on the deployment again.
+    ///
+    /// # Errors
+    /// Terminal, or not paused.
+    pub fn resume(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        self.set_paused(false, EventKind::Resumed, ctx)
+    }
+
+    fn set_paused(
+        &mut self,
+        paused: bool,
+        kind: EventKind,
+        ctx: &ChangeContext,
+    ) -> Result<Vec<NewEvent>, DeploymentError> {
+        if self.status.is_terminal() {
+            return Err(DeploymentError::NotLive { status: self.status });
+        }
+        if self.paused == paused {
+            return Err(DeploymentError::AlreadyInState(if paused { "paused" } else { "running (not paused)" }));
+        }
+        self.paused = paused;
+        self.updated_at = ctx.now;
+        Ok(vec![self.event(kind, Some(self.status), ctx)])
+    }
+
+    /// Flags the deployment stalled (no new outcomes); nothing moves. Once per stall.
+    pub fn flag_stalled(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
+        if self.stalled_since.is_some() || self.status != DeploymentStatus::Deploying {
+            return Ok(Vec::new());
+        }
+        self.stalled_since = Some(ctx.now);
+        self.updated_at = ctx.now;
+        Ok(vec![self.event(EventKind::Stalled, Some(self.status), ctx)])
     }
 
     /// Any non-terminal status → FAILED.

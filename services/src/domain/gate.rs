@@ -28,6 +28,16 @@ pub struct RingPolicy {
     pub require_evidence_pack: bool,
     /// The rollback must have been exercised in this ring before leaving it.
     pub require_rollback_validated: bool,
+    /// Minimum time in the ring before the controller promotes.
+    pub bake_time: Duration,
+    /// Whether the controller promotes by itself once the gate passes and the ring has baked.
+    pub auto_promote: bool,
+    /// The controller rolls back when the ring's failure rate exceeds this…
+    pub rollback_failure_rate: f64,
+    /// …with at least this many devices reported.
+    pub rollback_min_sample: u64,
+    /// No new outcomes for this long: the deployment is flagged stalled (not moved).
+    pub stall_timeout: Duration,
     /// Optimistic-concurrency revision (the API's etag).
     pub revision: i64,
     pub updated_at: DateTime<Utc>,
@@ -40,7 +50,10 @@ pub const MAX_COMPLIANCE_LIMIT: Duration = Duration::from_secs(90 * 24 * HOUR);
 pub const MAX_SAMPLE_SIZE: u64 = 10_000_000;
 
 impl RingPolicy {
-    /// DESIGN §2 defaults: success rate CANARY 0.98, PILOT 0.97, DEPARTMENT and
+    /// DESIGN §2 defaults (and the controller's: bake LAB 1 h, CANARY 24 h,
+    /// PILOT 48 h, DEPARTMENT 72 h — GLOBAL, left open, bakes 72 h before
+    /// completing; auto-promote on; roll back above 5 % failures with at least
+    /// 50 devices; stalled after 24 h without outcomes): success rate CANARY 0.98, PILOT 0.97, DEPARTMENT and
     /// GLOBAL 0.99 (LAB, which DESIGN leaves open, uses CANARY's); compliance
     /// within 24 h online, 72 h intermittent, 7 d air-gapped; CAB approval for
     /// high risk before publishing beyond CANARY; an evidence pack everywhere;
@@ -64,6 +77,18 @@ impl RingPolicy {
             require_cab_approval: ring >= Ring::Canary,
             require_evidence_pack: true,
             require_rollback_validated: ring == Ring::Lab,
+            bake_time: Duration::from_secs(
+                HOUR * match ring {
+                    Ring::Lab => 1,
+                    Ring::Canary => 24,
+                    Ring::Pilot => 48,
+                    Ring::Department | Ring::Global => 72,
+                },
+            ),
+            auto_promote: true,
+            rollback_failure_rate: 0.05,
+            rollback_min_sample: 50,
+            stall_timeout: Duration::from_secs(24 * HOUR),
             revision: 0,
             updated_at: now,
         }
@@ -82,6 +107,27 @@ impl RingPolicy {
         let mut problems = Vec::new();
         if !(0.0..=1.0).contains(&self.min_success_rate) || self.min_success_rate.is_nan() {
             problems.push(("policy.min_success_rate", format!("must be in 0..=1 (got {})", self.min_success_rate)));
+        }
+        if !(0.0..=1.0).contains(&self.rollback_failure_rate) || self.rollback_failure_rate.is_nan() {
+            problems.push((
+                "policy.rollback_failure_rate",
+                format!("must be in 0..=1 (got {})", self.rollback_failure_rate),
+            ));
+        }
+        if self.rollback_min_sample > MAX_SAMPLE_SIZE {
+            problems.push(("policy.rollback_min_sample", format!("must be at most {MAX_SAMPLE_SIZE}")));
+        }
+        if self.bake_time > MAX_COMPLIANCE_LIMIT {
+            problems.push((
+                "policy.bake_time",
+                format!("must be at most 90 days (got {})", human_duration(self.bake_time)),
+            ));
+        }
+        if self.stall_timeout.is_zero() || self.stall_timeout > MAX_COMPLIANCE_LIMIT {
+            problems.push((
+                "policy.stall_timeout",
+                format!("must be more than 0 and at most 90 days (got {})", human_duration(self.stall_timeout)),
+            ));
         }
         if self.min_sample_size > MAX_SAMPLE_SIZE {
             problems.push(("policy.min_sample_size", format!("must be at most {MAX_SAMPLE_SIZE}")));

@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod connector;
+pub mod controller;
 pub mod deployment;
 pub mod gate;
 pub mod lifecycle;

@@ -86,6 +86,9 @@ fn event_kind_to_proto(kind: EventKind) -> pb::DeploymentEventKind {
         EventKind::OutcomeReported => pb::DeploymentEventKind::OutcomeReported,
         EventKind::RingPromoted => pb::DeploymentEventKind::RingPromoted,
         EventKind::Dispatched => pb::DeploymentEventKind::Dispatched,
+        EventKind::Paused => pb::DeploymentEventKind::Paused,
+        EventKind::Resumed => pb::DeploymentEventKind::Resumed,
+        EventKind::Stalled => pb::DeploymentEventKind::Stalled,
     }
 }
 
@@ -117,6 +120,10 @@ pub fn deployment_to_proto(d: &Deployment) -> pb::Deployment {
         end_time: d.ended_at.map(timestamp),
         etag: etag(d.revision),
         connector_name: d.connector_name.clone().unwrap_or_default(),
+        paused: d.paused,
+        stalled_since: d.stalled_since.map(timestamp),
+        next_action: String::new(),
+        next_action_time: None,
     }
 }
 
@@ -132,6 +139,7 @@ fn ring_progress_to_proto(p: &RingProgress) -> pb::RingProgress {
         last_gate: None,
         compliance_time: p.compliant_at.map(timestamp),
         rollback_validate_time: p.rollback_validated_at.map(timestamp),
+        last_report_time: p.last_reported_at.map(timestamp),
     }
 }
 
@@ -172,6 +180,11 @@ pub fn policy_to_proto(p: &RingPolicy) -> pb::RingPolicy {
         require_rollback_validated: p.require_rollback_validated,
         update_time: Some(timestamp(p.updated_at)),
         etag: etag(p.revision),
+        bake_time: Some(duration_to_proto(p.bake_time)),
+        auto_promote: p.auto_promote,
+        rollback_failure_rate: p.rollback_failure_rate,
+        rollback_min_sample: i64::try_from(p.rollback_min_sample).unwrap_or(i64::MAX),
+        stall_timeout: Some(duration_to_proto(p.stall_timeout)),
     }
 }
 

@@ -21,10 +21,11 @@ use super::change_context;
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use crate::clock::Clock;
 use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
 use crate::domain::{
     ChangeContext, Deployment, DeploymentError, DeploymentStatus, Handover, NewDeployment, NewEvent, Outcome, Ring,
-    SiteClass,
+    SiteClass, controller, gate,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
@@ -48,6 +49,7 @@ pub struct DeploymentApi {
     store: Arc<Store>,
     metrics: DeploymentMetrics,
     connectors: Arc<Connectors>,
+    clock: Clock,
     shutdown: CancellationToken,
 }
 
@@ -57,9 +59,25 @@ impl DeploymentApi {
         store: Arc<Store>,
         metrics: DeploymentMetrics,
         connectors: Arc<Connectors>,
+        clock: Clock,
         shutdown: CancellationToken,
     ) -> DeploymentApi {
-        DeploymentApi { store, metrics, connectors, shutdown }
+        DeploymentApi { store, metrics, connectors, clock, shutdown }
+    }
+
+    /// Deployments as the API shows them, with what the rollout controller will do next.
+    async fn with_next_action(&self, deployments: &[Deployment]) -> ApiResult<Vec<pb::Deployment>> {
+        let policies = self.store.list_policies().await?;
+        let now = self.clock.now();
+        Ok(deployments
+            .iter()
+            .map(|d| {
+                let policy = &policies[usize::from(d.current_ring.number())];
+                let gate = gate::evaluate(d, policy, now);
+                let (next_action, at) = controller::decide(d, policy, &gate, now).explain(d);
+                pb::Deployment { next_action, next_action_time: at.map(convert::timestamp), ..deployment_to_proto(d) }
+            })
+            .collect())
     }
 
     /// Hands `operation` in `ring` to the deployment's connector. A PERMANENT
@@ -350,7 +368,8 @@ impl DeploymentService for DeploymentApi {
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let deployment = self.store.get_deployment(id).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
+        let shown = self.with_next_action(std::slice::from_ref(&deployment)).await?.pop();
+        Ok(Response::new(pb::GetDeploymentResponse { deployment: shown }))
     }
 
     async fn list_deployments(
@@ -375,7 +394,7 @@ impl DeploymentService for DeploymentApi {
         let after = page_token::decode(&req.page_token, &filters_key)?;
         let page = self.store.list_deployments(&filter, after, limit).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListDeploymentsResponse {
-            deployments: page.items.iter().map(deployment_to_proto).collect(),
+            deployments: self.with_next_action(&page.items).await?,
             next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
         }))
     }
@@ -467,6 +486,26 @@ impl DeploymentService for DeploymentApi {
         let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::fail).await?;
         Ok(Response::new(pb::FailDeploymentResponse { deployment }))
+    }
+
+    async fn pause_deployment(
+        &self,
+        request: Request<pb::PauseDeploymentRequest>,
+    ) -> Result<Response<pb::PauseDeploymentResponse>, Status> {
+        let req = request.get_ref();
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::pause).await?;
+        Ok(Response::new(pb::PauseDeploymentResponse { deployment }))
+    }
+
+    async fn resume_deployment(
+        &self,
+        request: Request<pb::ResumeDeploymentRequest>,
+    ) -> Result<Response<pb::ResumeDeploymentResponse>, Status> {
+        let req = request.get_ref();
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
+        let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::resume).await?;
+        Ok(Response::new(pb::ResumeDeploymentResponse { deployment }))
     }
 
     async fn list_deployment_events(

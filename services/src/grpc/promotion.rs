@@ -79,12 +79,21 @@ impl PromotionApi {
         let etag = v.etag("etag", &req.etag);
         let from_ring = v.enumeration::<pb::Ring>("from_ring", req.from_ring, false).and_then(convert::ring_from_proto);
         v.finish()?;
+        let step = Step { id, request_id, etag, from_ring };
+        self.promote_as(step, &change_context(request, actor, reason)).await
+    }
 
+    /// Promotes one step as `ctx.actor` (an operator's call or the controller).
+    ///
+    /// # Errors
+    /// As PromoteDeployment.
+    pub async fn promote_as(&self, step: Step, ctx: &ChangeContext) -> ApiResult<(pb::Deployment, pb::Promotion)> {
+        let Step { id, request_id, etag, from_ring } = step;
+        let ctx = ctx.clone();
         let expected = [PromotionResult::Promoted, PromotionResult::Blocked];
         if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
             return self.replay(id, recorded, &expected).await;
         }
-        let ctx = change_context(request, actor, reason);
         let mut deployment = self.store.get_deployment(id).await?;
         check_etag(etag, &deployment)?;
         if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
@@ -168,15 +177,29 @@ impl PromotionApi {
         let reason = v.required_text("reason", &req.reason, MAX_REASON_LEN);
         let etag = v.etag("etag", &req.etag);
         v.finish()?;
+        let step = Step { id, request_id, etag, from_ring: None };
+        self.roll_back_as(step, &change_context(request, actor, Some(reason))).await
+    }
 
+    /// Rolls back as `ctx.actor` (an operator's call or the controller), with `ctx.reason`.
+    ///
+    /// # Errors
+    /// As RollbackDeployment.
+    pub async fn roll_back_as(&self, step: Step, ctx: &ChangeContext) -> ApiResult<(pb::Deployment, pb::Promotion)> {
+        let Step { id, request_id, etag, from_ring } = step;
+        let ctx = ctx.clone();
         let expected = [PromotionResult::RolledBack];
         if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
             return self.replay(id, recorded, &expected).await;
         }
-        let ctx = change_context(request, actor, Some(reason));
         for _ in 0..MAX_ATTEMPTS {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, &deployment)?;
+            if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
+                return Err(
+                    DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into()
+                );
+            }
             let promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::RolledBack);
             deployment.status.check_transition(DeploymentStatus::RolledBack).map_err(DeploymentError::from)?;
             let removal = match deployment.rings.is_empty() {
@@ -247,6 +270,18 @@ impl PromotionApi {
     }
 }
 
+/// Which deployment step a promotion or rollback is about.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: Uuid,
+    /// Client-chosen idempotency key.
+    pub request_id: Option<String>,
+    /// The revision the caller read.
+    pub etag: Option<i64>,
+    /// The ring the caller means to leave: another ring means someone else moved it.
+    pub from_ring: Option<Ring>,
+}
+
 /// Fields UpdateRingPolicy may change (`update_mask` paths).
 const POLICY_FIELDS: &[&str] = &[
     "min_success_rate",
@@ -257,6 +292,11 @@ const POLICY_FIELDS: &[&str] = &[
     "require_cab_approval",
     "require_evidence_pack",
     "require_rollback_validated",
+    "bake_time",
+    "auto_promote",
+    "rollback_failure_rate",
+    "rollback_min_sample",
+    "stall_timeout",
 ];
 
 /// `before` with the fields of `update` named by `paths` (all when empty), validated.
@@ -298,6 +338,12 @@ fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[St
             before.air_gapped_compliance_limit,
         );
     }
+    if wanted("bake_time") {
+        after.bake_time = duration("bake_time", update.bake_time.as_ref(), before.bake_time);
+    }
+    if wanted("stall_timeout") {
+        after.stall_timeout = duration("stall_timeout", update.stall_timeout.as_ref(), before.stall_timeout);
+    }
     if wanted("min_success_rate") {
         after.min_success_rate = update.min_success_rate;
     }
@@ -315,6 +361,21 @@ fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[St
     }
     if wanted("require_rollback_validated") {
         after.require_rollback_validated = update.require_rollback_validated;
+    }
+    if wanted("auto_promote") {
+        after.auto_promote = update.auto_promote;
+    }
+    if wanted("rollback_failure_rate") {
+        after.rollback_failure_rate = update.rollback_failure_rate;
+    }
+    if wanted("rollback_min_sample") {
+        match u64::try_from(update.rollback_min_sample) {
+            Ok(size) => after.rollback_min_sample = size,
+            Err(_) => v.add(
+                "policy.rollback_min_sample",
+                format!("must not be negative (got {})", update.rollback_min_sample),
+            ),
+        }
     }
     for (field, problem) in after.problems() {
         v.add(field, problem);

@@ -9,7 +9,12 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateDeploymentTables), Box::new(CreatePromotionTables), Box::new(CreateConnectorTables)]
+        vec![
+            Box::new(CreateDeploymentTables),
+            Box::new(CreatePromotionTables),
+            Box::new(CreateConnectorTables),
+            Box::new(AddControllerColumns),
+        ]
     }
 }
 
@@ -473,5 +478,73 @@ impl MigrationTrait for CreateConnectorTables {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Rollout controller: bake time, auto-promotion, rollback and stall rules
+/// on ring policies; pause and stall flags on deployments; last report time
+/// on ring progress.
+struct AddControllerColumns;
+
+impl MigrationName for AddControllerColumns {
+    fn name(&self) -> &str {
+        "m20261125_000004_add_controller_columns"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ControllerColumns {
+    #[sea_orm(iden = "ring_policies")]
+    RingPolicies,
+    BakeTimeSeconds,
+    AutoPromote,
+    RollbackFailureRate,
+    RollbackMinSample,
+    StallTimeoutSeconds,
+    #[sea_orm(iden = "deployments")]
+    Deployments,
+    Paused,
+    StalledSince,
+    #[sea_orm(iden = "ring_progress")]
+    RingProgress,
+    LastReportedAt,
+    Ring,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddControllerColumns {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use ControllerColumns as C;
+        // One column per statement: SQLite alters one at a time.
+        let columns = [
+            (C::RingPolicies, big_integer(C::BakeTimeSeconds).default(0).to_owned()),
+            (C::RingPolicies, boolean(C::AutoPromote).default(true).to_owned()),
+            (C::RingPolicies, double(C::RollbackFailureRate).default(0.05).to_owned()),
+            (C::RingPolicies, big_integer(C::RollbackMinSample).default(50).to_owned()),
+            (C::RingPolicies, big_integer(C::StallTimeoutSeconds).default(86_400).to_owned()),
+            (C::Deployments, boolean(C::Paused).default(false).to_owned()),
+            (C::Deployments, timestamp_with_time_zone_null(C::StalledSince)),
+            (C::RingProgress, timestamp_with_time_zone_null(C::LastReportedAt)),
+        ];
+        for (table, mut column) in columns {
+            manager.alter_table(Table::alter().table(table).add_column(&mut column).to_owned()).await?;
+        }
+        let now = chrono::Utc::now();
+        for ring in crate::domain::Ring::ALL {
+            let policy = crate::domain::RingPolicy::default_for(ring, now);
+            manager
+                .exec_stmt(
+                    Query::update()
+                        .table(C::RingPolicies)
+                        .value(
+                            C::BakeTimeSeconds,
+                            <i64 as TryFrom<u64>>::try_from(policy.bake_time.as_secs()).unwrap_or(i64::MAX),
+                        )
+                        .and_where(Expr::col(C::Ring).eq(ring.as_label()))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

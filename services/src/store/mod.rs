@@ -488,6 +488,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
             promoted_at: Set(progress.promoted_at),
             compliant_at: Set(progress.compliant_at),
             rollback_validated_at: Set(progress.rollback_validated_at),
+            last_reported_at: Set(progress.last_reported_at),
         };
         ring_progress::Entity::insert(row)
             .on_conflict(
@@ -499,6 +500,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
                         ring_progress::Column::PromotedAt,
                         ring_progress::Column::CompliantAt,
                         ring_progress::Column::RollbackValidatedAt,
+                        ring_progress::Column::LastReportedAt,
                     ])
                     .to_owned(),
             )
@@ -564,6 +566,8 @@ fn deployment_row(d: &Deployment, request_id: &str, fingerprint: &str) -> deploy
         deploy_started_at: Set(d.deploy_started_at),
         ended_at: Set(d.ended_at),
         revision: Set(d.revision),
+        paused: Set(d.paused),
+        stalled_since: Set(d.stalled_since),
     }
 }
 
@@ -599,6 +603,8 @@ fn deployment_from_row(row: deployment::Model, rings: Vec<RingProgress>) -> Stor
         deploy_started_at: row.deploy_started_at,
         ended_at: row.ended_at,
         revision: row.revision,
+        paused: row.paused,
+        stalled_since: row.stalled_since,
         rings,
     })
 }
@@ -613,6 +619,7 @@ fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
         promoted_at: row.promoted_at,
         compliant_at: row.compliant_at,
         rollback_validated_at: row.rollback_validated_at,
+        last_reported_at: row.last_reported_at,
     })
 }
 

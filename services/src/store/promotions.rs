@@ -209,6 +209,11 @@ fn policy_row(p: &RingPolicy) -> ring_policy::ActiveModel {
         require_cab_approval: Set(p.require_cab_approval),
         require_evidence_pack: Set(p.require_evidence_pack),
         require_rollback_validated: Set(p.require_rollback_validated),
+        bake_time_seconds: Set(seconds(p.bake_time)),
+        auto_promote: Set(p.auto_promote),
+        rollback_failure_rate: Set(p.rollback_failure_rate),
+        rollback_min_sample: Set(i64::try_from(p.rollback_min_sample).unwrap_or(i64::MAX)),
+        stall_timeout_seconds: Set(seconds(p.stall_timeout)),
         revision: Set(p.revision),
         updated_at: Set(p.updated_at),
     }
@@ -225,6 +230,11 @@ fn policy_from_row(row: ring_policy::Model) -> StoreResult<RingPolicy> {
         require_cab_approval: row.require_cab_approval,
         require_evidence_pack: row.require_evidence_pack,
         require_rollback_validated: row.require_rollback_validated,
+        bake_time: duration(row.bake_time_seconds),
+        auto_promote: row.auto_promote,
+        rollback_failure_rate: row.rollback_failure_rate,
+        rollback_min_sample: u64::try_from(row.rollback_min_sample).unwrap_or(0),
+        stall_timeout: duration(row.stall_timeout_seconds),
         revision: row.revision,
         updated_at: row.updated_at,
     })
@@ -240,6 +250,11 @@ fn policy_json(p: &RingPolicy) -> Value {
         "require_cab_approval": p.require_cab_approval,
         "require_evidence_pack": p.require_evidence_pack,
         "require_rollback_validated": p.require_rollback_validated,
+        "bake_time_seconds": p.bake_time.as_secs(),
+        "auto_promote": p.auto_promote,
+        "rollback_failure_rate": p.rollback_failure_rate,
+        "rollback_min_sample": p.rollback_min_sample,
+        "stall_timeout_seconds": p.stall_timeout.as_secs(),
         "revision": p.revision,
     })
 }

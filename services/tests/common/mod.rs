@@ -12,7 +12,7 @@ use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
-use eucora_services::connectors::Clock;
+use eucora_services::clock::Clock;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
@@ -113,11 +113,18 @@ pub struct Options {
     pub event_feed_capacity: usize,
     pub health_probe_interval: Duration,
     pub clock: Clock,
+    /// The rollout controller is off unless a test turns it on.
+    pub controller_interval: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { event_feed_capacity: 4096, health_probe_interval: Duration::from_millis(100), clock: Clock::system() }
+        Options {
+            event_feed_capacity: 4096,
+            health_probe_interval: Duration::from_millis(100),
+            clock: Clock::system(),
+            controller_interval: None,
+        }
     }
 }
 
@@ -177,6 +184,7 @@ pub async fn start_server_with(backend: Backend, options: Options) -> TestServer
             device_count: 0,
         }),
         clock: options.clock,
+        controller_interval: options.controller_interval,
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },

@@ -36,6 +36,8 @@ pub struct Model {
     pub ended_at: Option<DateTimeUtc>,
     /// Optimistic-concurrency revision (the API's etag).
     pub revision: i64,
+    pub paused: bool,
+    pub stalled_since: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,11 @@ pub struct Model {
     pub require_cab_approval: bool,
     pub require_evidence_pack: bool,
     pub require_rollback_validated: bool,
+    pub bake_time_seconds: i64,
+    pub auto_promote: bool,
+    pub rollback_failure_rate: f64,
+    pub rollback_min_sample: i64,
+    pub stall_timeout_seconds: i64,
     pub revision: i64,
     pub updated_at: DateTimeUtc,
 }

@@ -16,6 +16,7 @@ pub struct Model {
     pub promoted_at: Option<DateTimeUtc>,
     pub compliant_at: Option<DateTimeUtc>,
     pub rollback_validated_at: Option<DateTimeUtc>,
+    pub last_reported_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,188 @@
+//! The rollout controller: re-evaluates deploying deployments when their
+//! outcomes change and on an interval, and acts on the pure decision of
+//! [`crate::domain::controller::decide`] through the same code paths as the
+//! RPCs (same transaction, gate, dispatch, events and metrics) with actor
+//! `controller`. It never acts on paused, terminal or CAB-waiting
+//! deployments, and promotes with `from_ring` so that a concurrent manual
+//! promotion (or a second controller) cannot make it act twice on one step.
+//! Until leases exist it should run in one process (`--controller`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::SubsecRound;
+use eucora_otel::Catalog;
+use eucora_otel::catalog::{ActionStatusLabel, ControllerActionLabel, DecisionLabel};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::domain::controller::{Decision, decide};
+use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, gate};
+use crate::error::ApiResult;
+use crate::grpc::deployment::DeploymentApi;
+use crate::grpc::promotion::{PromotionApi, Step};
+use crate::store::{DeploymentFilter, Store, StoredEvent};
+
+/// The actor recorded on everything the controller does.
+pub const ACTOR: &str = "controller";
+/// Deployments read per page during a sweep.
+const SWEEP_PAGE: u64 = 200;
+
+pub struct Controller {
+    store: Arc<Store>,
+    deployments: DeploymentApi,
+    promotions: PromotionApi,
+    catalog: Catalog,
+    clock: Clock,
+}
+
+impl Controller {
+    pub fn new(
+        store: Arc<Store>,
+        deployments: DeploymentApi,
+        promotions: PromotionApi,
+        catalog: Catalog,
+        clock: Clock,
+    ) -> Controller {
+        Controller { store, deployments, promotions, catalog, clock }
+    }
+
+    /// Evaluates on every `interval` and whenever a deployment's outcomes or
+    /// state change, until `stop`.
+    pub async fn run(
+        self,
+        mut feed: broadcast::Receiver<Arc<StoredEvent>>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => self.sweep().await,
+                received = feed.recv() => match received {
+                    Ok(event) if wakes_controller(&event) && event.event.actor != ACTOR => {
+                        self.evaluate(event.event.deployment_id).await;
+                    }
+                    Ok(_) => {}
+                    // Missed some events: look at everything instead.
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.sweep().await,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    /// Evaluates every deploying deployment; publishes how many are stalled.
+    pub async fn sweep(&self) {
+        let filter = DeploymentFilter { status: Some(DeploymentStatus::Deploying), ..DeploymentFilter::default() };
+        let mut after = None;
+        let mut stalled = 0;
+        loop {
+            let page = match self.store.list_deployments(&filter, after, SWEEP_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "controller sweep could not list deployments");
+                    return;
+                }
+            };
+            for deployment in &page.items {
+                if self.act(deployment).await.is_some_and(|d| d.stalled_since.is_some()) {
+                    stalled += 1;
+                }
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        self.catalog.deployments_stalled(stalled);
+    }
+
+    /// Evaluates one deployment now.
+    pub async fn evaluate(&self, id: Uuid) {
+        match self.store.get_deployment(id).await {
+            Ok(deployment) => {
+                self.act(&deployment).await;
+            }
+            Err(err) => tracing::warn!(deployment = %id, error = %err, "controller could not read deployment"),
+        }
+    }
+
+    /// Decides and acts; returns the deployment as it stands afterwards when known.
+    async fn act(&self, deployment: &Deployment) -> Option<Deployment> {
+        let policy = match self.store.get_policy(deployment.current_ring).await {
+            Ok(policy) => policy,
+            Err(err) => {
+                tracing::warn!(error = %err, "controller could not read the ring policy");
+                return None;
+            }
+        };
+        let now = self.clock.now().trunc_subsecs(6);
+        let evaluation = gate::evaluate(deployment, &policy, now);
+        let decision = decide(deployment, &policy, &evaluation, now);
+        self.catalog.controller_evaluated(decision_label(&decision));
+        let ctx = |reason: String| ChangeContext {
+            actor: ACTOR.to_owned(),
+            reason,
+            correlation_id: Uuid::new_v4().to_string(),
+            now,
+        };
+        let step = Step { id: deployment.id, request_id: None, etag: None, from_ring: Some(deployment.current_ring) };
+        let (action, result): (ControllerActionLabel, ApiResult<Option<Deployment>>) = match decision {
+            Decision::Promote => {
+                let reason = format!(
+                    "gate passed and {} baked {}",
+                    deployment.current_ring,
+                    gate::human_duration(policy.bake_time)
+                );
+                let result = self.promotions.promote_as(step, &ctx(reason)).await;
+                (ControllerActionLabel::Promote, result.map(|_| None))
+            }
+            Decision::RollBack { reason } => {
+                let result = self.promotions.roll_back_as(step, &ctx(reason)).await;
+                (ControllerActionLabel::RollBack, result.map(|_| None))
+            }
+            Decision::FlagStalled { reason } => {
+                let result = self
+                    .deployments
+                    .mutate(deployment.id, Some(deployment.revision), &ctx(reason), |d, ctx| d.flag_stalled(ctx))
+                    .await;
+                (ControllerActionLabel::FlagStalled, result.map(Some))
+            }
+            Decision::Wait { .. } | Decision::Skip { .. } => return Some(deployment.clone()),
+        };
+        match result {
+            Ok(after) => {
+                tracing::info!(deployment = %deployment.id, action = action.as_str(), "controller acted");
+                self.catalog.controller_acted(action, ActionStatusLabel::Done);
+                after
+            }
+            Err(err) => {
+                // Someone else acted first, a connector is down, …: the next evaluation retries.
+                tracing::info!(deployment = %deployment.id, action = action.as_str(), error = %err, "controller action did not happen");
+                self.catalog.controller_acted(action, ActionStatusLabel::Failed);
+                None
+            }
+        }
+    }
+}
+
+/// Events after which a deployment may be ready for the controller.
+fn wakes_controller(event: &StoredEvent) -> bool {
+    matches!(event.event.kind, EventKind::OutcomeReported | EventKind::RingPromoted | EventKind::Resumed)
+        || (event.event.kind == EventKind::StatusChanged && event.event.to_status == DeploymentStatus::Deploying)
+}
+
+fn decision_label(decision: &Decision) -> DecisionLabel {
+    match decision {
+        Decision::Promote => DecisionLabel::Promote,
+        Decision::RollBack { .. } => DecisionLabel::RollBack,
+        Decision::FlagStalled { .. } => DecisionLabel::FlagStalled,
+        Decision::Wait { .. } => DecisionLabel::Wait,
+        Decision::Skip { .. } => DecisionLabel::Skip,
+    }
+}
