@@ -4,8 +4,13 @@
 use std::{env, fs, path::PathBuf};
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] =
-    &["eucora/v1/common.proto", "eucora/v1/deployment.proto", "eucora/v1/promotion.proto", "eucora/v1/connector.proto"];
+const PROTO_FILES: &[&str] = &[
+    "eucora/v1/common.proto",
+    "eucora/v1/deployment.proto",
+    "eucora/v1/promotion.proto",
+    "eucora/v1/connector.proto",
+    "eucora/v1/risk.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

@@ -60,6 +60,9 @@ impl From<StoreError> for ApiError {
             StoreError::PolicyConflict { ring, expected } => ApiError::Aborted(format!(
                 "the {ring} policy changed since etag \"{expected}\" was read; get it again and retry"
             )),
+            StoreError::RiskModelNotFound(version) => {
+                ApiError::NotFound(format!("risk model version {version} not found"))
+            }
             StoreError::ConnectorNotFound(name) => ApiError::NotFound(format!("connector {name:?} not found")),
             StoreError::ConnectorExists(name) => {
                 ApiError::AlreadyExists(format!("connector {name:?} already exists; update it or pick another name"))

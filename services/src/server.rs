@@ -10,15 +10,16 @@ use std::time::Duration;
 use eucora::v1::connector_service_server::ConnectorServiceServer;
 use eucora::v1::deployment_service_server::DeploymentServiceServer;
 use eucora::v1::ring_promotion_service_server::RingPromotionServiceServer;
+use eucora::v1::risk_model_service_server::RiskModelServiceServer;
 use eucora_otel::http::Readiness;
 use eucora_otel::rpc::RpcObservabilityLayer;
 use eucora_otel::{Catalog, MetricsPipeline};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -29,12 +30,17 @@ use crate::grpc::connector::ConnectorApi;
 use crate::grpc::correlation::CorrelationIdLayer;
 use crate::grpc::deployment::DeploymentApi;
 use crate::grpc::promotion::PromotionApi;
+use crate::grpc::risk::RiskApi;
 use crate::metrics::DeploymentMetrics;
 use crate::store::Store;
 
 /// Fully qualified names of the application services that health reports on.
-pub const SERVED_SERVICES: &[&str] =
-    &["eucora.v1.DeploymentService", "eucora.v1.RingPromotionService", "eucora.v1.ConnectorService"];
+pub const SERVED_SERVICES: &[&str] = &[
+    "eucora.v1.DeploymentService",
+    "eucora.v1.RingPromotionService",
+    "eucora.v1.ConnectorService",
+    "eucora.v1.RiskModelService",
+];
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -200,7 +206,12 @@ pub async fn serve(
         .add_service(DeploymentServiceServer::new(deployments))
         .add_service(RingPromotionServiceServer::new(promotions))
         .add_service(ConnectorServiceServer::new(connector_api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop.clone().cancelled_owned());
+        .add_service(RiskModelServiceServer::new(RiskApi::new(store.clone())))
+        .serve_with_incoming_shutdown(
+            // No Nagle: small responses must not wait for a delayed ACK (≈ 40 ms each).
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            stop.clone().cancelled_owned(),
+        );
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,

@@ -156,7 +156,8 @@ async fn create_is_idempotent_on_request_id(backend: Backend) {
     let retry = create(&mut client, "same-id", "vlc", 10).await;
     assert_eq!(retry, first, "a retry returns the first result");
 
-    let reuse = client.create_deployment(create_request("same-id", "vlc", 11)).await;
+    let changed = pb::CreateDeploymentRequest { version: "2.0.0".into(), ..create_request("same-id", "vlc", 10) };
+    let reuse = client.create_deployment(changed).await;
     let status = assert_code(reuse, Code::AlreadyExists);
     assert!(status.message().contains(&first.id), "{}", status.message());
 
@@ -420,8 +421,31 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
         "app_name",
     ));
     cases.push(("blank version", pb::CreateDeploymentRequest { version: "   ".into(), ..base.clone() }, "version"));
-    cases.push(("risk above 100", pb::CreateDeploymentRequest { risk_score: 101, ..base.clone() }, "risk_score"));
-    cases.push(("negative risk", pb::CreateDeploymentRequest { risk_score: -1, ..base.clone() }, "risk_score"));
+    let with_evidence = |e: pb::EvidencePack| pb::CreateDeploymentRequest { evidence: Some(e), ..base.clone() };
+    let good = common::evidence(false);
+    cases.push((
+        "short hash",
+        with_evidence(pb::EvidencePack { artifact_sha256: "abc".into(), ..good.clone() }),
+        "evidence.artifact_sha256",
+    ));
+    cases.push((
+        "negative count",
+        with_evidence(pb::EvidencePack {
+            vulnerabilities: Some(pb::VulnerabilityCounts { high: -2, ..Default::default() }),
+            ..good.clone()
+        }),
+        "evidence.vulnerabilities.high",
+    ));
+    cases.push((
+        "bad tag",
+        with_evidence(pb::EvidencePack { compliance_tags: vec!["SOX!".into()], ..good.clone() }),
+        "evidence.compliance_tags[0]",
+    ));
+    cases.push((
+        "too many tags",
+        with_evidence(pb::EvidencePack { compliance_tags: vec!["iso".into(); 21], ..good.clone() }),
+        "evidence.compliance_tags",
+    ));
     cases.push(("no connector", pb::CreateDeploymentRequest { connector_type: 0, ..base.clone() }, "connector_type"));
     cases.push((
         "unknown connector",

@@ -147,10 +147,13 @@ async fn a_real_scrape_matches_the_telemetry_contract() {
         bucket_bounds(&m, "risk_score_distribution", &[("requires_cab", "true")]),
         ["10", "25", "50", "75", "90", "100", "+Inf"]
     );
-    assert_eq!(m.value("risk_score_distribution_sum", &[("requires_cab", "true")]), 70.0);
-    assert_eq!(m.value("risk_score_distribution_sum", &[("requires_cab", "false")]), 20.0);
-    assert_eq!(m.value("risk_score_distribution_bucket", &[("requires_cab", "false"), ("le", "10")]), 0.0);
-    assert_eq!(m.value("risk_score_distribution_bucket", &[("requires_cab", "false"), ("le", "25")]), 1.0);
+    // The server scored firefox 62 (admin, critical finding, no rollback plan) and vlc 7.
+    assert_eq!((firefox.risk_score, vlc.risk_score), (62, 7));
+    assert_eq!(m.value("risk_score_distribution_sum", &[("requires_cab", "true")]), 62.0);
+    assert_eq!(m.value("risk_score_distribution_sum", &[("requires_cab", "false")]), 7.0);
+    assert_eq!(m.value("risk_score_distribution_bucket", &[("requires_cab", "false"), ("le", "10")]), 1.0);
+    assert_eq!(m.value("risk_score_distribution_bucket", &[("requires_cab", "true"), ("le", "50")]), 0.0);
+    assert_eq!(m.value("risk_score_distribution_bucket", &[("requires_cab", "true"), ("le", "75")]), 1.0);
 
     // Compliance: firefox's LAB reached 0.99 with 100 devices.
     let compliance = m.value("deployment_time_to_compliance_seconds", &[("app_name", "firefox"), ("ring", "lab")]);

@@ -152,6 +152,8 @@ mod tests {
             evidence_pack_id: Uuid::new_v4(),
             submitter: "alice".into(),
             site_class: SiteClass::Online,
+            evidence: Default::default(),
+            assessment: None,
         };
         let (mut d, _) = Deployment::create(Uuid::new_v4(), new, &ctx(t(0)));
         d.start(&Handover { connector: "sim".into(), object_id: None }, &ctx(t(0))).unwrap();

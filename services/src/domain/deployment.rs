@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::gate::{GateEvaluation, RingPolicy};
 use super::lifecycle::{self, DeploymentStatus, TransitionError};
 use super::ring::Ring;
+use super::risk::{Assessment, Evidence};
 
 /// The endpoint-management platform a connector talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -214,6 +215,9 @@ pub struct NewDeployment {
     pub evidence_pack_id: Uuid,
     pub submitter: String,
     pub site_class: SiteClass,
+    pub evidence: Evidence,
+    /// The server's score; when absent, `risk_score` with DESIGN's fixed threshold of 50.
+    pub assessment: Option<Assessment>,
 }
 
 /// A deployment intent and its state.
@@ -241,6 +245,9 @@ pub struct Deployment {
     pub ended_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency revision; the API's etag. Bumped by the store on every save.
     pub revision: i64,
+    pub evidence: Evidence,
+    /// How `risk_score` was computed.
+    pub risk: Option<Assessment>,
     /// Paused deployments still record outcomes but the controller leaves them alone.
     pub paused: bool,
     /// Set when the controller found no new outcomes for the ring's stall timeout.
@@ -280,16 +287,22 @@ impl Deployment {
     /// A new deployment: PENDING, then straight on to AWAITING_CAB or APPROVED
     /// by its risk score. Returns both events.
     pub fn create(id: Uuid, new: NewDeployment, ctx: &ChangeContext) -> (Deployment, Vec<NewEvent>) {
+        let (risk_score, requires_cab_approval, threshold) = match &new.assessment {
+            Some(a) => (a.score, a.requires_cab(), a.threshold),
+            None => (new.risk_score, lifecycle::requires_cab_approval(new.risk_score), lifecycle::CAB_RISK_THRESHOLD),
+        };
         let mut deployment = Deployment {
             id,
-            requires_cab_approval: lifecycle::requires_cab_approval(new.risk_score),
+            requires_cab_approval,
             app_name: new.app_name,
             version: new.version,
             connector_type: new.connector_type,
             connector_name: new.connector_name,
             current_ring: Ring::Lab,
             target_ring: new.target_ring,
-            risk_score: new.risk_score,
+            risk_score,
+            evidence: new.evidence,
+            risk: new.assessment,
             evidence_pack_id: new.evidence_pack_id,
             submitter: new.submitter,
             correlation_id: ctx.correlation_id.clone(),
@@ -307,11 +320,10 @@ impl Deployment {
             rings: Vec::new(),
         };
         let created = deployment.event(EventKind::Created, None, ctx);
-        let next = lifecycle::status_after_pending(deployment.risk_score);
-        let reason = if deployment.requires_cab_approval {
-            format!("risk score {} > {}: CAB approval required", deployment.risk_score, lifecycle::CAB_RISK_THRESHOLD)
+        let (next, reason) = if deployment.requires_cab_approval {
+            (DeploymentStatus::AwaitingCab, format!("risk score {risk_score} > {threshold}: CAB approval required"))
         } else {
-            format!("risk score {} <= {}: approved without CAB", deployment.risk_score, lifecycle::CAB_RISK_THRESHOLD)
+            (DeploymentStatus::Approved, format!("risk score {risk_score} <= {threshold}: approved without CAB"))
         };
         let system = ChangeContext { actor: "system".into(), reason, ..ctx.clone() };
         let moved = deployment.move_to(next, &system).expect("PENDING always leaves for AWAITING_CAB or APPROVED");
@@ -628,6 +640,8 @@ mod tests {
             evidence_pack_id: Uuid::new_v4(),
             submitter: "alice".into(),
             site_class: SiteClass::Online,
+            evidence: Evidence::default(),
+            assessment: None,
         };
         Deployment::create(Uuid::new_v4(), new, &ctx("alice")).0
     }
@@ -644,6 +658,8 @@ mod tests {
             evidence_pack_id: Uuid::new_v4(),
             submitter: "alice".into(),
             site_class: SiteClass::AirGapped,
+            evidence: Evidence::default(),
+            assessment: None,
         };
         let (d, events) = Deployment::create(Uuid::new_v4(), new, &ctx("alice"));
         assert_eq!(d.status, DeploymentStatus::AwaitingCab);

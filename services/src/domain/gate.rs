@@ -391,6 +391,8 @@ mod tests {
             evidence_pack_id: Uuid::new_v4(),
             submitter: "alice".into(),
             site_class,
+            evidence: Default::default(),
+            assessment: None,
         };
         let (mut d, _) = Deployment::create(Uuid::new_v4(), new, &ctx(now()));
         if d.requires_cab_approval {

@@ -110,11 +110,6 @@ pub fn requires_cab_approval(risk_score: u8) -> bool {
     risk_score > CAB_RISK_THRESHOLD
 }
 
-/// The status a new deployment leaves PENDING for.
-pub fn status_after_pending(risk_score: u8) -> DeploymentStatus {
-    if requires_cab_approval(risk_score) { DeploymentStatus::AwaitingCab } else { DeploymentStatus::Approved }
-}
-
 #[cfg(test)]
 mod tests {
     use super::DeploymentStatus::*;
@@ -159,10 +154,10 @@ mod tests {
 
     #[test]
     fn cab_threshold_is_strictly_above_fifty() {
-        assert_eq!(status_after_pending(0), Approved);
-        assert_eq!(status_after_pending(50), Approved);
-        assert_eq!(status_after_pending(51), AwaitingCab);
-        assert_eq!(status_after_pending(100), AwaitingCab);
+        assert!(!requires_cab_approval(0));
+        assert!(!requires_cab_approval(50));
+        assert!(requires_cab_approval(51));
+        assert!(requires_cab_approval(100));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod lifecycle;
 pub mod promotion;
 pub mod ring;
+pub mod risk;
 
 pub use deployment::{
     ChangeContext, ConnectorType, Deployment, DeploymentError, EventKind, Handover, NewDeployment, NewEvent, Outcome,

@@ -124,6 +124,8 @@ pub fn deployment_to_proto(d: &Deployment) -> pb::Deployment {
         stalled_since: d.stalled_since.map(timestamp),
         next_action: String::new(),
         next_action_time: None,
+        evidence: Some(super::risk::evidence_to_proto(&d.evidence)),
+        risk_assessment: d.risk.as_ref().map(super::risk::assessment_to_proto),
     }
 }
 

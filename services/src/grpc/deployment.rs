@@ -222,10 +222,10 @@ fn fingerprint(new: &NewDeployment) -> String {
         new.connector_type.as_label(),
         new.connector_name,
         new.target_ring.as_label(),
-        new.risk_score,
         new.evidence_pack_id.to_string(),
         new.submitter,
         new.site_class.as_label(),
+        new.evidence,
     ]);
     Sha256::digest(canonical.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -240,15 +240,12 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> ApiResult<(String, NewD
         .and_then(convert::connector_type_from_proto);
     let target_ring =
         v.enumeration::<pb::Ring>("target_ring", req.target_ring, false).and_then(convert::ring_from_proto);
-    let risk_score = u8::try_from(req.risk_score).ok().filter(|score| *score <= 100);
-    if risk_score.is_none() {
-        v.add("risk_score", format!("must be in 0..=100 (got {})", req.risk_score));
-    }
     let evidence_pack_id = v.uuid("evidence_pack_id", &req.evidence_pack_id);
     let submitter = v.required_text("submitter", &req.submitter, MAX_ACTOR_LEN);
     let site_class =
         v.enumeration::<pb::SiteClass>("site_class", req.site_class, false).and_then(convert::site_class_from_proto);
     let connector_name = v.optional_text("connector_name", &req.connector_name, 63);
+    let evidence = super::risk::evidence_from_proto(&mut v, req.evidence.as_ref());
     v.finish()?;
     let new = NewDeployment {
         app_name,
@@ -256,10 +253,13 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> ApiResult<(String, NewD
         connector_type: connector_type.expect("validated"),
         connector_name,
         target_ring: target_ring.unwrap_or(Ring::Global),
-        risk_score: risk_score.expect("validated"),
+        // Set from the assessment before the deployment is created.
+        risk_score: 0,
         evidence_pack_id,
         submitter,
         site_class: site_class.unwrap_or(SiteClass::Online),
+        evidence,
+        assessment: None,
     };
     Ok((request_id, new))
 }
@@ -334,9 +334,13 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::CreateDeploymentRequest>,
     ) -> Result<Response<pb::CreateDeploymentResponse>, Status> {
-        let (request_id, new) = validate_create(request.get_ref())?;
+        let (request_id, mut new) = validate_create(request.get_ref())?;
         let fingerprint = fingerprint(&new);
         let ctx = change_context(&request, Some(new.submitter.clone()), None);
+        // Scoring reads the active model and two indexed counts; the create itself stays one transaction.
+        let model = self.store.active_risk_model().await.map_err(ApiError::from)?;
+        let history = self.store.app_history(&new.app_name, ctx.now).await.map_err(ApiError::from)?;
+        new.assessment = Some(crate::domain::risk::assess(&model, &new.evidence, new.target_ring, history));
         let (deployment, events) = Deployment::create(Uuid::new_v4(), new, &ctx);
         let deployment = match self
             .store

@@ -8,6 +8,7 @@ pub mod correlation;
 pub mod deployment;
 pub mod page_token;
 pub mod promotion;
+pub mod risk;
 pub mod validate;
 
 use chrono::{SubsecRound, Utc};

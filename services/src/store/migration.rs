@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePromotionTables),
             Box::new(CreateConnectorTables),
             Box::new(AddControllerColumns),
+            Box::new(CreateRiskTables),
         ]
     }
 }
@@ -541,6 +542,146 @@ impl MigrationTrait for AddControllerColumns {
                             <i64 as TryFrom<u64>>::try_from(policy.bake_time.as_secs()).unwrap_or(i64::MAX),
                         )
                         .and_where(Expr::col(C::Ring).eq(ring.as_label()))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Risk models (with the default model, active), their audit log, and the
+/// evidence and risk assessment of each deployment.
+struct CreateRiskTables;
+
+impl MigrationName for CreateRiskTables {
+    fn name(&self) -> &str {
+        "m20261125_000005_create_risk_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RiskModels {
+    Table,
+    Version,
+    Name,
+    Threshold,
+    Factors,
+    Active,
+    CreatedAt,
+    ActivatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RiskModelEvents {
+    Table,
+    Seq,
+    Version,
+    Action,
+    Actor,
+    Reason,
+    CorrelationId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum DeploymentRisk {
+    #[sea_orm(iden = "deployments")]
+    Table,
+    Evidence,
+    RiskModelVersion,
+    RiskAssessment,
+    AppName,
+    CreatedAt,
+    EndedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRiskTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RiskModels::Table)
+                    .if_not_exists()
+                    .col(integer(RiskModels::Version).primary_key())
+                    .col(string(RiskModels::Name))
+                    .col(integer(RiskModels::Threshold))
+                    .col(text(RiskModels::Factors))
+                    .col(boolean(RiskModels::Active))
+                    .col(timestamp_with_time_zone(RiskModels::CreatedAt))
+                    .col(timestamp_with_time_zone_null(RiskModels::ActivatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RiskModelEvents::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(RiskModelEvents::Seq))
+                    .col(integer(RiskModelEvents::Version))
+                    .col(string(RiskModelEvents::Action))
+                    .col(string(RiskModelEvents::Actor))
+                    .col(text(RiskModelEvents::Reason))
+                    .col(string(RiskModelEvents::CorrelationId))
+                    .col(timestamp_with_time_zone(RiskModelEvents::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        let model = crate::domain::risk::RiskModel::default_model(chrono::Utc::now());
+        let factors = serde_json::to_string(&model.factors).map_err(|e| DbErr::Custom(e.to_string()))?;
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table(RiskModels::Table)
+                    .columns([
+                        RiskModels::Version,
+                        RiskModels::Name,
+                        RiskModels::Threshold,
+                        RiskModels::Factors,
+                        RiskModels::Active,
+                        RiskModels::CreatedAt,
+                        RiskModels::ActivatedAt,
+                    ])
+                    .values_panic([
+                        model.version.into(),
+                        model.name.into(),
+                        i32::from(model.threshold).into(),
+                        factors.into(),
+                        true.into(),
+                        model.created_at.into(),
+                        model.created_at.into(),
+                    ])
+                    .to_owned(),
+            )
+            .await?;
+        for column in [DeploymentRisk::Evidence, DeploymentRisk::RiskAssessment] {
+            manager
+                .alter_table(Table::alter().table(DeploymentRisk::Table).add_column(text_null(column)).to_owned())
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(DeploymentRisk::Table)
+                    .add_column(integer_null(DeploymentRisk::RiskModelVersion))
+                    .to_owned(),
+            )
+            .await?;
+        // The history factors count an app's deployments by creation and by end.
+        for (name, column) in [
+            ("idx_deployments_app_name_created_at", DeploymentRisk::CreatedAt),
+            ("idx_deployments_app_name_ended_at", DeploymentRisk::EndedAt),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .if_not_exists()
+                        .table(DeploymentRisk::Table)
+                        .col(DeploymentRisk::AppName)
+                        .col(column)
                         .to_owned(),
                 )
                 .await?;

@@ -13,6 +13,7 @@ pub mod connectors;
 pub mod entity;
 pub mod migration;
 pub mod promotions;
+pub mod risk;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub enum StoreError {
     /// A ring policy changed since it was read.
     #[error("the {ring} policy was changed concurrently (revision {expected} is stale)")]
     PolicyConflict { ring: Ring, expected: i64 },
+    #[error("risk model version {0} not found")]
+    RiskModelNotFound(i32),
     #[error("connector {0:?} not found")]
     ConnectorNotFound(String),
     #[error("connector {0:?} already exists")]
@@ -568,6 +571,9 @@ fn deployment_row(d: &Deployment, request_id: &str, fingerprint: &str) -> deploy
         revision: Set(d.revision),
         paused: Set(d.paused),
         stalled_since: Set(d.stalled_since),
+        evidence: Set(serde_json::to_string(&d.evidence).ok()),
+        risk_model_version: Set(d.risk.as_ref().map(|r| r.model_version)),
+        risk_assessment: Set(d.risk.as_ref().and_then(|r| serde_json::to_string(r).ok())),
     }
 }
 
@@ -605,6 +611,19 @@ fn deployment_from_row(row: deployment::Model, rings: Vec<RingProgress>) -> Stor
         revision: row.revision,
         paused: row.paused,
         stalled_since: row.stalled_since,
+        evidence: row
+            .evidence
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))?
+            .unwrap_or_default(),
+        risk: row
+            .risk_assessment
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("risk assessment: {e}")))?,
         rings,
     })
 }

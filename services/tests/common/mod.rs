@@ -227,18 +227,41 @@ pub fn evidence_pack_id() -> String {
     "6f1c1f9e-3d2a-4c4b-9a57-0d8f7c9b1e11".to_owned()
 }
 
-pub fn create_request(request_id: &str, app_name: &str, risk_score: i32) -> pb::CreateDeploymentRequest {
+/// Evidence that the default risk model scores above 50 (CAB needed) when
+/// `risky`, and low otherwise.
+pub fn evidence(risky: bool) -> pb::EvidencePack {
+    if risky {
+        pb::EvidencePack {
+            artifact_sha256: "ab".repeat(32),
+            vulnerabilities: Some(pb::VulnerabilityCounts { critical: 1, ..Default::default() }),
+            requires_admin: true,
+            ..Default::default()
+        }
+    } else {
+        pb::EvidencePack {
+            artifact_sha256: "ab".repeat(32),
+            sbom: Some(pb::SbomSummary { format: "cyclonedx".into(), component_count: 42 }),
+            vulnerabilities: Some(pb::VulnerabilityCounts::default()),
+            rollback_plan_present: true,
+            rollback_tested: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A create request targeting LAB; `risk` above 50 sends risky evidence.
+pub fn create_request(request_id: &str, app_name: &str, risk: i32) -> pb::CreateDeploymentRequest {
     pb::CreateDeploymentRequest {
         request_id: request_id.to_owned(),
         app_name: app_name.to_owned(),
         version: "1.0.0".to_owned(),
         connector_type: pb::ConnectorType::Intune.into(),
         target_ring: pb::Ring::Lab.into(),
-        risk_score,
         evidence_pack_id: evidence_pack_id(),
         submitter: "alice".to_owned(),
         site_class: pb::SiteClass::Online.into(),
-        connector_name: String::new(),
+        evidence: Some(evidence(risk > 50)),
+        ..Default::default()
     }
 }
 

@@ -38,6 +38,11 @@ pub struct Model {
     pub revision: i64,
     pub paused: bool,
     pub stalled_since: Option<DateTimeUtc>,
+    /// The evidence pack as JSON.
+    pub evidence: Option<String>,
+    pub risk_model_version: Option<i32>,
+    /// The risk assessment as JSON.
+    pub risk_assessment: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

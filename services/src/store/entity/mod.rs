@@ -9,3 +9,5 @@ pub mod promotion;
 pub mod ring_policy;
 pub mod ring_policy_change;
 pub mod ring_progress;
+pub mod risk_model;
+pub mod risk_model_event;

@@ -1,0 +1,164 @@
+//! Persistence of risk models (and their audit log), and the indexed counts
+//! of an app's recent history that the risk factors need.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait};
+
+use super::entity::{deployment, risk_model, risk_model_event};
+use super::{Store, StoreError, StoreResult};
+use crate::domain::DeploymentStatus;
+use crate::domain::risk::{Factor, History, RiskModel};
+
+/// Who changed the risk models, why, and when.
+#[derive(Debug, Clone)]
+pub struct ModelChange {
+    pub actor: String,
+    pub reason: String,
+    pub correlation_id: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Store {
+    /// The model that scores new deployments.
+    ///
+    /// # Errors
+    /// Database failures, or no active model (the migrations install one).
+    pub async fn active_risk_model(&self) -> StoreResult<RiskModel> {
+        let row = risk_model::Entity::find()
+            .filter(risk_model::Column::Active.eq(true))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("no active risk model".into()))?;
+        model_from_row(row)
+    }
+
+    /// Every model, oldest version first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_risk_models(&self) -> StoreResult<Vec<RiskModel>> {
+        let rows = risk_model::Entity::find().order_by_asc(risk_model::Column::Version).all(&self.db).await?;
+        rows.into_iter().map(model_from_row).collect()
+    }
+
+    /// # Errors
+    /// [`StoreError::RiskModelNotFound`] or database failures.
+    pub async fn get_risk_model(&self, version: i32) -> StoreResult<RiskModel> {
+        let row = risk_model::Entity::find_by_id(version)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::RiskModelNotFound(version))?;
+        model_from_row(row)
+    }
+
+    /// Stores `model` as the next version, inactive, with an audit event.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn create_risk_model(&self, model: &RiskModel, change: &ModelChange) -> StoreResult<RiskModel> {
+        let _guard = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let latest = risk_model::Entity::find().order_by_desc(risk_model::Column::Version).one(&txn).await?;
+        let mut created = model.clone();
+        created.version = latest.map_or(1, |row| row.version + 1);
+        created.active = false;
+        created.created_at = change.at;
+        created.activated_at = None;
+        let row = risk_model::ActiveModel {
+            version: Set(created.version),
+            name: Set(created.name.clone()),
+            threshold: Set(i32::from(created.threshold)),
+            factors: Set(serde_json::to_string(&created.factors).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            active: Set(false),
+            created_at: Set(created.created_at),
+            activated_at: Set(None),
+        };
+        risk_model::Entity::insert(row).exec_without_returning(&txn).await?;
+        audit(&txn, created.version, "created", change).await?;
+        txn.commit().await?;
+        Ok(created)
+    }
+
+    /// Makes `version` the only active model, with an audit event.
+    ///
+    /// # Errors
+    /// [`StoreError::RiskModelNotFound`] or database failures.
+    pub async fn activate_risk_model(&self, version: i32, change: &ModelChange) -> StoreResult<RiskModel> {
+        let _guard = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        risk_model::Entity::find_by_id(version).one(&txn).await?.ok_or(StoreError::RiskModelNotFound(version))?;
+        risk_model::Entity::update_many()
+            .col_expr(risk_model::Column::Active, false.into())
+            .filter(risk_model::Column::Active.eq(true))
+            .exec(&txn)
+            .await?;
+        risk_model::Entity::update_many()
+            .col_expr(risk_model::Column::Active, true.into())
+            .col_expr(risk_model::Column::ActivatedAt, change.at.into())
+            .filter(risk_model::Column::Version.eq(version))
+            .exec(&txn)
+            .await?;
+        audit(&txn, version, "activated", change).await?;
+        txn.commit().await?;
+        self.get_risk_model(version).await
+    }
+
+    /// The app's recent record: deployments created in the last 30 days, and
+    /// completed / failed ones that ended in the last 90 (indexed counts).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn app_history(&self, app_name: &str, now: DateTime<Utc>) -> StoreResult<History> {
+        let recent = deployment::Entity::find()
+            .filter(deployment::Column::AppName.eq(app_name))
+            .filter(deployment::Column::CreatedAt.gte(now - chrono::Duration::days(30)))
+            .count(&self.db)
+            .await?;
+        let ended = |status: DeploymentStatus| {
+            deployment::Entity::find()
+                .filter(deployment::Column::AppName.eq(app_name))
+                .filter(deployment::Column::EndedAt.gte(now - chrono::Duration::days(90)))
+                .filter(deployment::Column::Status.eq(status.as_label()))
+                .count(&self.db)
+        };
+        Ok(History {
+            deployments_last_30_days: recent,
+            completed_last_90_days: ended(DeploymentStatus::Completed).await?,
+            failed_last_90_days: ended(DeploymentStatus::Failed).await?,
+        })
+    }
+}
+
+async fn audit(
+    conn: &impl sea_orm::ConnectionTrait,
+    version: i32,
+    action: &str,
+    change: &ModelChange,
+) -> StoreResult<()> {
+    let row = risk_model_event::ActiveModel {
+        seq: NotSet,
+        version: Set(version),
+        action: Set(action.to_owned()),
+        actor: Set(change.actor.clone()),
+        reason: Set(change.reason.clone()),
+        correlation_id: Set(change.correlation_id.clone()),
+        created_at: Set(change.at),
+    };
+    risk_model_event::Entity::insert(row).exec_without_returning(conn).await?;
+    Ok(())
+}
+
+fn model_from_row(row: risk_model::Model) -> StoreResult<RiskModel> {
+    let factors: Vec<Factor> =
+        serde_json::from_str(&row.factors).map_err(|e| StoreError::Corrupt(format!("risk model factors: {e}")))?;
+    Ok(RiskModel {
+        version: row.version,
+        name: row.name,
+        factors,
+        threshold: u8::try_from(row.threshold).unwrap_or(100),
+        active: row.active,
+        created_at: row.created_at,
+        activated_at: row.activated_at,
+    })
+}

@@ -1,0 +1,184 @@
+//! Risk scoring end to end: the server computes every score from the evidence
+//! pack with the active model and explains it; models are versioned, validated
+//! and activated; history counts come from the database.
+
+mod common;
+
+use common::{Backend, assert_code, create_request, evidence, scrape, start_server};
+use eucora::v1 as pb;
+use eucora::v1::risk_model_service_client::RiskModelServiceClient;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+on_every_backend!(scores_are_computed_explained_and_follow_the_active_model);
+
+fn global(request_id: &str, app: &str, evidence: pb::EvidencePack) -> pb::CreateDeploymentRequest {
+    pb::CreateDeploymentRequest {
+        target_ring: pb::Ring::Global.into(),
+        evidence: Some(evidence),
+        ..create_request(request_id, app, 10)
+    }
+}
+
+async fn scores_are_computed_explained_and_follow_the_active_model(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut deployments = server.deployments();
+    let mut models = RiskModelServiceClient::new(server.channel.clone());
+
+    // The same evidence gives the same score.
+    let a = deployments
+        .create_deployment(global("same-a", "app-a", evidence(false)))
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    let b = deployments
+        .create_deployment(global("same-b", "app-b", evidence(false)))
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    assert_eq!(a.risk_score, b.risk_score);
+    // 0.20 × 1 (GLOBAL) + 0.05 × 1 (first deployment) + 0.05 × 0.5 (no history) = 0.275
+    assert_eq!(a.risk_score, 27);
+    let assessment = a.risk_assessment.clone().unwrap();
+    assert_eq!((assessment.model_version, assessment.threshold, assessment.score), (1, 50, 27));
+    assert_eq!(assessment.factors.len(), 8);
+
+    // A critical finding on a GLOBAL target, rollback planned but untested, needs CAB.
+    let critical = pb::EvidencePack {
+        vulnerabilities: Some(pb::VulnerabilityCounts { critical: 2, high: 3, ..Default::default() }),
+        rollback_tested: false,
+        ..evidence(false)
+    };
+    let risky = deployments
+        .create_deployment(global("critical", "kernel", critical))
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    assert_eq!(risky.risk_score, 55);
+    assert!(risky.requires_cab_approval);
+    assert_eq!(risky.status(), pb::DeploymentStatus::AwaitingCab);
+    let fetched = deployments.get_deployment(pb::GetDeploymentRequest { id: risky.id.clone() }).await.unwrap();
+    let explained: Vec<_> = fetched
+        .into_inner()
+        .deployment
+        .unwrap()
+        .risk_assessment
+        .unwrap()
+        .factors
+        .into_iter()
+        .map(|f| f.explanation)
+        .collect();
+    assert!(explained.contains(&"Vulnerability Severity 1 × 0.20: 2 critical findings".to_owned()), "{explained:#?}");
+    assert!(explained.contains(&"Blast Radius 1 × 0.20: targets GLOBAL".to_owned()));
+
+    // History: a second deployment of the same app within 30 days scores its frequency lower.
+    let again = deployments
+        .create_deployment(global("same-a-2", "app-a", evidence(false)))
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    let frequency = again
+        .risk_assessment
+        .unwrap()
+        .factors
+        .into_iter()
+        .find(|f| f.kind() == pb::RiskFactorKind::DeploymentFrequency)
+        .unwrap();
+    assert_eq!(frequency.value, 0.7);
+    assert_eq!(again.risk_score, 26, "0.20 + 0.05 × 0.7 + 0.05 × 0.5");
+
+    // A new model (threshold 20) changes later scores' verdicts, not earlier deployments'.
+    let listed = models.list_risk_models(pb::ListRiskModelsRequest {}).await.unwrap().into_inner().models;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].active);
+    let strict = pb::RiskModel { name: "strict".into(), threshold: 20, ..listed[0].clone() };
+    let created = models
+        .create_risk_model(pb::CreateRiskModelRequest {
+            model: Some(strict),
+            actor: "risk-officer".into(),
+            reason: "tighter".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model
+        .unwrap();
+    assert_eq!((created.version, created.active), (2, false));
+    let activated = models
+        .activate_risk_model(pb::ActivateRiskModelRequest {
+            version: 2,
+            actor: "risk-officer".into(),
+            reason: "Q4".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model
+        .unwrap();
+    assert!(activated.active);
+    let later = deployments
+        .create_deployment(global("later", "app-c", evidence(false)))
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    assert_eq!(later.risk_assessment.unwrap().model_version, 2);
+    assert_eq!(later.risk_score, 27);
+    assert!(later.requires_cab_approval, "27 > the new threshold of 20");
+    let earlier = deployments
+        .get_deployment(pb::GetDeploymentRequest { id: a.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    assert_eq!(earlier.risk_assessment.unwrap().model_version, 1);
+    assert!(!earlier.requires_cab_approval);
+    let listed = models.list_risk_models(pb::ListRiskModelsRequest {}).await.unwrap().into_inner().models;
+    assert_eq!(
+        listed.iter().filter(|m| m.active).map(|m| m.version).collect::<Vec<_>>(),
+        vec![2],
+        "exactly one active"
+    );
+
+    // Invalid models are INVALID_ARGUMENT with field violations.
+    let mut lopsided = listed[0].clone();
+    lopsided.factors[0].weight = 0.9;
+    lopsided.factors[1].rubric.insert("moon".into(), 0.5);
+    let status = assert_code(
+        models.create_risk_model(pb::CreateRiskModelRequest { model: Some(lopsided), ..Default::default() }).await,
+        Code::InvalidArgument,
+    );
+    let fields: Vec<_> =
+        status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert!(
+        fields.contains(&"model.factors".to_owned()) && fields.contains(&"model.factors[1].rubric".to_owned()),
+        "{fields:?}"
+    );
+    let unknown_kind = pb::RiskModel {
+        factors: vec![pb::RiskFactor { kind: 99, weight: 1.0, ..Default::default() }],
+        ..listed[0].clone()
+    };
+    assert_code(
+        models.create_risk_model(pb::CreateRiskModelRequest { model: Some(unknown_kind), ..Default::default() }).await,
+        Code::InvalidArgument,
+    );
+    assert_code(models.get_risk_model(pb::GetRiskModelRequest { version: 42 }).await, Code::NotFound);
+    assert_code(
+        models.activate_risk_model(pb::ActivateRiskModelRequest { version: 42, ..Default::default() }).await,
+        Code::NotFound,
+    );
+
+    let m = scrape(&server).await;
+    assert_eq!(m.value("risk_score_distribution_count", &[("requires_cab", "true")]), 2.0);
+    server.stop().await;
+}
