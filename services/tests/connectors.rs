@@ -15,7 +15,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
-use common::{Backend, ManualClock, TestServer, assert_code, create_request, scrape, start_server, start_server_with};
+use common::{
+    Backend, ManualClock, TestServer, assert_code, create_request, events_of, scrape, start_server, start_server_with,
+};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
@@ -409,15 +411,7 @@ async fn a_simulator_rollout_runs_from_lab_to_global(backend: Backend) {
     assert_eq!(deployment.status(), pb::DeploymentStatus::Completed);
     assert!(deployment.ring_progress.iter().all(|p| p.success_count == 398 && p.failure_count == 2));
     assert!(deployment.ring_progress.iter().all(|p| p.connector_object_id.starts_with("sim-")));
-    let events = deployments
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: deployment.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut deployments, &deployment.id).await;
     let dispatched = events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::Dispatched).count();
     assert_eq!(dispatched, 5);
     assert!(

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ManualClock, Options, TestServer, create_request, scrape, start_server_with};
+use common::{Backend, ManualClock, Options, TestServer, create_request, events_of, scrape, start_server_with};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
@@ -203,19 +203,7 @@ async fn a_paused_deployment_stays_past_its_bake_time_and_moves_after_resume() {
     client.resume_deployment(resume).await.unwrap();
     let promoted = wait_for(&mut watch, pb::DeploymentEventKind::RingPromoted, Some(pb::Ring::Canary)).await;
     assert_eq!(promoted.actor, "controller");
-    let kinds: Vec<_> = server
-        .deployments()
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: deployment.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .iter()
-        .map(|e| e.kind())
-        .collect();
+    let kinds: Vec<_> = events_of(&mut client, &deployment.id).await.iter().map(|e| e.kind()).collect();
     assert!(kinds.contains(&pb::DeploymentEventKind::Paused) && kinds.contains(&pb::DeploymentEventKind::Resumed));
     server.stop().await;
 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Backend, assert_code, create, create_request, start_server, start_server_with};
+use common::{Backend, assert_code, create, create_request, events_of, start_server, start_server_with};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
@@ -346,11 +346,6 @@ async fn concurrent_mutations_without_etag_all_apply(backend: Backend) {
     let reported: Vec<_> = events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::OutcomeReported).collect();
     assert_eq!(reported.len(), accepted, "one event per accepted report");
     server.stop().await;
-}
-
-async fn events_of(client: &mut DeploymentServiceClient<Channel>, id: &str) -> Vec<pb::DeploymentEvent> {
-    let request = pb::ListDeploymentEventsRequest { deployment_id: id.to_owned(), ..Default::default() };
-    client.list_deployment_events(request).await.unwrap().into_inner().events
 }
 
 async fn next_event(stream: &mut tonic::Streaming<pb::WatchDeploymentsResponse>) -> Payload {

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestDatabase, assert_code, create, create_request, scrape, start_server};
+use common::{Backend, TestDatabase, assert_code, create, create_request, events_of, scrape, start_server};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
@@ -205,15 +205,7 @@ async fn a_deployment_rolls_out_from_lab_to_global(backend: Backend) {
             (Global, Unspecified, promoted)
         ]
     );
-    let events = deployments
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: deployment.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut deployments, &deployment.id).await;
     let dispatched: Vec<_> =
         events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::Dispatched).map(|e| e.ring()).collect();
     assert_eq!(dispatched, vec![Lab, Canary, Pilot, Department, Global], "each ring dispatched once");
@@ -309,15 +301,7 @@ async fn rollback_from_pilot_removes_and_ends_rolled_back(backend: Backend) {
     let retried = promotions.rollback_deployment(request).await.unwrap().into_inner();
     assert_eq!(retried.promotion.unwrap().id, promotion.id, "a retry returns the first result");
 
-    let events = deployments
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: deployment.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut deployments, &deployment.id).await;
     let last_two: Vec<_> =
         events[events.len() - 2..].iter().map(|e| (e.kind(), e.to_status(), e.reason.clone())).collect();
     assert_eq!(last_two[0].0, pb::DeploymentEventKind::Dispatched);
@@ -362,15 +346,7 @@ async fn a_cab_rejection_stops_the_deployment(backend: Backend) {
         Code::FailedPrecondition,
     );
     assert_code(promotions.promote_deployment(promote_request(&rejected)).await, Code::FailedPrecondition);
-    let events = deployments
-        .list_deployment_events(pb::ListDeploymentEventsRequest {
-            deployment_id: risky.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = events_of(&mut deployments, &risky.id).await;
     let last = events.last().unwrap();
     assert_eq!(
         (last.to_status(), last.actor.as_str(), last.reason.as_str()),

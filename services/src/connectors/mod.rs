@@ -312,19 +312,8 @@ impl Connectors {
     {
         self.with_breaker(def, |breaker| breaker.acquire(self.clock.now()))
             .map_err(|rejected| DispatchError::Open { name: def.name.clone(), retry_at: rejected.retry_at })?;
-        let started = Instant::now();
-        let result = match tokio::time::timeout(def.call_timeout, call(driver.clone())).await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
-        };
+        let result = self.timed(def, operation, call(driver.clone())).await;
         let connector_type = type_label(def.connector_type);
-        let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
-        self.catalog.connector_operation(
-            connector_type,
-            operation.metric_label(),
-            status,
-            started.elapsed().as_secs_f64(),
-        );
         match &result {
             Ok(_) => self.with_breaker(def, CircuitBreaker::on_success),
             Err(CallError::Transient(message)) => {
@@ -341,6 +330,25 @@ impl Connectors {
             CallError::Transient(message) => DispatchError::Transient { name: def.name.clone(), message },
             CallError::Permanent(message) => DispatchError::Permanent { name: def.name.clone(), message },
         })
+    }
+
+    /// Runs one call under the connector's timeout and records its duration
+    /// and outcome in `connector_operation_duration_seconds`.
+    async fn timed<T>(
+        &self,
+        def: &ConnectorDef,
+        operation: Operation,
+        call: impl Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(def.call_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
+        };
+        let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
+        let seconds = started.elapsed().as_secs_f64();
+        self.catalog.connector_operation(type_label(def.connector_type), operation.metric_label(), status, seconds);
+        result
     }
 
     /// Runs `f` on the connector's breaker (created on first use) and
@@ -385,19 +393,8 @@ impl Connectors {
     /// Database failures recording the result.
     pub async fn probe(&self, def: &ConnectorDef) -> Result<Health, StoreError> {
         let driver = self.driver(def);
-        let started = Instant::now();
-        let result = match tokio::time::timeout(def.call_timeout, driver.health()).await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
-        };
+        let result = self.timed(def, Operation::Health, driver.health()).await;
         let connector_type = type_label(def.connector_type);
-        let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
-        self.catalog.connector_operation(
-            connector_type,
-            OperationLabel::Health,
-            status,
-            started.elapsed().as_secs_f64(),
-        );
         let health = Health {
             healthy: result.is_ok(),
             last_error: result.err().map(|e| e.to_string()),

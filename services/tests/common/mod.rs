@@ -332,3 +332,9 @@ pub async fn scrape(server: &TestServer) -> exposition::Exposition {
     assert_eq!(status, 200);
     exposition::Exposition::parse(&body)
 }
+
+/// The audit trail of one deployment.
+pub async fn events_of(client: &mut DeploymentServiceClient<Channel>, id: &str) -> Vec<pb::DeploymentEvent> {
+    let request = pb::ListDeploymentEventsRequest { deployment_id: id.to_owned(), ..Default::default() };
+    client.list_deployment_events(request).await.unwrap().into_inner().events
+}
