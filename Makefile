@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 GRPC_ADDR ?= 127.0.0.1:50051
 
-.PHONY: run build test lint fmt services buf smoke bench clean
+.PHONY: run build test lint fmt services buf smoke bench load clean
 
 ## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
 run:
@@ -45,6 +45,11 @@ smoke:
 ## bench: telemetry pipeline against the raw prometheus crate
 bench:
 	cargo bench -p eucora-otel
+
+## load: throughput and latency of one RPC against a running server (RPC=health|create|get|list)
+RPC ?= health
+load:
+	cargo run --release -p eucora-services --bin eucora-load -- --rpc $(RPC)
 
 clean:
 	cargo clean

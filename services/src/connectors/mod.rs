@@ -424,8 +424,8 @@ impl Connectors {
 
     fn driver(&self, def: &ConnectorDef) -> Arc<dyn Driver> {
         let mut drivers = self.drivers.lock().expect("drivers lock");
-        if let Some((revision, driver)) = drivers.get(&def.name).filter(|(revision, _)| *revision == def.revision) {
-            let _ = revision;
+        // A driver built from an older revision of the connector is rebuilt.
+        if let Some((_, driver)) = drivers.get(&def.name).filter(|(revision, _)| *revision == def.revision) {
             return driver.clone();
         }
         let driver: Arc<dyn Driver> = match def.driver {

@@ -416,17 +416,16 @@ impl Deployment {
         if validates_rollback {
             progress.rollback_validated_at = Some(ctx.now);
         }
-        if counts_changed {
-            // Outcomes flow again: no longer stalled.
-            self.stalled_since = None;
-        }
-        self.updated_at = ctx.now;
-        let progress = self.progress(ring).expect("found above");
         let reason = format!(
             "{ring}: {success_count} succeeded, {failure_count} failed (success rate {:.3}){}",
             progress.success_rate(),
             if validates_rollback { "; rollback validated" } else { "" }
         );
+        if counts_changed {
+            // Outcomes flow again: no longer stalled.
+            self.stalled_since = None;
+        }
+        self.updated_at = ctx.now;
         let mut event =
             self.event(EventKind::OutcomeReported, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
         event.ring = ring;
