@@ -266,7 +266,10 @@ async fn a_blocked_promotion_says_why(backend: Backend) {
     assert_eq!(recorded[0].result(), pb::PromotionResult::Blocked);
     assert_eq!(recorded[0].to_ring(), pb::Ring::Canary);
     let unchanged = deployments.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
-    assert_eq!(unchanged.into_inner().deployment.unwrap().current_ring(), pb::Ring::Lab);
+    let unchanged = unchanged.into_inner().deployment.unwrap();
+    assert_eq!(unchanged.current_ring(), pb::Ring::Lab);
+    let gate = unchanged.ring_progress[0].last_gate.clone().expect("the current ring's gate");
+    assert!(!gate.passed && gate.checks.iter().any(|c| c.message.contains("0.900 < 0.980")), "{gate:#?}");
 
     let m = scrape(&server).await;
     assert_eq!(

@@ -75,7 +75,13 @@ impl DeploymentApi {
                 let policy = &policies[usize::from(d.current_ring.number())];
                 let gate = gate::evaluate(d, policy, now);
                 let (next_action, at) = controller::decide(d, policy, &gate, now).explain(d);
-                pb::Deployment { next_action, next_action_time: at.map(convert::timestamp), ..deployment_to_proto(d) }
+                let mut shown = deployment_to_proto(d);
+                // The current ring's gate as of now: what blocks or allows leaving it.
+                let current = convert::ring_to_proto(d.current_ring) as i32;
+                if let Some(progress) = shown.ring_progress.iter_mut().find(|p| p.ring == current) {
+                    progress.last_gate = Some(convert::gate_to_proto(&shown.id, &gate));
+                }
+                pb::Deployment { next_action, next_action_time: at.map(convert::timestamp), ..shown }
             })
             .collect())
     }
