@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 /// A source of the current time.
 #[derive(Clone)]
@@ -28,4 +28,10 @@ impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Clock({})", self.now())
     }
+}
+
+/// `at` at the precision the database keeps (PostgreSQL: microseconds), so
+/// what a call returns equals what a later read returns.
+pub fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
 }

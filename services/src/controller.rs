@@ -10,16 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::SubsecRound;
 use eucora_otel::Catalog;
 use eucora_otel::catalog::{ActionStatusLabel, ControllerActionLabel, DecisionLabel};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, stored_time};
 use crate::domain::controller::{Decision, decide};
-use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, gate};
+use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, RingPolicy, gate};
 use crate::error::ApiResult;
 use crate::grpc::deployment::DeploymentApi;
 use crate::grpc::promotion::{PromotionApi, Step};
@@ -79,6 +78,14 @@ impl Controller {
     /// Evaluates every deploying deployment; publishes how many are stalled.
     pub async fn sweep(&self) {
         let filter = DeploymentFilter { status: Some(DeploymentStatus::Deploying), ..DeploymentFilter::default() };
+        // One read of the five policies serves the whole sweep.
+        let policies = match self.store.list_policies().await {
+            Ok(policies) => policies,
+            Err(err) => {
+                tracing::warn!(error = %err, "controller sweep could not read the ring policies");
+                return;
+            }
+        };
         let mut after = None;
         let mut stalled = 0;
         loop {
@@ -90,7 +97,8 @@ impl Controller {
                 }
             };
             for deployment in &page.items {
-                if self.act(deployment).await.is_some_and(|d| d.stalled_since.is_some()) {
+                let policy = &policies[usize::from(deployment.current_ring.number())];
+                if self.act(deployment, policy).await.is_some_and(|d| d.stalled_since.is_some()) {
                     stalled += 1;
                 }
             }
@@ -104,26 +112,25 @@ impl Controller {
 
     /// Evaluates one deployment now.
     pub async fn evaluate(&self, id: Uuid) {
-        match self.store.get_deployment(id).await {
-            Ok(deployment) => {
-                self.act(&deployment).await;
+        let read = async {
+            let deployment = self.store.get_deployment(id).await?;
+            let policy = self.store.get_policy(deployment.current_ring).await?;
+            Ok::<_, crate::store::StoreError>((deployment, policy))
+        };
+        match read.await {
+            Ok((deployment, policy)) => {
+                self.act(&deployment, &policy).await;
             }
             Err(err) => tracing::warn!(deployment = %id, error = %err, "controller could not read deployment"),
         }
     }
 
-    /// Decides and acts; returns the deployment as it stands afterwards when known.
-    async fn act(&self, deployment: &Deployment) -> Option<Deployment> {
-        let policy = match self.store.get_policy(deployment.current_ring).await {
-            Ok(policy) => policy,
-            Err(err) => {
-                tracing::warn!(error = %err, "controller could not read the ring policy");
-                return None;
-            }
-        };
-        let now = self.clock.now().trunc_subsecs(6);
-        let evaluation = gate::evaluate(deployment, &policy, now);
-        let decision = decide(deployment, &policy, &evaluation, now);
+    /// Decides and acts under `policy` (the current ring's); returns the
+    /// deployment as it stands afterwards when known.
+    async fn act(&self, deployment: &Deployment, policy: &RingPolicy) -> Option<Deployment> {
+        let now = stored_time(self.clock.now());
+        let evaluation = gate::evaluate(deployment, policy, now);
+        let decision = decide(deployment, policy, &evaluation, now);
         self.catalog.controller_evaluated(decision_label(&decision));
         let ctx = |reason: String| ChangeContext {
             actor: ACTOR.to_owned(),

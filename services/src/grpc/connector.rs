@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
+
+use crate::clock::stored_time;
 use eucora::v1 as pb;
 use eucora::v1::connector_service_server::ConnectorService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, duration_to_proto, timestamp};
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
 use crate::connectors::{BreakerView, Connectors};
 use crate::domain::breaker::{BreakerConfig, BreakerState};
 use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
@@ -72,8 +74,7 @@ fn connector_from_input(
 ) -> ApiResult<ConnectorDef> {
     let mut v = Violations::new();
     let wanted = |field: &str| base.is_none() || paths.is_empty() || paths.iter().any(|p| p == field);
-    // PostgreSQL keeps microseconds: what is returned must equal what is stored.
-    let now = Utc::now().trunc_subsecs(6);
+    let now = stored_time(Utc::now());
     let mut def = match base {
         Some(base) => base.clone(),
         None => ConnectorDef {
@@ -301,13 +302,7 @@ impl ConnectorService for ConnectorApi {
         let etag = v.etag("etag", if req.etag.is_empty() { &input.etag } else { &req.etag });
         v.finish()?;
         let current = self.named("connector.name", &input.name).await?;
-        if let Some(etag) = etag.filter(|etag| *etag != current.revision) {
-            return Err(ApiError::Aborted(format!(
-                "etag \"{etag}\" is stale: connector {:?} is at \"{}\"; get it again and retry",
-                current.name, current.revision
-            ))
-            .into());
-        }
+        check_etag(etag, current.revision, format_args!("connector {:?}", current.name))?;
         let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
         let updated = connector_from_input(input, Some(&current), &paths)?;
         let saved = self.store.update_connector(&updated).await.map_err(ApiError::from)?;

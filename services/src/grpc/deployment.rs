@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::SubsecRound;
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_server::DeploymentService;
 use sha2::{Digest, Sha256};
@@ -20,7 +19,7 @@ use uuid::Uuid;
 use super::change_context;
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
 use crate::clock::Clock;
 use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
 use crate::domain::{
@@ -160,7 +159,7 @@ impl DeploymentApi {
                 actor: format!("connector:{}", reported.connector),
                 reason: String::new(),
                 correlation_id: Uuid::new_v4().to_string(),
-                now: chrono::Utc::now().trunc_subsecs(6),
+                now: crate::clock::stored_time(chrono::Utc::now()),
             };
             let outcome = Outcome {
                 ring: reported.ring,
@@ -184,12 +183,7 @@ impl DeploymentApi {
     ) -> ApiResult<Deployment> {
         for _ in 0..MAX_MUTATION_ATTEMPTS {
             let mut deployment = self.store.get_deployment(id).await?;
-            if let Some(etag) = etag.filter(|etag| *etag != deployment.revision) {
-                return Err(ApiError::Aborted(format!(
-                    "etag \"{etag}\" is stale: deployment {id} is at \"{}\"; get it again and retry",
-                    deployment.revision
-                )));
-            }
+            check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
             let events = change(&mut deployment, ctx)?;
             if events.is_empty() {
                 return Ok(deployment);
@@ -437,13 +431,7 @@ impl DeploymentService for DeploymentApi {
         let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(Violations::new())?;
         let ctx = change_context(&request, valid.actor, valid.reason);
         let current = self.store.get_deployment(valid.id).await.map_err(ApiError::from)?;
-        if let Some(etag) = valid.etag.filter(|etag| *etag != current.revision) {
-            return Err(ApiError::Aborted(format!(
-                "etag \"{etag}\" is stale: deployment is at \"{}\"",
-                current.revision
-            ))
-            .into());
-        }
+        check_etag(valid.etag, current.revision, format_args!("deployment {}", current.id))?;
         // Refuse before anything reaches the connector.
         current
             .status

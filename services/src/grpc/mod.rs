@@ -11,9 +11,10 @@ pub mod promotion;
 pub mod risk;
 pub mod validate;
 
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
 use tonic::Request;
 
+use crate::clock::stored_time;
 use crate::domain::ChangeContext;
 
 /// The actor recorded when a call names none.
@@ -25,7 +26,6 @@ fn change_context<T>(request: &Request<T>, actor: Option<String>, reason: Option
         actor: actor.unwrap_or_else(|| ANONYMOUS.to_owned()),
         reason: reason.unwrap_or_default(),
         correlation_id: correlation::correlation_id(request),
-        // PostgreSQL keeps microseconds: what is returned must equal what is stored.
-        now: Utc::now().trunc_subsecs(6),
+        now: stored_time(Utc::now()),
     }
 }

@@ -13,7 +13,7 @@ use super::change_context;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
 use super::deployment::DeploymentApi;
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
 use crate::connectors::Operation;
 use crate::domain::{
     ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult, Ring,
@@ -95,7 +95,7 @@ impl PromotionApi {
             return self.replay(id, recorded, &expected).await;
         }
         let mut deployment = self.store.get_deployment(id).await?;
-        check_etag(etag, &deployment)?;
+        check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
         if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
             return Err(DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into());
         }
@@ -194,7 +194,7 @@ impl PromotionApi {
         }
         for _ in 0..MAX_ATTEMPTS {
             let mut deployment = self.store.get_deployment(id).await?;
-            check_etag(etag, &deployment)?;
+            check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
             if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
                 return Err(
                     DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into()
@@ -253,12 +253,7 @@ impl PromotionApi {
         };
         for _ in 0..MAX_ATTEMPTS {
             let before = self.store.get_policy(ring).await?;
-            if let Some(etag) = etag.filter(|etag| *etag != before.revision) {
-                return Err(ApiError::Aborted(format!(
-                    "etag \"{etag}\" is stale: the {ring} policy is at \"{}\"; get it again and retry",
-                    before.revision
-                )));
-            }
+            check_etag(etag, before.revision, format_args!("the {ring} policy"))?;
             let after = apply_policy_update(&before, update, &paths)?;
             match self.store.update_policy(&before, &after, &change).await {
                 Ok(saved) => return Ok(saved),
@@ -382,16 +377,6 @@ fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[St
     }
     v.finish()?;
     Ok(after)
-}
-
-fn check_etag(etag: Option<i64>, deployment: &Deployment) -> ApiResult<()> {
-    match etag {
-        Some(etag) if etag != deployment.revision => Err(ApiError::Aborted(format!(
-            "etag \"{etag}\" is stale: deployment {} is at \"{}\"; get it again and retry",
-            deployment.id, deployment.revision
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn new_promotion(

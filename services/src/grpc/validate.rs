@@ -107,6 +107,19 @@ impl Violations {
     }
 }
 
+/// ABORTED when the caller's etag is not the current revision of `what`.
+///
+/// # Errors
+/// The etag is stale.
+pub fn check_etag(etag: Option<i64>, current: i64, what: impl std::fmt::Display) -> Result<(), ApiError> {
+    match etag {
+        Some(etag) if etag != current => Err(ApiError::Aborted(format!(
+            "etag \"{etag}\" is stale: {what} is at \"{current}\"; get it again and retry"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Keeps echoed bad input short in error messages.
 fn truncate(value: &str) -> String {
     const SHOWN: usize = 64;

@@ -126,6 +126,25 @@ pub struct Page<T> {
     pub next_after: Option<i64>,
 }
 
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` rows read in key order: the extra row
+    /// only tells that another page follows, keyed by the last row kept.
+    fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: u64,
+        key: impl Fn(&R) -> i64,
+        item: impl FnMut(R) -> StoreResult<T>,
+    ) -> StoreResult<Page<T>> {
+        let next_after = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(key)
+        } else {
+            None
+        };
+        Ok(Page { items: rows.into_iter().map(item).collect::<StoreResult<_>>()?, next_after })
+    }
+}
+
 /// What CreateDeployment found.
 #[derive(Debug)]
 pub enum CreateOutcome {
@@ -338,16 +357,11 @@ impl Store {
             query = query.filter(deployment::Column::Seq.lt(after));
         }
         let txn = self.begin_read().await?;
-        let mut rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
-        let next_after = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|row| row.seq)
-        } else {
-            None
-        };
-        let items = Self::hydrate(&txn, rows).await?;
+        let rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
+        let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
+        let items = Self::hydrate(&txn, page.items).await?;
         txn.commit().await?;
-        Ok(Page { items, next_after })
+        Ok(Page { items, next_after: page.next_after })
     }
 
     /// Saves a mutated deployment whose `revision` is the one it was read at,
@@ -420,21 +434,14 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(deployment_event::Column::Seq.gt(after));
         }
-        let mut rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
+        let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
         if rows.is_empty()
             && after.is_none()
             && deployment::Entity::find().filter(deployment::Column::Id.eq(id.as_str())).one(&self.db).await?.is_none()
         {
             return Err(StoreError::NotFound(deployment_id));
         }
-        let next_after = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|row| row.seq)
-        } else {
-            None
-        };
-        let items = rows.into_iter().map(event_from_row).collect::<StoreResult<_>>()?;
-        Ok(Page { items, next_after })
+        Page::from_rows(rows, limit, |row| row.seq, event_from_row)
     }
 
     /// A read-only transaction whose statements all see one snapshot, so a

@@ -154,15 +154,8 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(promotion::Column::Seq.gt(after));
         }
-        let mut rows = query.order_by_asc(promotion::Column::Seq).limit(limit + 1).all(&self.db).await?;
-        let next_after = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|row| row.seq)
-        } else {
-            None
-        };
-        let items = rows.into_iter().map(promotion_from_row).collect::<StoreResult<_>>()?;
-        Ok(Page { items, next_after })
+        let rows = query.order_by_asc(promotion::Column::Seq).limit(limit + 1).all(&self.db).await?;
+        Page::from_rows(rows, limit, |row| row.seq, promotion_from_row)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use super::entity::{deployment, risk_model, risk_model_event};
 use super::{Store, StoreError, StoreResult};
@@ -105,7 +105,7 @@ impl Store {
     }
 
     /// The app's recent record: deployments created in the last 30 days, and
-    /// completed / failed ones that ended in the last 90 (indexed counts).
+    /// completed / failed ones that ended in the last 90 (two indexed counts).
     ///
     /// # Errors
     /// Database failures.
@@ -115,17 +115,24 @@ impl Store {
             .filter(deployment::Column::CreatedAt.gte(now - chrono::Duration::days(30)))
             .count(&self.db)
             .await?;
-        let ended = |status: DeploymentStatus| {
-            deployment::Entity::find()
-                .filter(deployment::Column::AppName.eq(app_name))
-                .filter(deployment::Column::EndedAt.gte(now - chrono::Duration::days(90)))
-                .filter(deployment::Column::Status.eq(status.as_label()))
-                .count(&self.db)
-        };
+        let (completed, failed) = (DeploymentStatus::Completed.as_label(), DeploymentStatus::Failed.as_label());
+        let ended: Vec<(String, i64)> = deployment::Entity::find()
+            .select_only()
+            .column(deployment::Column::Status)
+            .column_as(deployment::Column::Seq.count(), "ended")
+            .filter(deployment::Column::AppName.eq(app_name))
+            .filter(deployment::Column::EndedAt.gte(now - chrono::Duration::days(90)))
+            .filter(deployment::Column::Status.is_in([completed, failed]))
+            .group_by(deployment::Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let count_of =
+            |status: &str| ended.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
         Ok(History {
             deployments_last_30_days: recent,
-            completed_last_90_days: ended(DeploymentStatus::Completed).await?,
-            failed_last_90_days: ended(DeploymentStatus::Failed).await?,
+            completed_last_90_days: count_of(completed),
+            failed_last_90_days: count_of(failed),
         })
     }
 }
