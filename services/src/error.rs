@@ -74,6 +74,13 @@ impl From<StoreError> for ApiError {
                 ApiError::Aborted(format!("request_id {request_id:?} is being used by a concurrent call; retry"))
             }
             StoreError::Unavailable(err) => ApiError::Unavailable(format!("the database is unavailable: {err}")),
+            StoreError::Timeout(budget) => ApiError::Unavailable(format!(
+                "the database did not answer within {budget:?} (or before the call's deadline); retry later"
+            )),
+            StoreError::FileReplaced(what) => ApiError::Unavailable(format!("the database is unavailable: {what}")),
+            StoreError::DiskFull(what) => {
+                ApiError::Unavailable(format!("the database is unavailable: disk full: {what}"))
+            }
             StoreError::Database(err) => ApiError::Internal(format!("database error: {err}")),
             StoreError::Corrupt(what) => ApiError::Internal(format!("stored data is corrupt: {what}")),
         }
@@ -89,9 +96,11 @@ impl From<DeploymentError> for ApiError {
                 ApiError::FailedPrecondition(message)
             }
             DeploymentError::RingMoved { .. } => ApiError::Aborted(message),
+            DeploymentError::TooManyDevices { .. } => ApiError::invalid("success_count", message),
             DeploymentError::Transition(_)
             | DeploymentError::NotDeploying { .. }
             | DeploymentError::RingNotStarted { .. }
+            | DeploymentError::RingLeft { .. }
             | DeploymentError::CountDecreased { .. }
             | DeploymentError::TargetRingNotReached { .. }
             | DeploymentError::NotPromotable { .. }

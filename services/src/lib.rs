@@ -10,6 +10,7 @@
 //! - [`error`]: the service error and its mapping to `tonic::Status`.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`clock`]: injectable time for breakers and the controller.
+//! - [`deadline`]: the served call's deadline, which bounds database work.
 //! - [`config`]: command line and `EUCORA_*` environment settings.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod controller;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -73,7 +73,7 @@ impl DeploymentMetrics {
                         );
                     }
                 }
-                EventKind::OutcomeReported => {
+                EventKind::OutcomeReported | EventKind::OutcomeCorrected => {
                     let reached_now = deployment.progress(event.ring).filter(|p| p.compliant_at == Some(event.at));
                     if let Some(seconds) = reached_now.and_then(|p| p.time_to_compliance()) {
                         self.catalog.compliance_reached(ring_label(event.ring), app, seconds.as_seconds_f64().max(0.0));

@@ -289,8 +289,9 @@ pub fn served_methods() -> Vec<String> {
 }
 
 /// Keeps grpc.health.v1, `/readyz` and the pool gauge in step with the
-/// database: SERVING while it answers, NOT_SERVING (overall and per service)
-/// while it does not.
+/// database: SERVING while it answers and takes writes, NOT_SERVING (overall
+/// and per service) while it does not. A call that finds the database
+/// unusable wakes the probe at once rather than at its next tick.
 async fn probe_database(
     store: Arc<Store>,
     reporter: HealthReporter,
@@ -304,7 +305,11 @@ async fn probe_database(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<ServingStatus> = None;
     loop {
-        let status = match tokio::time::timeout(options.health_probe_timeout, store.ping()).await {
+        let probe = async {
+            store.ping().await?;
+            store.probe_write().await
+        };
+        let status = match tokio::time::timeout(options.health_probe_timeout, probe).await {
             Ok(Ok(())) => ServingStatus::Serving,
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "database probe failed");
@@ -325,9 +330,12 @@ async fn probe_database(
         for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
             reporter.set_service_status(service, status).await;
         }
+        let serving = status == ServingStatus::Serving;
         tokio::select! {
             () = stop.cancelled() => break,
             _ = interval.tick() => {}
+            // While down, the ticks decide: every failed call would otherwise re-probe.
+            () = store.fault_noticed(), if serving => {}
         }
     }
     // Callers see NOT_SERVING while in-flight calls drain.

@@ -8,7 +8,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestDatabase, assert_code, create, create_request, events_of, scrape, start_server};
+use common::{
+    Backend, TestDatabase, assert_code, create, events_of, promote_request, report_healthy, scrape, start_server,
+    started,
+};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
@@ -25,48 +28,6 @@ on_every_backend!(
     a_cab_rejection_stops_the_deployment,
     racing_promotions_promote_exactly_once,
 );
-
-/// Devices each ring's default policy needs reported.
-fn sample_for(ring: pb::Ring) -> i64 {
-    match ring {
-        pb::Ring::Lab => 10,
-        pb::Ring::Canary => 25,
-        pb::Ring::Pilot => 50,
-        _ => 100,
-    }
-}
-
-/// A low-risk deployment targeting GLOBAL, started (in LAB).
-async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
-    let request =
-        pb::CreateDeploymentRequest { target_ring: pb::Ring::Global.into(), ..create_request(request_id, "edge", 20) };
-    let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
-    let start = pb::StartDeploymentRequest { id: created.id, ..Default::default() };
-    client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap()
-}
-
-/// Reports a passing outcome for the deployment's current ring (validating the rollback in LAB).
-async fn report_healthy(client: &mut DeploymentServiceClient<Channel>, deployment: &pb::Deployment) {
-    let ring = deployment.current_ring();
-    let request = pb::ReportRingOutcomeRequest {
-        id: deployment.id.clone(),
-        ring: ring.into(),
-        success_count: sample_for(ring),
-        failure_count: 0,
-        rollback_validated: ring == pb::Ring::Lab,
-        ..Default::default()
-    };
-    client.report_ring_outcome(request).await.unwrap();
-}
-
-fn promote_request(deployment: &pb::Deployment) -> pb::PromoteDeploymentRequest {
-    pb::PromoteDeploymentRequest {
-        deployment_id: deployment.id.clone(),
-        from_ring: deployment.current_ring,
-        actor: "release-manager".into(),
-        ..Default::default()
-    }
-}
 
 /// Reports healthy outcomes and promotes until the deployment is in `ring`.
 async fn advance_to(

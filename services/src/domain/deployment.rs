@@ -81,10 +81,12 @@ pub enum EventKind {
     Paused,
     Resumed,
     Stalled,
+    /// An operator replaced a ring's reported counts (audited, with before and after).
+    OutcomeCorrected,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Created,
         EventKind::StatusChanged,
         EventKind::OutcomeReported,
@@ -93,6 +95,7 @@ impl EventKind {
         EventKind::Paused,
         EventKind::Resumed,
         EventKind::Stalled,
+        EventKind::OutcomeCorrected,
     ];
 
     pub fn as_label(self) -> &'static str {
@@ -105,6 +108,7 @@ impl EventKind {
             EventKind::Paused => "paused",
             EventKind::Resumed => "resumed",
             EventKind::Stalled => "stalled",
+            EventKind::OutcomeCorrected => "outcome_corrected",
         }
     }
 
@@ -193,6 +197,10 @@ pub struct Handover {
     pub object_id: Option<String>,
 }
 
+/// Most devices one ring can report: more endpoints than any estate has,
+/// so a larger count comes from a broken reporter, not a big fleet.
+pub const MAX_RING_DEVICES: u64 = 10_000_000;
+
 /// A cumulative outcome report for one ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -267,7 +275,17 @@ pub enum DeploymentError {
     NotDeploying { status: DeploymentStatus },
     #[error("ring {ring} has not been started; the deployment is in {current}")]
     RingNotStarted { ring: Ring, current: Ring },
-    #[error("counts only grow: ring {ring} already has {field} = {current}, the report says {reported}")]
+    #[error(
+        "ring {ring} was left for {current}: outcomes are reported for the current ring only, past figures stay as recorded"
+    )]
+    RingLeft { ring: Ring, current: Ring },
+    #[error(
+        "ring {ring} would have {reported} devices reported, more than the {limit} it can have; correct the reporter"
+    )]
+    TooManyDevices { ring: Ring, reported: u64, limit: u64 },
+    #[error(
+        "counts only grow: ring {ring} already has {field} = {current}, the report says {reported}; a wrong figure is fixed with CorrectRingOutcome"
+    )]
     CountDecreased { ring: Ring, field: &'static str, current: u64, reported: u64 },
     #[error("the deployment is in {current}, its target ring is {target}: promote it before completing")]
     TargetRingNotReached { current: Ring, target: Ring },
@@ -388,9 +406,7 @@ impl Deployment {
         if self.status != DeploymentStatus::Deploying {
             return Err(DeploymentError::NotDeploying { status: self.status });
         }
-        let current = self.current_ring;
-        let progress =
-            self.rings.iter_mut().find(|p| p.ring == ring).ok_or(DeploymentError::RingNotStarted { ring, current })?;
+        let progress = self.current_progress(ring, success_count, failure_count)?;
         let validates_rollback = rollback_validated && progress.rollback_validated_at.is_none();
         if progress.success_count == success_count && progress.failure_count == failure_count && !validates_rollback {
             // A retried report: nothing changed, nothing to record.
@@ -428,6 +444,67 @@ impl Deployment {
         self.updated_at = ctx.now;
         let mut event =
             self.event(EventKind::OutcomeReported, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
+        event.ring = ring;
+        Ok(vec![event])
+    }
+
+    /// The progress of `ring` when counts may be recorded for it: the
+    /// current ring, started, with a plausible number of devices.
+    fn current_progress(
+        &mut self,
+        ring: Ring,
+        success_count: u64,
+        failure_count: u64,
+    ) -> Result<&mut RingProgress, DeploymentError> {
+        let current = self.current_ring;
+        if ring < current {
+            return Err(DeploymentError::RingLeft { ring, current });
+        }
+        let reported = success_count.saturating_add(failure_count);
+        if reported > MAX_RING_DEVICES {
+            return Err(DeploymentError::TooManyDevices { ring, reported, limit: MAX_RING_DEVICES });
+        }
+        self.rings
+            .iter_mut()
+            .find(|p| p.ring == ring && ring == current)
+            .ok_or(DeploymentError::RingNotStarted { ring, current })
+    }
+
+    /// Replaces the current ring's counts (lower ones included) when a
+    /// reporter got them wrong. Compliance is re-derived from the corrected
+    /// figures; the event keeps the figures before and after and the reason.
+    ///
+    /// # Errors
+    /// Not DEPLOYING, not the current ring, or implausible counts.
+    pub fn correct_outcome(
+        &mut self,
+        outcome: Outcome,
+        policy: &RingPolicy,
+        ctx: &ChangeContext,
+    ) -> Result<Vec<NewEvent>, DeploymentError> {
+        let Outcome { ring, success_count, failure_count, .. } = outcome;
+        if self.status != DeploymentStatus::Deploying {
+            return Err(DeploymentError::NotDeploying { status: self.status });
+        }
+        let progress = self.current_progress(ring, success_count, failure_count)?;
+        let before = (progress.success_count, progress.failure_count);
+        if before == (success_count, failure_count) {
+            return Ok(Vec::new());
+        }
+        progress.success_count = success_count;
+        progress.failure_count = failure_count;
+        progress.compliant_at = if policy.is_compliant(success_count, failure_count) {
+            progress.compliant_at.or(Some(ctx.now))
+        } else {
+            None
+        };
+        let reason = format!(
+            "{ring}: corrected from {} succeeded, {} failed to {success_count} succeeded, {failure_count} failed: {}",
+            before.0, before.1, ctx.reason
+        );
+        self.updated_at = ctx.now;
+        let mut event =
+            self.event(EventKind::OutcomeCorrected, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
         event.ring = ring;
         Ok(vec![event])
     }

@@ -89,6 +89,7 @@ fn event_kind_to_proto(kind: EventKind) -> pb::DeploymentEventKind {
         EventKind::Paused => pb::DeploymentEventKind::Paused,
         EventKind::Resumed => pb::DeploymentEventKind::Resumed,
         EventKind::Stalled => pb::DeploymentEventKind::Stalled,
+        EventKind::OutcomeCorrected => pb::DeploymentEventKind::OutcomeCorrected,
     }
 }
 

@@ -23,8 +23,8 @@ use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
 use crate::clock::Clock;
 use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
 use crate::domain::{
-    ChangeContext, Deployment, DeploymentError, DeploymentStatus, Handover, NewDeployment, NewEvent, Outcome, Ring,
-    SiteClass, controller, gate,
+    ChangeContext, Deployment, DeploymentError, DeploymentStatus, Handover, MAX_RING_DEVICES, NewDeployment, NewEvent,
+    Outcome, Ring, SiteClass, controller, gate,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
@@ -142,6 +142,7 @@ impl DeploymentApi {
         match self.store.get_deployment(reported.deployment_id).await {
             Ok(d) => {
                 !d.status.is_terminal()
+                    && d.current_ring <= reported.ring
                     && d.progress(reported.ring).is_none_or(|p| {
                         p.success_count <= counts.success_count
                             && p.failure_count <= counts.failure_count
@@ -308,6 +309,52 @@ impl<'a> MutationFields<'a> {
     }
 }
 
+/// The ring and device counts of a report or correction, validated.
+struct RingCounts {
+    ring: Ring,
+    success_count: u64,
+    failure_count: u64,
+}
+
+impl RingCounts {
+    /// Each count in 0..=[`MAX_RING_DEVICES`], and so is their sum.
+    fn validate(v: &mut Violations, ring: i32, success_count: i64, failure_count: i64) -> RingCounts {
+        let ring = v.enumeration::<pb::Ring>("ring", ring, true).and_then(convert::ring_from_proto);
+        let mut count = |field: &str, value: i64| match u64::try_from(value) {
+            Ok(count) if count <= MAX_RING_DEVICES => count,
+            Ok(_) => {
+                v.add(field, format!("must be at most {MAX_RING_DEVICES} devices per ring (got {value})"));
+                0
+            }
+            Err(_) => {
+                v.add(field, format!("must not be negative (got {value})"));
+                0
+            }
+        };
+        let success_count = count("success_count", success_count);
+        let failure_count = count("failure_count", failure_count);
+        if success_count + failure_count > MAX_RING_DEVICES {
+            v.add(
+                "failure_count",
+                format!(
+                    "success_count + failure_count must be at most {MAX_RING_DEVICES} devices per ring (got {})",
+                    success_count + failure_count
+                ),
+            );
+        }
+        RingCounts { ring: ring.unwrap_or(Ring::Lab), success_count, failure_count }
+    }
+
+    fn outcome(&self, rollback_validated: bool) -> Outcome {
+        Outcome {
+            ring: self.ring,
+            success_count: self.success_count,
+            failure_count: self.failure_count,
+            rollback_validated,
+        }
+    }
+}
+
 /// A mutation's fields after validation.
 struct ValidMutation {
     id: Uuid,
@@ -449,21 +496,33 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::ReportRingOutcomeResponse>, Status> {
         let req = request.get_ref();
         let mut v = Violations::new();
-        let ring = v.enumeration::<pb::Ring>("ring", req.ring, true).and_then(convert::ring_from_proto);
-        let mut count = |field: &str, value: i64| {
-            u64::try_from(value).unwrap_or_else(|_| {
-                v.add(field, format!("must not be negative (got {value})"));
-                0
-            })
-        };
-        let success_count = count("success_count", req.success_count);
-        let failure_count = count("failure_count", req.failure_count);
+        let counts = RingCounts::validate(&mut v, req.ring, req.success_count, req.failure_count);
         let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(v)?;
-        let ring = ring.expect("validated");
-        let policy = self.store.get_policy(ring).await.map_err(ApiError::from)?;
-        let outcome = Outcome { ring, success_count, failure_count, rollback_validated: req.rollback_validated };
+        let policy = self.store.get_policy(counts.ring).await.map_err(ApiError::from)?;
+        let outcome = counts.outcome(req.rollback_validated);
         let deployment = self.apply(&request, valid, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await?;
         Ok(Response::new(pb::ReportRingOutcomeResponse { deployment }))
+    }
+
+    async fn correct_ring_outcome(
+        &self,
+        request: Request<pb::CorrectRingOutcomeRequest>,
+    ) -> Result<Response<pb::CorrectRingOutcomeResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let counts = RingCounts::validate(&mut v, req.ring, req.success_count, req.failure_count);
+        if req.etag.is_empty() {
+            v.add(
+                "etag",
+                "is required: read the deployment and pass its etag, so the correction applies to what was read",
+            );
+        }
+        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
+        let valid = fields.validate(v)?;
+        let policy = self.store.get_policy(counts.ring).await.map_err(ApiError::from)?;
+        let outcome = counts.outcome(false);
+        let deployment = self.apply(&request, valid, |d, ctx| d.correct_outcome(outcome, &policy, ctx)).await?;
+        Ok(Response::new(pb::CorrectRingOutcomeResponse { deployment }))
     }
 
     async fn complete_deployment(

@@ -30,24 +30,30 @@ impl Store {
     /// # Errors
     /// [`StoreError::ConnectorExists`] or database failures.
     pub async fn create_connector(&self, def: &ConnectorDef) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        match connector::Entity::insert(connector_row(def)).exec_without_returning(&self.db).await {
-            Ok(_) => Ok(()),
-            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                Err(StoreError::ConnectorExists(def.name.clone()))
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            match connector::Entity::insert(connector_row(def)).exec_without_returning(&self.db).await {
+                Ok(_) => Ok(()),
+                Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    Err(StoreError::ConnectorExists(def.name.clone()))
+                }
+                Err(err) => Err(err.into()),
             }
-            Err(err) => Err(err.into()),
-        }
+        })
+        .await
     }
 
     /// # Errors
     /// [`StoreError::ConnectorNotFound`] or database failures.
     pub async fn get_connector(&self, name: &str) -> StoreResult<ConnectorDef> {
-        let row = connector::Entity::find_by_id(name.to_owned())
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::ConnectorNotFound(name.to_owned()))?;
-        connector_from_row(row)
+        self.guard(async {
+            let row = connector::Entity::find_by_id(name.to_owned())
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| StoreError::ConnectorNotFound(name.to_owned()))?;
+            connector_from_row(row)
+        })
+        .await
     }
 
     /// Connectors by name, optionally of one type, after name `after`; and
@@ -61,17 +67,20 @@ impl Store {
         after: Option<&str>,
         limit: u64,
     ) -> StoreResult<(Vec<ConnectorDef>, bool)> {
-        let mut query = connector::Entity::find();
-        if let Some(connector_type) = connector_type {
-            query = query.filter(connector::Column::ConnectorType.eq(connector_type.as_label()));
-        }
-        if let Some(after) = after {
-            query = query.filter(connector::Column::Name.gt(after));
-        }
-        let mut rows = query.order_by_asc(connector::Column::Name).limit(limit + 1).all(&self.db).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        Ok((rows.into_iter().map(connector_from_row).collect::<StoreResult<Vec<_>>>()?, more))
+        self.guard(async {
+            let mut query = connector::Entity::find();
+            if let Some(connector_type) = connector_type {
+                query = query.filter(connector::Column::ConnectorType.eq(connector_type.as_label()));
+            }
+            if let Some(after) = after {
+                query = query.filter(connector::Column::Name.gt(after));
+            }
+            let mut rows = query.order_by_asc(connector::Column::Name).limit(limit + 1).all(&self.db).await?;
+            let more = rows.len() as u64 > limit;
+            rows.truncate(limit as usize);
+            Ok((rows.into_iter().map(connector_from_row).collect::<StoreResult<Vec<_>>>()?, more))
+        })
+        .await
     }
 
     /// Every enabled connector (for health probing and dispatch).
@@ -79,12 +88,15 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn enabled_connectors(&self) -> StoreResult<Vec<ConnectorDef>> {
-        let rows = connector::Entity::find()
-            .filter(connector::Column::Enabled.eq(true))
-            .order_by_asc(connector::Column::Name)
-            .all(&self.db)
-            .await?;
-        rows.into_iter().map(connector_from_row).collect()
+        self.guard(async {
+            let rows = connector::Entity::find()
+                .filter(connector::Column::Enabled.eq(true))
+                .order_by_asc(connector::Column::Name)
+                .all(&self.db)
+                .await?;
+            rows.into_iter().map(connector_from_row).collect()
+        })
+        .await
     }
 
     /// Saves `def` (its `revision` is the one it was read at); health is kept.
@@ -92,43 +104,49 @@ impl Store {
     /// # Errors
     /// [`StoreError::ConnectorConflict`], [`StoreError::ConnectorNotFound`] or database failures.
     pub async fn update_connector(&self, def: &ConnectorDef) -> StoreResult<ConnectorDef> {
-        let _guard = self.write_lock.lock().await;
-        let mut saved = def.clone();
-        saved.revision = def.revision + 1;
-        let mut row = connector_row(&saved);
-        row.healthy = NotSet;
-        row.health_error = NotSet;
-        row.health_checked_at = NotSet;
-        row.created_at = NotSet;
-        let updated = connector::Entity::update_many()
-            .set(row)
-            .filter(connector::Column::Name.eq(def.name.as_str()))
-            .filter(connector::Column::Revision.eq(def.revision))
-            .exec(&self.db)
-            .await?;
-        if updated.rows_affected == 0 {
-            self.get_connector(&def.name).await?;
-            return Err(StoreError::ConnectorConflict { name: def.name.clone(), expected: def.revision });
-        }
-        Ok(saved)
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let mut saved = def.clone();
+            saved.revision = def.revision + 1;
+            let mut row = connector_row(&saved);
+            row.healthy = NotSet;
+            row.health_error = NotSet;
+            row.health_checked_at = NotSet;
+            row.created_at = NotSet;
+            let updated = connector::Entity::update_many()
+                .set(row)
+                .filter(connector::Column::Name.eq(def.name.as_str()))
+                .filter(connector::Column::Revision.eq(def.revision))
+                .exec(&self.db)
+                .await?;
+            if updated.rows_affected == 0 {
+                self.get_connector(&def.name).await?;
+                return Err(StoreError::ConnectorConflict { name: def.name.clone(), expected: def.revision });
+            }
+            Ok(saved)
+        })
+        .await
     }
 
     /// # Errors
     /// [`StoreError::ConnectorConflict`] on a stale revision, [`StoreError::ConnectorNotFound`], or database failures.
     pub async fn delete_connector(&self, name: &str, revision: Option<i64>) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut delete = connector::Entity::delete_many().filter(connector::Column::Name.eq(name));
-        if let Some(revision) = revision {
-            delete = delete.filter(connector::Column::Revision.eq(revision));
-        }
-        if delete.exec(&self.db).await?.rows_affected == 0 {
-            self.get_connector(name).await?;
-            return Err(StoreError::ConnectorConflict {
-                name: name.to_owned(),
-                expected: revision.unwrap_or_default(),
-            });
-        }
-        Ok(())
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let mut delete = connector::Entity::delete_many().filter(connector::Column::Name.eq(name));
+            if let Some(revision) = revision {
+                delete = delete.filter(connector::Column::Revision.eq(revision));
+            }
+            if delete.exec(&self.db).await?.rows_affected == 0 {
+                self.get_connector(name).await?;
+                return Err(StoreError::ConnectorConflict {
+                    name: name.to_owned(),
+                    expected: revision.unwrap_or_default(),
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Records the result of a health probe.
@@ -136,14 +154,18 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn set_connector_health(&self, name: &str, health: &Health) -> StoreResult<()> {
-        connector::Entity::update_many()
-            .col_expr(connector::Column::Healthy, health.healthy.into())
-            .col_expr(connector::Column::HealthError, health.last_error.clone().into())
-            .col_expr(connector::Column::HealthCheckedAt, health.checked_at.into())
-            .filter(connector::Column::Name.eq(name))
-            .exec(&self.db)
-            .await?;
-        Ok(())
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            connector::Entity::update_many()
+                .col_expr(connector::Column::Healthy, health.healthy.into())
+                .col_expr(connector::Column::HealthError, health.last_error.clone().into())
+                .col_expr(connector::Column::HealthCheckedAt, health.checked_at.into())
+                .filter(connector::Column::Name.eq(name))
+                .exec(&self.db)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The dispatch already made for this deployment, ring and operation.
@@ -156,17 +178,23 @@ impl Store {
         ring: Ring,
         operation: &str,
     ) -> StoreResult<Option<DispatchRecord>> {
-        let row =
-            dispatch::Entity::find_by_id((deployment_id.to_string(), ring.as_label().to_owned(), operation.to_owned()))
-                .one(&self.db)
-                .await?;
-        Ok(row.map(|row| DispatchRecord {
-            deployment_id,
-            ring,
-            operation: if row.operation == "remove" { "remove" } else { "deploy" },
-            connector_name: row.connector_name,
-            object_id: row.object_id,
-        }))
+        self.guard(async {
+            let row = dispatch::Entity::find_by_id((
+                deployment_id.to_string(),
+                ring.as_label().to_owned(),
+                operation.to_owned(),
+            ))
+            .one(&self.db)
+            .await?;
+            Ok(row.map(|row| DispatchRecord {
+                deployment_id,
+                ring,
+                operation: if row.operation == "remove" { "remove" } else { "deploy" },
+                connector_name: row.connector_name,
+                object_id: row.object_id,
+            }))
+        })
+        .await
     }
 
     /// Records a dispatch; a second record of the same work is ignored.
@@ -174,16 +202,20 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn record_dispatch(&self, record: &DispatchRecord, at: DateTime<Utc>) -> StoreResult<()> {
-        let row = dispatch::ActiveModel {
-            deployment_id: Set(record.deployment_id.to_string()),
-            ring: Set(record.ring.as_label().to_owned()),
-            operation: Set(record.operation.to_owned()),
-            connector_name: Set(record.connector_name.clone()),
-            object_id: Set(record.object_id.clone()),
-            created_at: Set(at),
-        };
-        dispatch::Entity::insert(row).on_conflict_do_nothing().exec(&self.db).await?;
-        Ok(())
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let row = dispatch::ActiveModel {
+                deployment_id: Set(record.deployment_id.to_string()),
+                ring: Set(record.ring.as_label().to_owned()),
+                operation: Set(record.operation.to_owned()),
+                connector_name: Set(record.connector_name.clone()),
+                object_id: Set(record.object_id.clone()),
+                created_at: Set(at),
+            };
+            dispatch::Entity::insert(row).on_conflict_do_nothing().exec(&self.db).await?;
+            Ok(())
+        })
+        .await
     }
 }
 

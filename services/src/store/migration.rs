@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateConnectorTables),
             Box::new(AddControllerColumns),
             Box::new(CreateRiskTables),
+            Box::new(CreateHealthProbe),
         ]
     }
 }
@@ -687,5 +688,46 @@ impl MigrationTrait for CreateRiskTables {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// One row the health probe rewrites, proving the database takes writes.
+struct CreateHealthProbe;
+
+impl MigrationName for CreateHealthProbe {
+    fn name(&self) -> &str {
+        "m20261202_000006_create_health_probe"
+    }
+}
+
+#[derive(DeriveIden)]
+enum HealthProbe {
+    Table,
+    Id,
+    ProbedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateHealthProbe {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(HealthProbe::Table)
+                    .if_not_exists()
+                    .col(integer(HealthProbe::Id).primary_key())
+                    .col(timestamp_with_time_zone_null(HealthProbe::ProbedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table(HealthProbe::Table)
+                    .columns([HealthProbe::Id])
+                    .values_panic([1.into()])
+                    .to_owned(),
+            )
+            .await
     }
 }

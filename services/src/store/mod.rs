@@ -15,6 +15,9 @@ pub mod migration;
 pub mod promotions;
 pub mod risk;
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ use sea_orm::{
     Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, Notify, broadcast};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -68,6 +71,26 @@ pub enum StoreError {
     /// A row holds a value the code does not know (written by a newer version?).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The operation outlived its budget (or the caller's deadline).
+    #[error("database unavailable: no answer within {0:?}")]
+    Timeout(Duration),
+    /// The SQLite file the server opened was deleted or replaced: writes to
+    /// it would be lost, so none are made until a restart reopens the path.
+    #[error("database unavailable: {0}")]
+    FileReplaced(String),
+    /// Too little disk space is left for SQLite to take writes.
+    #[error("database unavailable: disk full: {0}")]
+    DiskFull(String),
+}
+
+impl StoreError {
+    /// The database, not the request, is at fault: retrying later may work.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::FileReplaced(_) | StoreError::DiskFull(_)
+        )
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -78,8 +101,10 @@ impl From<DbErr> for StoreError {
     }
 }
 
-/// Connection-level failures: the database is down or unreachable, rather
-/// than a query being wrong.
+/// Failures of the database rather than of a query: PostgreSQL down or
+/// unreachable, the pool exhausted, or a SQLite file that cannot take writes
+/// (disk full, I/O error, locked, read-only, gone). The caller may retry
+/// once the database is back; none of these is the request's fault.
 fn is_unavailable(err: &DbErr) -> bool {
     let runtime = match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
@@ -94,11 +119,22 @@ fn is_unavailable(err: &DbErr) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL SQLSTATE classes 08 (connection exception) and 57
-        // (operator intervention: shutdown, terminated backend).
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
         _ => false,
     }
+}
+
+/// PostgreSQL SQLSTATE classes 08 (connection exception), 53 (insufficient
+/// resources: disk full, out of memory, too many connections), 57 (operator
+/// intervention: shutdown, terminated backend, statement timeout) and 25006
+/// (read-only transaction on a standby); SQLite primary result codes BUSY
+/// (5), LOCKED (6), NOMEM (7), READONLY (8), IOERR (10), FULL (13) and
+/// CANTOPEN (14), whose extended codes keep the primary code in the low byte.
+fn is_unavailable_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<i32>() {
+        return matches!(sqlite & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14);
+    }
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57") || code == "25006"
 }
 
 /// An event as stored: the domain event plus its log position.
@@ -174,16 +210,20 @@ pub struct StoreConfig {
     pub acquire_timeout: Duration,
     /// Events buffered per watcher before it is told it fell behind.
     pub event_feed_capacity: usize,
+    /// Longest one store operation may take, cut shorter by the served
+    /// call's deadline; also PostgreSQL's `statement_timeout`.
+    pub operation_timeout: Duration,
 }
 
 impl StoreConfig {
-    /// Defaults for `url`: 8 connections, 3 s acquire timeout.
+    /// Defaults for `url`: 8 connections, 3 s acquire timeout, 5 s per operation.
     pub fn new(url: impl Into<String>) -> StoreConfig {
         StoreConfig {
             url: url.into(),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(3),
             event_feed_capacity: DEFAULT_EVENT_FEED_CAPACITY,
+            operation_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -193,7 +233,63 @@ pub struct Store {
     db: DatabaseConnection,
     write_lock: Mutex<()>,
     feed: broadcast::Sender<Arc<StoredEvent>>,
+    operation_timeout: Duration,
+    /// Wakes the health probe as soon as an operation finds the database
+    /// unusable, rather than at its next tick.
+    faults: Notify,
+    /// SQLite: the file opened at start, to notice it being deleted or replaced.
+    file: Option<DatabaseFile>,
 }
+
+/// A SQLite database file and the identity (device, inode) it had when opened.
+#[derive(Debug)]
+struct DatabaseFile {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl DatabaseFile {
+    fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
+    /// # Errors
+    /// [`StoreError::FileReplaced`] when the path is gone or names another file.
+    fn check(&self) -> StoreResult<()> {
+        match Self::identity_of(&self.path) {
+            Ok(identity) if identity == self.identity => Ok(()),
+            Ok(_) => Err(StoreError::FileReplaced(format!(
+                "{} was replaced by another file since the server opened it; restart the server to use it",
+                self.path.display()
+            ))),
+            Err(err) => Err(StoreError::FileReplaced(format!(
+                "{} is no longer there ({err}); restore it and restart the server",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// # Errors
+    /// [`StoreError::DiskFull`] when the file system holding the database
+    /// has less than [`MIN_FREE_BYTES`] left. (A write probe alone cannot
+    /// tell: SQLite rewrites WAL space it already holds even on a full disk.)
+    fn check_space(&self) -> StoreResult<()> {
+        let dir = self.path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match rustix::fs::statvfs(dir) {
+            Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < MIN_FREE_BYTES => Err(StoreError::DiskFull(format!(
+                "the file system holding {} has {} bytes free",
+                self.path.display(),
+                fs.f_bavail.saturating_mul(fs.f_frsize)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Free space below which a SQLite database counts as full for health.
+pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 // === impl Store ===
 
@@ -203,6 +299,7 @@ impl Store {
     /// # Errors
     /// The URL is not a supported database or the database cannot be reached.
     pub async fn connect(config: &StoreConfig) -> StoreResult<Store> {
+        let statement_timeout = format!("{}ms", config.operation_timeout.as_millis());
         let mut options = ConnectOptions::new(config.url.clone());
         options
             .max_connections(config.max_connections)
@@ -216,10 +313,24 @@ impl Store {
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
-            });
+            })
+            .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(reusable(conn))))
+            .map_sqlx_postgres_opts(move |opts| opts.options([("statement_timeout", statement_timeout.as_str())]))
+            .map_sqlx_postgres_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(reusable(conn))));
         let db = Database::connect(options).await?;
+        let file = match db.get_database_backend() {
+            DbBackend::Sqlite => sqlite_file(&config.url)?,
+            _ => None,
+        };
         let (feed, _) = broadcast::channel(config.event_feed_capacity.max(1));
-        Ok(Store { db, write_lock: Mutex::new(()), feed })
+        Ok(Store {
+            db,
+            write_lock: Mutex::new(()),
+            feed,
+            operation_timeout: config.operation_timeout,
+            faults: Notify::new(),
+            file,
+        })
     }
 
     /// Applies pending migrations; harmless when there are none.
@@ -236,8 +347,61 @@ impl Store {
     /// # Errors
     /// The database does not answer.
     pub async fn ping(&self) -> StoreResult<()> {
-        self.db.execute_raw(Statement::from_string(self.db.get_database_backend(), "SELECT 1")).await?;
-        Ok(())
+        self.guard(async {
+            if let Some(file) = &self.file {
+                file.check()?;
+                file.check_space()?;
+            }
+            self.db.execute_raw(Statement::from_string(self.db.get_database_backend(), "SELECT 1")).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Proves the database takes a durable write (a full disk or a
+    /// read-only file answers reads but not this).
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub async fn probe_write(&self) -> StoreResult<()> {
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let backend = self.db.get_database_backend();
+            let sql = "UPDATE health_probe SET probed_at = CURRENT_TIMESTAMP WHERE id = 1";
+            self.db.execute_raw(Statement::from_string(backend, sql)).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Resolves when an operation has found the database unusable since the
+    /// last call (the health probe then checks at once).
+    pub async fn fault_noticed(&self) {
+        self.faults.notified().await;
+    }
+
+    /// Runs one store operation within its time budget (and the served
+    /// call's deadline), telling the health probe when the database failed.
+    async fn guard<T>(&self, operation: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let deadline = crate::deadline::within(self.operation_timeout);
+        let result = match tokio::time::timeout_at(deadline, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.operation_timeout)),
+        };
+        if result.as_ref().is_err_and(StoreError::is_unavailable) {
+            self.faults.notify_one();
+        }
+        result
+    }
+
+    /// The write lock, taken only while the database file is still the one
+    /// opened (a write into a deleted file would be acknowledged and lost).
+    async fn lock_writes(&self) -> StoreResult<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.write_lock.lock().await;
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        Ok(guard)
     }
 
     /// Current connection pool sizes, read from memory (no query).
@@ -278,29 +442,32 @@ impl Store {
         deployment: &Deployment,
         events: &[NewEvent],
     ) -> StoreResult<CreateOutcome> {
-        if let Some(existing) = self.find_by_request_id(request_id).await? {
-            return Ok(existing);
-        }
-        let _guard = self.write_lock.lock().await;
-        let txn = self.db.begin().await?;
-        let row = deployment_row(deployment, request_id, fingerprint);
-        match deployment::Entity::insert(row).exec(&txn).await {
-            Ok(_) => {}
-            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                drop(txn);
-                drop(_guard);
-                return self
-                    .find_by_request_id(request_id)
-                    .await?
-                    .ok_or_else(|| StoreError::RequestIdTaken(request_id.to_owned()));
+        self.guard(async {
+            if let Some(existing) = self.find_by_request_id(request_id).await? {
+                return Ok(existing);
             }
-            Err(err) => return Err(err.into()),
-        }
-        upsert_rings(&txn, deployment).await?;
-        let stored = insert_events(&txn, &deployment.app_name, events).await?;
-        txn.commit().await?;
-        self.publish(stored);
-        Ok(CreateOutcome::Created(deployment.clone()))
+            let _guard = self.lock_writes().await?;
+            let txn = self.db.begin().await?;
+            let row = deployment_row(deployment, request_id, fingerprint);
+            match deployment::Entity::insert(row).exec(&txn).await {
+                Ok(_) => {}
+                Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    drop(txn);
+                    drop(_guard);
+                    return self
+                        .find_by_request_id(request_id)
+                        .await?
+                        .ok_or_else(|| StoreError::RequestIdTaken(request_id.to_owned()));
+                }
+                Err(err) => return Err(err.into()),
+            }
+            upsert_rings(&txn, deployment).await?;
+            let stored = insert_events(&txn, &deployment.app_name, events).await?;
+            txn.commit().await?;
+            self.publish(stored);
+            Ok(CreateOutcome::Created(deployment.clone()))
+        })
+        .await
     }
 
     async fn find_by_request_id(&self, request_id: &str) -> StoreResult<Option<CreateOutcome>> {
@@ -319,15 +486,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] or database failures.
     pub async fn get_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
-        let txn = self.begin_read().await?;
-        let row = deployment::Entity::find()
-            .filter(deployment::Column::Id.eq(id.to_string()))
-            .one(&txn)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
-        let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
-        txn.commit().await?;
-        Ok(deployment)
+        self.guard(async {
+            let txn = self.begin_read().await?;
+            let row = deployment::Entity::find()
+                .filter(deployment::Column::Id.eq(id.to_string()))
+                .one(&txn)
+                .await?
+                .ok_or(StoreError::NotFound(id))?;
+            let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
+            txn.commit().await?;
+            Ok(deployment)
+        })
+        .await
     }
 
     /// Deployments matching `filter`, newest first, strictly older than `after`.
@@ -340,28 +510,31 @@ impl Store {
         after: Option<i64>,
         limit: u64,
     ) -> StoreResult<Page<Deployment>> {
-        let mut query = deployment::Entity::find();
-        if let Some(status) = filter.status {
-            query = query.filter(deployment::Column::Status.eq(status.as_label()));
-        }
-        if let Some(ring) = filter.ring {
-            query = query.filter(deployment::Column::CurrentRing.eq(ring.as_label()));
-        }
-        if let Some(app_name) = &filter.app_name {
-            query = query.filter(deployment::Column::AppName.eq(app_name.as_str()));
-        }
-        if let Some(connector_type) = filter.connector_type {
-            query = query.filter(deployment::Column::ConnectorType.eq(connector_type.as_label()));
-        }
-        if let Some(after) = after {
-            query = query.filter(deployment::Column::Seq.lt(after));
-        }
-        let txn = self.begin_read().await?;
-        let rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
-        let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
-        let items = Self::hydrate(&txn, page.items).await?;
-        txn.commit().await?;
-        Ok(Page { items, next_after: page.next_after })
+        self.guard(async {
+            let mut query = deployment::Entity::find();
+            if let Some(status) = filter.status {
+                query = query.filter(deployment::Column::Status.eq(status.as_label()));
+            }
+            if let Some(ring) = filter.ring {
+                query = query.filter(deployment::Column::CurrentRing.eq(ring.as_label()));
+            }
+            if let Some(app_name) = &filter.app_name {
+                query = query.filter(deployment::Column::AppName.eq(app_name.as_str()));
+            }
+            if let Some(connector_type) = filter.connector_type {
+                query = query.filter(deployment::Column::ConnectorType.eq(connector_type.as_label()));
+            }
+            if let Some(after) = after {
+                query = query.filter(deployment::Column::Seq.lt(after));
+            }
+            let txn = self.begin_read().await?;
+            let rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
+            let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
+            let items = Self::hydrate(&txn, page.items).await?;
+            txn.commit().await?;
+            Ok(Page { items, next_after: page.next_after })
+        })
+        .await
     }
 
     /// Saves a mutated deployment whose `revision` is the one it was read at,
@@ -372,7 +545,7 @@ impl Store {
     /// [`StoreError::RevisionConflict`] when the row changed since it was read,
     /// or database failures.
     pub async fn save_deployment(&self, deployment: &Deployment, events: &[NewEvent]) -> StoreResult<Deployment> {
-        self.save_with(deployment, events, None).await
+        self.guard(async { self.save_with(deployment, events, None).await }).await
     }
 
     async fn save_with(
@@ -381,7 +554,7 @@ impl Store {
         events: &[NewEvent],
         promotion: Option<&Promotion>,
     ) -> StoreResult<Deployment> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.lock_writes().await?;
         let txn = self.db.begin().await?;
         let expected = deployment.revision;
         let mut saved = deployment.clone();
@@ -429,19 +602,27 @@ impl Store {
         after: Option<i64>,
         limit: u64,
     ) -> StoreResult<Page<StoredEvent>> {
-        let id = deployment_id.to_string();
-        let mut query = deployment_event::Entity::find().filter(deployment_event::Column::DeploymentId.eq(id.as_str()));
-        if let Some(after) = after {
-            query = query.filter(deployment_event::Column::Seq.gt(after));
-        }
-        let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
-        if rows.is_empty()
-            && after.is_none()
-            && deployment::Entity::find().filter(deployment::Column::Id.eq(id.as_str())).one(&self.db).await?.is_none()
-        {
-            return Err(StoreError::NotFound(deployment_id));
-        }
-        Page::from_rows(rows, limit, |row| row.seq, event_from_row)
+        self.guard(async {
+            let id = deployment_id.to_string();
+            let mut query =
+                deployment_event::Entity::find().filter(deployment_event::Column::DeploymentId.eq(id.as_str()));
+            if let Some(after) = after {
+                query = query.filter(deployment_event::Column::Seq.gt(after));
+            }
+            let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
+            if rows.is_empty()
+                && after.is_none()
+                && deployment::Entity::find()
+                    .filter(deployment::Column::Id.eq(id.as_str()))
+                    .one(&self.db)
+                    .await?
+                    .is_none()
+            {
+                return Err(StoreError::NotFound(deployment_id));
+            }
+            Page::from_rows(rows, limit, |row| row.seq, event_from_row)
+        })
+        .await
     }
 
     /// A read-only transaction whose statements all see one snapshot, so a
@@ -484,6 +665,34 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Whether a connection going back to the pool may be used again: not when
+/// it is still inside a transaction, which happens when a failed statement
+/// made SQLite roll back on its own and the driver's ROLLBACK then failed.
+/// Reused, such a connection would nest the next transaction in a savepoint
+/// of one that never commits: acknowledged writes that are never durable.
+async fn reusable<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    // A round trip first, so that a rollback queued on drop has been applied.
+    conn.ping().await?;
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    Ok(clean)
+}
+
+/// The file behind a SQLite URL (none for an in-memory database).
+fn sqlite_file(url: &str) -> StoreResult<Option<DatabaseFile>> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|err| StoreError::Database(DbErr::Custom(format!("bad SQLite URL: {err}"))))?;
+    let path = options.get_filename().to_path_buf();
+    if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+        return Ok(None);
+    }
+    let identity = DatabaseFile::identity_of(&path)
+        .map_err(|err| StoreError::FileReplaced(format!("{}: {err}", path.display())))?;
+    Ok(Some(DatabaseFile { path, identity }))
 }
 
 async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> StoreResult<()> {

@@ -34,23 +34,29 @@ impl Store {
     /// # Errors
     /// Database failures, or a ring without a policy row.
     pub async fn list_policies(&self) -> StoreResult<Vec<RingPolicy>> {
-        let rows = ring_policy::Entity::find().all(&self.db).await?;
-        let mut policies = rows.into_iter().map(policy_from_row).collect::<StoreResult<Vec<_>>>()?;
-        policies.sort_by_key(|p| p.ring);
-        if policies.len() != Ring::ALL.len() {
-            return Err(StoreError::Corrupt(format!("{} ring policies stored, expected 5", policies.len())));
-        }
-        Ok(policies)
+        self.guard(async {
+            let rows = ring_policy::Entity::find().all(&self.db).await?;
+            let mut policies = rows.into_iter().map(policy_from_row).collect::<StoreResult<Vec<_>>>()?;
+            policies.sort_by_key(|p| p.ring);
+            if policies.len() != Ring::ALL.len() {
+                return Err(StoreError::Corrupt(format!("{} ring policies stored, expected 5", policies.len())));
+            }
+            Ok(policies)
+        })
+        .await
     }
 
     /// # Errors
     /// Database failures, or no row for `ring`.
     pub async fn get_policy(&self, ring: Ring) -> StoreResult<RingPolicy> {
-        let row = ring_policy::Entity::find_by_id(ring.as_label().to_owned())
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("no policy stored for {ring}")))?;
-        policy_from_row(row)
+        self.guard(async {
+            let row = ring_policy::Entity::find_by_id(ring.as_label().to_owned())
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("no policy stored for {ring}")))?;
+            policy_from_row(row)
+        })
+        .await
     }
 
     /// Saves `policy` (its `revision` is the one it was read at) and appends
@@ -64,33 +70,36 @@ impl Store {
         after: &RingPolicy,
         change: &PolicyChange,
     ) -> StoreResult<RingPolicy> {
-        let _guard = self.write_lock.lock().await;
-        let txn = self.db.begin().await?;
-        let mut saved = after.clone();
-        saved.revision = before.revision + 1;
-        saved.updated_at = change.at;
-        let updated = ring_policy::Entity::update_many()
-            .set(policy_row(&saved))
-            .filter(ring_policy::Column::Ring.eq(before.ring.as_label()))
-            .filter(ring_policy::Column::Revision.eq(before.revision))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            return Err(StoreError::PolicyConflict { ring: before.ring, expected: before.revision });
-        }
-        let audit = ring_policy_change::ActiveModel {
-            seq: NotSet,
-            ring: Set(before.ring.as_label().to_owned()),
-            actor: Set(change.actor.clone()),
-            reason: Set(change.reason.clone()),
-            correlation_id: Set(change.correlation_id.clone()),
-            before: Set(policy_json(before).to_string()),
-            after: Set(policy_json(&saved).to_string()),
-            created_at: Set(change.at),
-        };
-        ring_policy_change::Entity::insert(audit).exec_without_returning(&txn).await?;
-        txn.commit().await?;
-        Ok(saved)
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let txn = self.db.begin().await?;
+            let mut saved = after.clone();
+            saved.revision = before.revision + 1;
+            saved.updated_at = change.at;
+            let updated = ring_policy::Entity::update_many()
+                .set(policy_row(&saved))
+                .filter(ring_policy::Column::Ring.eq(before.ring.as_label()))
+                .filter(ring_policy::Column::Revision.eq(before.revision))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(StoreError::PolicyConflict { ring: before.ring, expected: before.revision });
+            }
+            let audit = ring_policy_change::ActiveModel {
+                seq: NotSet,
+                ring: Set(before.ring.as_label().to_owned()),
+                actor: Set(change.actor.clone()),
+                reason: Set(change.reason.clone()),
+                correlation_id: Set(change.correlation_id.clone()),
+                before: Set(policy_json(before).to_string()),
+                after: Set(policy_json(&saved).to_string()),
+                created_at: Set(change.at),
+            };
+            ring_policy_change::Entity::insert(audit).exec_without_returning(&txn).await?;
+            txn.commit().await?;
+            Ok(saved)
+        })
+        .await
     }
 
     /// The change log of one ring's policy, oldest first: (actor, reason, before JSON, after JSON).
@@ -98,12 +107,15 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn policy_changes(&self, ring: Ring) -> StoreResult<Vec<(String, String, String, String)>> {
-        let rows = ring_policy_change::Entity::find()
-            .filter(ring_policy_change::Column::Ring.eq(ring.as_label()))
-            .order_by_asc(ring_policy_change::Column::Seq)
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.actor, r.reason, r.before, r.after)).collect())
+        self.guard(async {
+            let rows = ring_policy_change::Entity::find()
+                .filter(ring_policy_change::Column::Ring.eq(ring.as_label()))
+                .order_by_asc(ring_policy_change::Column::Seq)
+                .all(&self.db)
+                .await?;
+            Ok(rows.into_iter().map(|r| (r.actor, r.reason, r.before, r.after)).collect())
+        })
+        .await
     }
 
     /// Saves a promoted or rolled-back deployment, its events and the
@@ -119,7 +131,7 @@ impl Store {
         events: &[NewEvent],
         promotion: &Promotion,
     ) -> StoreResult<Deployment> {
-        self.save_with(deployment, events, Some(promotion)).await
+        self.guard(async { self.save_with(deployment, events, Some(promotion)).await }).await
     }
 
     /// Records a blocked promotion attempt (the deployment is unchanged).
@@ -127,8 +139,11 @@ impl Store {
     /// # Errors
     /// [`StoreError::RequestIdTaken`] when the request id was used before, or database failures.
     pub async fn record_blocked_promotion(&self, promotion: &Promotion) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        insert_promotion(&self.db, promotion).await
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            insert_promotion(&self.db, promotion).await
+        })
+        .await
     }
 
     /// The promotion recorded under a client's request id, if any.
@@ -136,8 +151,12 @@ impl Store {
     /// # Errors
     /// Database failures or a corrupt row.
     pub async fn find_promotion(&self, request_id: &str) -> StoreResult<Option<Promotion>> {
-        let row = promotion::Entity::find().filter(promotion::Column::RequestId.eq(request_id)).one(&self.db).await?;
-        row.map(promotion_from_row).transpose()
+        self.guard(async {
+            let row =
+                promotion::Entity::find().filter(promotion::Column::RequestId.eq(request_id)).one(&self.db).await?;
+            row.map(promotion_from_row).transpose()
+        })
+        .await
     }
 
     /// Promotion records of one deployment, oldest first, after sequence `after`.
@@ -150,12 +169,16 @@ impl Store {
         after: Option<i64>,
         limit: u64,
     ) -> StoreResult<Page<Promotion>> {
-        let mut query = promotion::Entity::find().filter(promotion::Column::DeploymentId.eq(deployment_id.to_string()));
-        if let Some(after) = after {
-            query = query.filter(promotion::Column::Seq.gt(after));
-        }
-        let rows = query.order_by_asc(promotion::Column::Seq).limit(limit + 1).all(&self.db).await?;
-        Page::from_rows(rows, limit, |row| row.seq, promotion_from_row)
+        self.guard(async {
+            let mut query =
+                promotion::Entity::find().filter(promotion::Column::DeploymentId.eq(deployment_id.to_string()));
+            if let Some(after) = after {
+                query = query.filter(promotion::Column::Seq.gt(after));
+            }
+            let rows = query.order_by_asc(promotion::Column::Seq).limit(limit + 1).all(&self.db).await?;
+            Page::from_rows(rows, limit, |row| row.seq, promotion_from_row)
+        })
+        .await
     }
 }
 

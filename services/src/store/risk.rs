@@ -25,12 +25,15 @@ impl Store {
     /// # Errors
     /// Database failures, or no active model (the migrations install one).
     pub async fn active_risk_model(&self) -> StoreResult<RiskModel> {
-        let row = risk_model::Entity::find()
-            .filter(risk_model::Column::Active.eq(true))
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("no active risk model".into()))?;
-        model_from_row(row)
+        self.guard(async {
+            let row = risk_model::Entity::find()
+                .filter(risk_model::Column::Active.eq(true))
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("no active risk model".into()))?;
+            model_from_row(row)
+        })
+        .await
     }
 
     /// Every model, oldest version first.
@@ -38,18 +41,24 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn list_risk_models(&self) -> StoreResult<Vec<RiskModel>> {
-        let rows = risk_model::Entity::find().order_by_asc(risk_model::Column::Version).all(&self.db).await?;
-        rows.into_iter().map(model_from_row).collect()
+        self.guard(async {
+            let rows = risk_model::Entity::find().order_by_asc(risk_model::Column::Version).all(&self.db).await?;
+            rows.into_iter().map(model_from_row).collect()
+        })
+        .await
     }
 
     /// # Errors
     /// [`StoreError::RiskModelNotFound`] or database failures.
     pub async fn get_risk_model(&self, version: i32) -> StoreResult<RiskModel> {
-        let row = risk_model::Entity::find_by_id(version)
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::RiskModelNotFound(version))?;
-        model_from_row(row)
+        self.guard(async {
+            let row = risk_model::Entity::find_by_id(version)
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::RiskModelNotFound(version))?;
+            model_from_row(row)
+        })
+        .await
     }
 
     /// Stores `model` as the next version, inactive, with an audit event.
@@ -57,27 +66,30 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn create_risk_model(&self, model: &RiskModel, change: &ModelChange) -> StoreResult<RiskModel> {
-        let _guard = self.write_lock.lock().await;
-        let txn = self.db.begin().await?;
-        let latest = risk_model::Entity::find().order_by_desc(risk_model::Column::Version).one(&txn).await?;
-        let mut created = model.clone();
-        created.version = latest.map_or(1, |row| row.version + 1);
-        created.active = false;
-        created.created_at = change.at;
-        created.activated_at = None;
-        let row = risk_model::ActiveModel {
-            version: Set(created.version),
-            name: Set(created.name.clone()),
-            threshold: Set(i32::from(created.threshold)),
-            factors: Set(serde_json::to_string(&created.factors).map_err(|e| StoreError::Corrupt(e.to_string()))?),
-            active: Set(false),
-            created_at: Set(created.created_at),
-            activated_at: Set(None),
-        };
-        risk_model::Entity::insert(row).exec_without_returning(&txn).await?;
-        audit(&txn, created.version, "created", change).await?;
-        txn.commit().await?;
-        Ok(created)
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let txn = self.db.begin().await?;
+            let latest = risk_model::Entity::find().order_by_desc(risk_model::Column::Version).one(&txn).await?;
+            let mut created = model.clone();
+            created.version = latest.map_or(1, |row| row.version + 1);
+            created.active = false;
+            created.created_at = change.at;
+            created.activated_at = None;
+            let row = risk_model::ActiveModel {
+                version: Set(created.version),
+                name: Set(created.name.clone()),
+                threshold: Set(i32::from(created.threshold)),
+                factors: Set(serde_json::to_string(&created.factors).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                active: Set(false),
+                created_at: Set(created.created_at),
+                activated_at: Set(None),
+            };
+            risk_model::Entity::insert(row).exec_without_returning(&txn).await?;
+            audit(&txn, created.version, "created", change).await?;
+            txn.commit().await?;
+            Ok(created)
+        })
+        .await
     }
 
     /// Makes `version` the only active model, with an audit event.
@@ -85,23 +97,26 @@ impl Store {
     /// # Errors
     /// [`StoreError::RiskModelNotFound`] or database failures.
     pub async fn activate_risk_model(&self, version: i32, change: &ModelChange) -> StoreResult<RiskModel> {
-        let _guard = self.write_lock.lock().await;
-        let txn = self.db.begin().await?;
-        risk_model::Entity::find_by_id(version).one(&txn).await?.ok_or(StoreError::RiskModelNotFound(version))?;
-        risk_model::Entity::update_many()
-            .col_expr(risk_model::Column::Active, false.into())
-            .filter(risk_model::Column::Active.eq(true))
-            .exec(&txn)
-            .await?;
-        risk_model::Entity::update_many()
-            .col_expr(risk_model::Column::Active, true.into())
-            .col_expr(risk_model::Column::ActivatedAt, change.at.into())
-            .filter(risk_model::Column::Version.eq(version))
-            .exec(&txn)
-            .await?;
-        audit(&txn, version, "activated", change).await?;
-        txn.commit().await?;
-        self.get_risk_model(version).await
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let txn = self.db.begin().await?;
+            risk_model::Entity::find_by_id(version).one(&txn).await?.ok_or(StoreError::RiskModelNotFound(version))?;
+            risk_model::Entity::update_many()
+                .col_expr(risk_model::Column::Active, false.into())
+                .filter(risk_model::Column::Active.eq(true))
+                .exec(&txn)
+                .await?;
+            risk_model::Entity::update_many()
+                .col_expr(risk_model::Column::Active, true.into())
+                .col_expr(risk_model::Column::ActivatedAt, change.at.into())
+                .filter(risk_model::Column::Version.eq(version))
+                .exec(&txn)
+                .await?;
+            audit(&txn, version, "activated", change).await?;
+            txn.commit().await?;
+            self.get_risk_model(version).await
+        })
+        .await
     }
 
     /// The app's recent record: deployments created in the last 30 days, and
@@ -110,30 +125,34 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn app_history(&self, app_name: &str, now: DateTime<Utc>) -> StoreResult<History> {
-        let recent = deployment::Entity::find()
-            .filter(deployment::Column::AppName.eq(app_name))
-            .filter(deployment::Column::CreatedAt.gte(now - chrono::Duration::days(30)))
-            .count(&self.db)
-            .await?;
-        let (completed, failed) = (DeploymentStatus::Completed.as_label(), DeploymentStatus::Failed.as_label());
-        let ended: Vec<(String, i64)> = deployment::Entity::find()
-            .select_only()
-            .column(deployment::Column::Status)
-            .column_as(deployment::Column::Seq.count(), "ended")
-            .filter(deployment::Column::AppName.eq(app_name))
-            .filter(deployment::Column::EndedAt.gte(now - chrono::Duration::days(90)))
-            .filter(deployment::Column::Status.is_in([completed, failed]))
-            .group_by(deployment::Column::Status)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let count_of =
-            |status: &str| ended.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
-        Ok(History {
-            deployments_last_30_days: recent,
-            completed_last_90_days: count_of(completed),
-            failed_last_90_days: count_of(failed),
+        self.guard(async {
+            let recent = deployment::Entity::find()
+                .filter(deployment::Column::AppName.eq(app_name))
+                .filter(deployment::Column::CreatedAt.gte(now - chrono::Duration::days(30)))
+                .count(&self.db)
+                .await?;
+            let (completed, failed) = (DeploymentStatus::Completed.as_label(), DeploymentStatus::Failed.as_label());
+            let ended: Vec<(String, i64)> = deployment::Entity::find()
+                .select_only()
+                .column(deployment::Column::Status)
+                .column_as(deployment::Column::Seq.count(), "ended")
+                .filter(deployment::Column::AppName.eq(app_name))
+                .filter(deployment::Column::EndedAt.gte(now - chrono::Duration::days(90)))
+                .filter(deployment::Column::Status.is_in([completed, failed]))
+                .group_by(deployment::Column::Status)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let count_of = |status: &str| {
+                ended.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0))
+            };
+            Ok(History {
+                deployments_last_30_days: recent,
+                completed_last_90_days: count_of(completed),
+                failed_last_90_days: count_of(failed),
+            })
         })
+        .await
     }
 }
 

@@ -58,6 +58,11 @@ impl TestDatabase {
         }
     }
 
+    /// A SQLite file at `path`, left in place afterwards (the caller owns the directory).
+    pub fn sqlite_at(path: &std::path::Path) -> TestDatabase {
+        TestDatabase { url: format!("sqlite://{}", path.display()), postgres_name: None, _dir: None }
+    }
+
     /// PostgreSQL only: refuse new connections and cut the existing ones.
     pub async fn take_offline(&self) {
         let name = self.postgres_name.as_deref().expect("PostgreSQL only");
@@ -148,7 +153,11 @@ pub async fn start_server(backend: Backend) -> TestServer {
 }
 
 pub async fn start_server_with(backend: Backend, options: Options) -> TestServer {
-    let database = TestDatabase::create(backend).await;
+    start_server_on(TestDatabase::create(backend).await, options).await
+}
+
+/// Starts a server on an existing database (a restart keeps its data).
+pub async fn start_server_on(database: TestDatabase, options: Options) -> TestServer {
     let config = StoreConfig {
         acquire_timeout: Duration::from_secs(1),
         event_feed_capacity: options.event_feed_capacity,
@@ -220,6 +229,22 @@ impl TestServer {
                 .expect("server task")
                 .expect("server result");
         }
+    }
+
+    /// Stops the server, closes its database connections and hands the
+    /// database back, as a process exit would, so a test can restart on it.
+    pub async fn shut_down(mut self) -> TestDatabase {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await.expect("shutdown finishes");
+        }
+        drop(self.channel);
+        if let Ok(store) = Arc::try_unwrap(self.store) {
+            store.close().await;
+        }
+        self.database
     }
 }
 
@@ -337,4 +362,46 @@ pub async fn scrape(server: &TestServer) -> exposition::Exposition {
 pub async fn events_of(client: &mut DeploymentServiceClient<Channel>, id: &str) -> Vec<pb::DeploymentEvent> {
     let request = pb::ListDeploymentEventsRequest { deployment_id: id.to_owned(), ..Default::default() };
     client.list_deployment_events(request).await.unwrap().into_inner().events
+}
+
+/// Devices each ring's default policy needs reported.
+pub fn sample_for(ring: pb::Ring) -> i64 {
+    match ring {
+        pb::Ring::Lab => 10,
+        pb::Ring::Canary => 25,
+        pb::Ring::Pilot => 50,
+        _ => 100,
+    }
+}
+
+/// A low-risk deployment targeting GLOBAL, started (in LAB).
+pub async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
+    let request =
+        pb::CreateDeploymentRequest { target_ring: pb::Ring::Global.into(), ..create_request(request_id, "edge", 20) };
+    let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+    let start = pb::StartDeploymentRequest { id: created.id, ..Default::default() };
+    client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap()
+}
+
+/// Reports a passing outcome for the deployment's current ring (validating the rollback in LAB).
+pub async fn report_healthy(client: &mut DeploymentServiceClient<Channel>, deployment: &pb::Deployment) {
+    let ring = deployment.current_ring();
+    let request = pb::ReportRingOutcomeRequest {
+        id: deployment.id.clone(),
+        ring: ring.into(),
+        success_count: sample_for(ring),
+        failure_count: 0,
+        rollback_validated: ring == pb::Ring::Lab,
+        ..Default::default()
+    };
+    client.report_ring_outcome(request).await.unwrap();
+}
+
+pub fn promote_request(deployment: &pb::Deployment) -> pb::PromoteDeploymentRequest {
+    pb::PromoteDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        from_ring: deployment.current_ring,
+        actor: "release-manager".into(),
+        ..Default::default()
+    }
 }

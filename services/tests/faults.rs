@@ -1,0 +1,205 @@
+//! Fault tests of the store on SQLite: a full disk, a database file deleted
+//! or replaced under the server. Each asserts that nothing acknowledged is
+//! lost, that the failure is UNAVAILABLE with a clear message, that health
+//! says NOT_SERVING meanwhile, and that service comes back by itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Options, TestDatabase, assert_code, create_request, start_server_on};
+use eucora::v1 as pb;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A size-limited tmpfs mounted for one test (CI and developers run as root
+/// on this project's machines), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a {size} tmpfs needs root (this project's machines run tests as root)");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk with a ballast file, leaving about `keep` bytes free.
+    fn fill_leaving(&self, keep: u64) -> PathBuf {
+        let ballast = self.path().join("ballast");
+        let free = fs_free(self.path());
+        std::fs::write(&ballast, vec![0u8; usize::try_from(free.saturating_sub(keep)).unwrap()]).expect("ballast");
+        ballast
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn fs_free(path: &Path) -> u64 {
+    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().expect("df");
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df avail")
+}
+
+async fn health_of(server: &common::TestServer) -> ServingStatus {
+    let mut health = HealthClient::new(server.channel.clone());
+    let request = HealthCheckRequest { service: "eucora.v1.DeploymentService".into() };
+    health.check(request).await.expect("health check").into_inner().status()
+}
+
+async fn eventually_health(server: &common::TestServer, wanted: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health_of(server).await != wanted {
+        assert!(Instant::now() < deadline, "health did not become {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates until the disk refuses writes; then frees space. Every create
+/// that was acknowledged must be there after a restart, failures must be
+/// UNAVAILABLE, health must follow, and writes must resume by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_no_acknowledged_create_and_recovers() {
+    let disk = SmallDisk::mount("4m");
+    let database = TestDatabase::sqlite_at(&disk.path().join("eucora.db"));
+    let server = start_server_on(database, Options::default()).await;
+    eventually_health(&server, ServingStatus::Serving).await;
+    let ballast = disk.fill_leaving(256 * 1024);
+
+    let mut client = server.deployments();
+    let mut acknowledged = Vec::new();
+    let mut refusals = 0;
+    let mut attempt = 0;
+    while refusals < 20 {
+        attempt += 1;
+        assert!(attempt < 5000, "the disk never filled");
+        // Several in flight, so that failures meet concurrent transactions.
+        let calls = (0..4).map(|i| {
+            let mut client = client.clone();
+            let request = create_request(&format!("full-{attempt}-{i}"), &format!("app-{attempt}-{i}"), 10);
+            async move { client.create_deployment(request).await }
+        });
+        for result in futures_util::future::join_all(calls).await {
+            match result {
+                Ok(response) => acknowledged.push(response.into_inner().deployment.unwrap().id),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "a full disk is UNAVAILABLE: {}", status.message());
+                    refusals += 1;
+                }
+            }
+        }
+    }
+    assert!(!acknowledged.is_empty(), "some creates fit before the disk filled");
+    eventually_health(&server, ServingStatus::NotServing).await;
+    let refused = client.create_deployment(create_request("full-refused", "app-refused", 10)).await;
+    let status = assert_code(refused, Code::Unavailable);
+    assert!(status.message().contains("database"), "the message says what is wrong: {}", status.message());
+
+    // Everything acknowledged so far reads back while the disk is still full.
+    for id in &acknowledged {
+        let request = pb::GetDeploymentRequest { id: id.clone() };
+        client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} unreadable: {s:?}"));
+    }
+
+    // Space comes back: service resumes with no restart.
+    std::fs::remove_file(&ballast).expect("free space");
+    eventually_health(&server, ServingStatus::Serving).await;
+    let mut resumed = None;
+    for attempt in 0..100 {
+        match client.create_deployment(create_request(&format!("after-{attempt}"), "app-after", 10)).await {
+            Ok(response) => {
+                resumed = Some(response.into_inner().deployment.unwrap().id);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    acknowledged.push(resumed.expect("creates succeed once space is free"));
+
+    // An outside writer can take the write lock: no connection was left inside a transaction.
+    let db_path = disk.path().join("eucora.db");
+    let outside = Command::new("sqlite3")
+        .arg(&db_path)
+        .arg("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS outside_probe(x); ROLLBACK;")
+        .output()
+        .expect("sqlite3 (installed by .ci/services)");
+    assert!(outside.status.success(), "outside writer blocked: {}", String::from_utf8_lossy(&outside.stderr));
+
+    // A restart finds every acknowledged create exactly once.
+    let database = server.shut_down().await;
+    let server = start_server_on(database, Options::default()).await;
+    let mut client = server.deployments();
+    for id in &acknowledged {
+        let request = pb::GetDeploymentRequest { id: id.clone() };
+        client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} lost: {s:?}"));
+    }
+    let mut listed = 0;
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListDeploymentsRequest { page_size: 500, page_token, ..Default::default() };
+        let page = client.list_deployments(request).await.unwrap().into_inner();
+        listed += page.deployments.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(listed, acknowledged.len(), "exactly the acknowledged creates are stored");
+    server.stop().await;
+}
+
+/// The database directory removed under a running server: writes would go
+/// into unlinked files and vanish, so they are refused and health says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_database_refuses_writes_and_is_not_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server_on(TestDatabase::sqlite_at(&dir.path().join("eucora.db")), Options::default()).await;
+    let mut client = server.deployments();
+    client.create_deployment(create_request("before-delete", "firefox", 10)).await.expect("create before");
+    eventually_health(&server, ServingStatus::Serving).await;
+
+    std::fs::remove_dir_all(dir.path()).expect("delete the database directory");
+    let refused = client.create_deployment(create_request("after-delete", "firefox", 10)).await;
+    let status = assert_code(refused, Code::Unavailable);
+    assert!(status.message().contains("no longer there"), "{}", status.message());
+    eventually_health(&server, ServingStatus::NotServing).await;
+    server.stop().await;
+}
+
+/// The database file swapped for another one (a restore done under a
+/// running server): writes are refused until a restart opens the new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_database_refuses_writes_and_is_not_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("eucora.db");
+    let server = start_server_on(TestDatabase::sqlite_at(&path), Options::default()).await;
+    let mut client = server.deployments();
+    client.create_deployment(create_request("before-swap", "firefox", 10)).await.expect("create before");
+    eventually_health(&server, ServingStatus::Serving).await;
+
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).expect("copy");
+    std::fs::rename(&copy, &path).expect("swap in the copy");
+    let refused = client.create_deployment(create_request("after-swap", "firefox", 10)).await;
+    let status = assert_code(refused, Code::Unavailable);
+    assert!(status.message().contains("replaced"), "{}", status.message());
+    eventually_health(&server, ServingStatus::NotServing).await;
+    server.stop().await;
+}
