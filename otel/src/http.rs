@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 
 use crate::pipeline::MetricsPipeline;
@@ -52,15 +51,20 @@ pub fn router(pipeline: MetricsPipeline, readiness: Readiness) -> Router {
         .with_state(ShimState { pipeline, readiness })
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` (a plain `TcpListener`, or one that limits
+/// its connections) until `shutdown` resolves.
 ///
 /// # Errors
 /// The listener failed.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

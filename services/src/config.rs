@@ -59,6 +59,28 @@ pub struct Config {
     #[arg(long, env = "EUCORA_DATABASE_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
     pub database_acquire_timeout: Duration,
 
+    /// Longest one database operation may take before the call fails UNAVAILABLE (e.g. `5s`);
+    /// a caller's shorter gRPC deadline cuts it further. Also PostgreSQL's `statement_timeout`.
+    #[arg(long, env = "EUCORA_DATABASE_OPERATION_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub database_operation_timeout: Duration,
+
+    /// Most connections open at once on each listener (gRPC, /metrics); more are closed at once.
+    #[arg(long, env = "EUCORA_MAX_CONNECTIONS", default_value_t = 4096, global = true)]
+    pub max_connections: usize,
+
+    /// How long a connection may stay silent before it is closed (e.g. `120s`); live gRPC
+    /// clients answer the server's keepalive pings. A new one must speak within 10 s.
+    #[arg(long, env = "EUCORA_CONNECTION_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration, global = true)]
+    pub connection_idle_timeout: Duration,
+
+    /// Most concurrent gRPC calls (HTTP/2 streams) on one connection.
+    #[arg(long, env = "EUCORA_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, global = true)]
+    pub max_streams_per_connection: u32,
+
+    /// Most WatchDeployments streams open at once; more are RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EUCORA_MAX_WATCH_STREAMS", default_value_t = 1024, global = true)]
+    pub max_watch_streams: usize,
+
     /// How often the database is probed to keep grpc.health.v1 current (e.g. `5s`).
     #[arg(long, env = "EUCORA_HEALTH_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub health_probe_interval: Duration,

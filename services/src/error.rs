@@ -120,9 +120,21 @@ impl From<DispatchError> for ApiError {
     }
 }
 
+/// Longest message a status carries: whatever a message quotes of the
+/// request, the answer (and its log line) stays small.
+const MAX_MESSAGE_CHARS: usize = 2048;
+
+fn bounded(mut message: String) -> String {
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let message = err.to_string();
+        let message = bounded(err.to_string());
         match err {
             ApiError::InvalidArgument(violations) => {
                 tracing::info!(%message, "rejected invalid request");

@@ -9,6 +9,7 @@
 //! - [`metrics`]: deployment instruments recorded from committed changes.
 //! - [`error`]: the service error and its mapping to `tonic::Status`.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`net`]: listeners with connection caps and idle timeouts.
 //! - [`clock`]: injectable time for breakers and the controller.
 //! - [`deadline`]: the served call's deadline, which bounds database work.
 //! - [`config`]: command line and `EUCORA_*` environment settings.
@@ -23,5 +24,6 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod net;
 pub mod server;
 pub mod store;

@@ -9,6 +9,7 @@ use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::config::{Cli, Command, Config, LogFormat};
 use eucora_services::domain::connector::SimulatorConfig;
+use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -59,6 +60,13 @@ async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> a
         connector_probe_interval: config.connector_probe_interval,
         simulator_connectors: config.simulator_connectors.then(SimulatorConfig::default),
         controller_interval: (!config.no_controller).then_some(config.controller_interval),
+        connection_limits: ConnectionLimits {
+            max_connections: config.max_connections,
+            idle_timeout: config.connection_idle_timeout,
+            ..ConnectionLimits::default()
+        },
+        max_streams_per_connection: config.max_streams_per_connection,
+        max_watch_streams: config.max_watch_streams,
         ..ServeOptions::default()
     };
     let store = Arc::new(store);
@@ -75,6 +83,7 @@ async fn connect(config: &Config) -> anyhow::Result<Store> {
     let store_config = StoreConfig {
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
+        operation_timeout: config.database_operation_timeout,
         ..StoreConfig::new(config.database_url.clone())
     };
     Store::connect(&store_config).await.with_context(|| format!("connecting to {}", redact(&config.database_url)))

@@ -19,19 +19,20 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
+use crate::grpc::call_limits::CallLimitsLayer;
 use crate::grpc::connector::ConnectorApi;
 use crate::grpc::correlation::CorrelationIdLayer;
 use crate::grpc::deployment::DeploymentApi;
 use crate::grpc::promotion::PromotionApi;
 use crate::grpc::risk::RiskApi;
 use crate::metrics::DeploymentMetrics;
+use crate::net::{ConnectionLimits, LimitedListener};
 use crate::store::Store;
 
 /// Fully qualified names of the application services that health reports on.
@@ -41,6 +42,11 @@ pub const SERVED_SERVICES: &[&str] = &[
     "eucora.v1.ConnectorService",
     "eucora.v1.RiskModelService",
 ];
+
+/// How often an HTTP/2 connection with no traffic is pinged, and how long
+/// the answer may take before the connection counts as dead.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -63,6 +69,12 @@ pub struct ServeOptions {
     /// How often the rollout controller sweeps every deploying deployment;
     /// `None` runs no controller in this process.
     pub controller_interval: Option<Duration>,
+    /// Connection caps and idle timeouts of both listeners.
+    pub connection_limits: ConnectionLimits,
+    /// Most concurrent calls (HTTP/2 streams) on one gRPC connection.
+    pub max_streams_per_connection: u32,
+    /// Most WatchDeployments streams open at once.
+    pub max_watch_streams: usize,
 }
 
 impl Default for ServeOptions {
@@ -76,6 +88,9 @@ impl Default for ServeOptions {
             simulator_connectors: None,
             clock: Clock::system(),
             controller_interval: Some(Duration::from_secs(30)),
+            connection_limits: ConnectionLimits::default(),
+            max_streams_per_connection: 256,
+            max_watch_streams: 1024,
         }
     }
 }
@@ -144,7 +159,7 @@ pub async fn serve(
         stop.clone(),
     ));
     let shim = tokio::spawn(eucora_otel::http::serve(
-        listeners.metrics,
+        LimitedListener::new(listeners.metrics, options.connection_limits, "metrics"),
         eucora_otel::http::router(telemetry.pipeline.clone(), readiness),
         stop.clone().cancelled_owned(),
     ));
@@ -173,8 +188,14 @@ pub async fn serve(
         options.clock.clone(),
         outcomes_tx,
     ));
-    let deployments =
-        DeploymentApi::new(store.clone(), metrics.clone(), connectors.clone(), options.clock.clone(), stop.clone());
+    let deployments = DeploymentApi::new(
+        store.clone(),
+        metrics.clone(),
+        connectors.clone(),
+        options.clock.clone(),
+        stop.clone(),
+        options.max_watch_streams,
+    );
     let promotions = PromotionApi::new(store.clone(), metrics, deployments.clone());
     let connector_api = ConnectorApi::new(store.clone(), connectors.clone());
     let controller = options.controller_interval.map(|interval| {
@@ -189,7 +210,7 @@ pub async fn serve(
     });
     let background = [
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
-        tokio::spawn(probe_connectors(connectors, options.connector_probe_interval, stop.clone())),
+        tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, stop.clone())),
     ];
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 
@@ -201,8 +222,14 @@ pub async fn serve(
     });
 
     let server = Server::builder()
+        .max_concurrent_streams(Some(options.max_streams_per_connection))
+        // Pings find dead peers, and keep a live client's quiet connection
+        // within the listener's idle timeout (its answers count as traffic).
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(CorrelationIdLayer)
         .layer(RpcObservabilityLayer::new(telemetry.catalog.clone(), served_methods()))
+        .layer(CallLimitsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -211,8 +238,7 @@ pub async fn serve(
         .add_service(ConnectorServiceServer::new(connector_api))
         .add_service(RiskModelServiceServer::new(RiskApi::new(store.clone())))
         .serve_with_incoming_shutdown(
-            // No Nagle: small responses must not wait for a delayed ACK (≈ 40 ms each).
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            LimitedListener::new(listeners.grpc, options.connection_limits, "grpc").into_incoming(),
             stop.clone().cancelled_owned(),
         );
     tokio::pin!(server);
@@ -227,6 +253,8 @@ pub async fn serve(
         }
     };
     stop.cancel();
+    // Calls still waiting on a connector after the grace period end now.
+    connectors.cancel_calls();
     let _ = probe.await;
     for task in background.into_iter().chain(controller) {
         let _ = task.await;
@@ -250,18 +278,6 @@ async fn apply_reported_outcomes(
                 Some(outcome) => deployments.record_reported_outcome(outcome).await,
                 None => return,
             },
-        }
-    }
-}
-
-/// Probes every enabled connector on an interval, until shutdown.
-async fn probe_connectors(connectors: Arc<Connectors>, period: Duration, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = interval.tick() => connectors.probe_all().await,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Backend, assert_code, events_of, promote_request, report_healthy, start_server, started};
+use common::{Backend, assert_code, create_request, events_of, promote_request, report_healthy, start_server, started};
 use eucora::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -14,6 +14,10 @@ on_every_backend!(
     impossible_counts_are_invalid_and_change_nothing,
     a_bad_report_is_corrected_with_an_audit_event,
     reports_for_a_ring_already_left_are_refused,
+    control_characters_are_refused_in_every_text_field,
+    echoed_input_stays_small,
+    small_validation_gaps_are_closed,
+    a_page_fits_what_clients_accept,
 );
 
 fn report(id: &str, ring: pb::Ring, success_count: i64, failure_count: i64) -> pb::ReportRingOutcomeRequest {
@@ -110,5 +114,153 @@ async fn reports_for_a_ring_already_left_are_refused(backend: Backend) {
     let read = read.into_inner().deployment.unwrap();
     assert_eq!(read.ring_progress[0], lab_before, "LAB's figures stay as recorded");
     assert_eq!(read.etag, promoted.etag);
+    server.stop().await;
+}
+
+#[track_caller]
+fn assert_bad_field<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
+    let status = assert_code(result, Code::InvalidArgument);
+    let violations = status.get_details_bad_request().expect("BadRequest details").field_violations;
+    assert!(violations.iter().any(|v| v.field == field), "{field} not named: {violations:?}");
+}
+
+async fn control_characters_are_refused_in_every_text_field(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut client = server.deployments();
+    let mut promotions = server.promotions();
+    let mut connectors = eucora::v1::connector_service_client::ConnectorServiceClient::new(server.channel.clone());
+
+    let nul_app = pb::CreateDeploymentRequest { app_name: "fire\0fox".into(), ..create_request("cc-1", "x", 10) };
+    assert_bad_field(client.create_deployment(nul_app).await, "app_name");
+    let mut ansi_notes = create_request("cc-2", "firefox", 10);
+    ansi_notes.evidence.as_mut().unwrap().notes = "\u{1b}[31mall good\u{1b}[0m".into();
+    assert_bad_field(client.create_deployment(ansi_notes).await, "evidence.notes");
+
+    let deployment = started(&mut client, "cc-3").await;
+    let events_before = events_of(&mut client, &deployment.id).await.len();
+    // The rollback is refused before anything reaches the connector.
+    let rollback = pb::RollbackDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        reason: "crash\0reports".into(),
+        ..Default::default()
+    };
+    assert_bad_field(promotions.rollback_deployment(rollback).await, "reason");
+    let fail = pb::FailDeploymentRequest {
+        id: deployment.id.clone(),
+        reason: "\u{1b}]8;;evil\u{7}".into(),
+        ..Default::default()
+    };
+    assert_bad_field(client.fail_deployment(fail).await, "reason");
+    let read = client.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    assert_eq!(read.into_inner().deployment.unwrap().status(), pb::DeploymentStatus::Deploying);
+    assert_eq!(events_of(&mut client, &deployment.id).await.len(), events_before, "nothing dispatched or recorded");
+
+    let policy = pb::RingPolicy { ring: pb::Ring::Canary.into(), ..Default::default() };
+    let update = pb::UpdateRingPolicyRequest {
+        policy: Some(policy),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["auto_promote".into()] }),
+        reason: "tidy\0".into(),
+        ..Default::default()
+    };
+    assert_bad_field(promotions.update_ring_policy(update).await, "reason");
+    let connector = pb::Connector {
+        name: "jamf-nul".into(),
+        r#type: pb::ConnectorType::Jamf.into(),
+        driver: pb::ConnectorDriver::Http.into(),
+        endpoint: "http://127.0.0.1:9/\0".into(),
+        enabled: true,
+        ..Default::default()
+    };
+    let request = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
+    assert_bad_field(connectors.create_connector(request).await, "connector.endpoint");
+    server.stop().await;
+}
+
+async fn echoed_input_stays_small(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut connectors = eucora::v1::connector_service_client::ConnectorServiceClient::new(server.channel.clone());
+    let long = "a".repeat(15_000);
+    let status = assert_code(
+        connectors.get_connector(pb::GetConnectorRequest { name: long.clone() }).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().len() < 500, "{} bytes echoed", status.message().len());
+    let reset = pb::ResetCircuitBreakerRequest { connector_name: long, ..Default::default() };
+    let status = assert_code(connectors.reset_circuit_breaker(reset).await, Code::InvalidArgument);
+    assert!(status.message().len() < 500);
+    server.stop().await;
+}
+
+async fn small_validation_gaps_are_closed(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut client = server.deployments();
+    let mut connectors = eucora::v1::connector_service_client::ConnectorServiceClient::new(server.channel.clone());
+
+    let odd_timeout = pb::Connector {
+        name: "jamf-odd".into(),
+        r#type: pb::ConnectorType::Jamf.into(),
+        driver: pb::ConnectorDriver::Simulator.into(),
+        enabled: true,
+        call_timeout: Some(prost_types::Duration { seconds: 1, nanos: 2_000_000_000 }),
+        ..Default::default()
+    };
+    let request = pb::CreateConnectorRequest { connector: Some(odd_timeout), ..Default::default() };
+    assert_bad_field(connectors.create_connector(request).await, "connector.call_timeout");
+
+    let nil = pb::CreateDeploymentRequest {
+        evidence_pack_id: "00000000-0000-0000-0000-000000000000".into(),
+        ..create_request("gap-1", "firefox", 10)
+    };
+    assert_bad_field(client.create_deployment(nil).await, "evidence_pack_id");
+    let unknown_connector = pb::CreateDeploymentRequest {
+        connector_name: "intune-nowhere".into(),
+        ..create_request("gap-2", "firefox", 10)
+    };
+    let status = assert_code(client.create_deployment(unknown_connector).await, Code::FailedPrecondition);
+    assert!(status.message().contains("intune-nowhere"), "{}", status.message());
+    let wrong_type = pb::CreateDeploymentRequest {
+        connector_name: "simulator-jamf".into(),
+        ..create_request("gap-3", "firefox", 10)
+    };
+    assert_bad_field(client.create_deployment(wrong_type).await, "connector_name");
+
+    // A page token for a deployment that does not exist: NOT_FOUND, not an empty page.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let token = eucora_services::grpc::page_token::encode(5, &format!("deployment={unknown}"));
+    let request = pb::ListDeploymentEventsRequest { deployment_id: unknown, page_token: token, ..Default::default() };
+    assert_code(client.list_deployment_events(request).await, Code::NotFound);
+
+    // Over the 4 MiB decoding limit: RESOURCE_EXHAUSTED, as gRPC specifies.
+    let huge = pb::CreateDeploymentRequest { app_name: "x".repeat(5 << 20), ..create_request("gap-4", "firefox", 10) };
+    assert_code(client.create_deployment(huge).await, Code::ResourceExhausted);
+    server.stop().await;
+}
+
+async fn a_page_fits_what_clients_accept(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut client = server.deployments();
+    const CREATED: usize = 300;
+    for i in 0..CREATED {
+        let mut request = create_request(&format!("big-{i}"), "firefox", 10);
+        // 4,000 three-byte characters: 12 KB of notes per deployment, 3.6 MB in all.
+        request.evidence.as_mut().unwrap().notes = "€".repeat(4000);
+        client.create_deployment(request).await.unwrap();
+    }
+    // The client keeps tonic's default 4 MiB limit, as grpcurl and grpcio do.
+    let mut seen = 0;
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListDeploymentsRequest { page_size: 500, page_token, ..Default::default() };
+        let page = client.list_deployments(request).await.expect("a page within 4 MiB").into_inner();
+        seen += page.deployments.len();
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, CREATED, "every deployment on some page");
+    assert!(pages >= 2, "the answer was cut by size");
     server.stop().await;
 }

@@ -7,14 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Options, TestDatabase, assert_code, create_request, start_server_on};
+use common::{Options, TestDatabase, assert_code, create_request, eventually_health, start_server_on};
 use eucora::v1 as pb;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// A size-limited tmpfs mounted for one test (CI and developers run as root
 /// on this project's machines), unmounted on drop.
@@ -56,20 +54,6 @@ impl Drop for SmallDisk {
 fn fs_free(path: &Path) -> u64 {
     let out = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().expect("df");
     String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df avail")
-}
-
-async fn health_of(server: &common::TestServer) -> ServingStatus {
-    let mut health = HealthClient::new(server.channel.clone());
-    let request = HealthCheckRequest { service: "eucora.v1.DeploymentService".into() };
-    health.check(request).await.expect("health check").into_inner().status()
-}
-
-async fn eventually_health(server: &common::TestServer, wanted: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while health_of(server).await != wanted {
-        assert!(Instant::now() < deadline, "health did not become {wanted:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Creates until the disk refuses writes; then frees space. Every create

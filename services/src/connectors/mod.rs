@@ -8,7 +8,7 @@
 pub mod http;
 pub mod simulator;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use eucora_otel::catalog::{
     BreakerStateLabel, ConnectorTypeLabel, ErrorTypeLabel, OperationLabel, OperationStatusLabel,
 };
 use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use crate::clock::Clock;
@@ -173,6 +174,8 @@ pub struct Connectors {
     drivers: SyncMutex<HashMap<String, CachedDriver>>,
     /// One dispatch of the same work at a time in this process.
     dispatch_locks: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Ends every outstanding call when shutdown's grace period is over.
+    cancel: CancellationToken,
 }
 
 impl Connectors {
@@ -194,7 +197,13 @@ impl Connectors {
             breakers: SyncMutex::new(HashMap::new()),
             drivers: SyncMutex::new(HashMap::new()),
             dispatch_locks: SyncMutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Ends every outstanding and later call at once, as TRANSIENT (shutdown).
+    pub fn cancel_calls(&self) {
+        self.cancel.cancel();
     }
 
     /// The connector a deployment uses: the named one, or the first enabled
@@ -341,9 +350,12 @@ impl Connectors {
         call: impl Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(def.call_timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
+        let result = tokio::select! {
+            result = tokio::time::timeout(def.call_timeout, call) => match result {
+                Ok(result) => result,
+                Err(_) => Err(CallError::Transient(format!("timed out after {:?}", def.call_timeout))),
+            },
+            () = self.cancel.cancelled() => Err(CallError::Transient("cancelled: the server is shutting down".into())),
         };
         let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
         let seconds = started.elapsed().as_secs_f64();
@@ -408,17 +420,45 @@ impl Connectors {
         Ok(health)
     }
 
-    /// Probes every enabled connector.
-    pub async fn probe_all(&self) {
-        match self.store.enabled_connectors().await {
-            Ok(defs) => {
-                for def in defs {
-                    if let Err(err) = self.probe(&def).await {
-                        tracing::warn!(connector = %def.name, error = %err, "recording connector health");
-                    }
+    /// Probes every enabled connector every `period` until `stop`, each on
+    /// its own: a connector is probed again only once its last probe ended
+    /// (bounded by its call timeout), so a hung adapter delays no other
+    /// connector, and a probe still waiting at shutdown is abandoned.
+    pub async fn probe_every(self: Arc<Self>, period: Duration, stop: CancellationToken) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probing = tokio::task::JoinSet::new();
+        let mut in_flight = HashSet::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    probing.abort_all();
+                    return;
+                }
+                Some(Ok(name)) = probing.join_next() => {
+                    in_flight.remove(&name);
+                    continue;
+                }
+                _ = interval.tick() => {}
+            }
+            let defs = match self.store.enabled_connectors().await {
+                Ok(defs) => defs,
+                Err(err) => {
+                    tracing::warn!(error = %err, "listing connectors to probe");
+                    continue;
+                }
+            };
+            for def in defs {
+                if in_flight.insert(def.name.clone()) {
+                    let connectors = self.clone();
+                    probing.spawn(async move {
+                        if let Err(err) = connectors.probe(&def).await {
+                            tracing::warn!(connector = %def.name, error = %err, "recording connector health");
+                        }
+                        def.name
+                    });
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "listing connectors to probe"),
         }
     }
 

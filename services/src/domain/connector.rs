@@ -83,23 +83,25 @@ pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_RESET_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_SIMULATOR_LATENCY: Duration = Duration::from_secs(60);
 
+/// What a connector name must look like (a DNS label).
+pub const NAME_RULE: &str = "must be 1..=63 lower-case letters, digits or '-', not starting or ending with '-'";
+
+/// Whether `name` can name a connector (see [`NAME_RULE`]).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 impl ConnectorDef {
     /// Every problem with the definition, as (field, description), with
     /// fields under `connector.`.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= MAX_NAME_LEN
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !self.name.starts_with('-')
-            && !self.name.ends_with('-');
-        if !name_ok {
-            problems.push((
-                "connector.name",
-                format!(
-                    "must be 1..={MAX_NAME_LEN} lower-case letters, digits or '-', not starting or ending with '-'"
-                ),
-            ));
+        if !is_valid_name(&self.name) {
+            problems.push(("connector.name", NAME_RULE.to_owned()));
         }
         match (self.driver, self.endpoint.as_deref()) {
             (Driver::Http, None) => problems.push(("connector.endpoint", "is required for the HTTP driver".into())),

@@ -13,10 +13,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, duration_to_proto, timestamp};
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag, truncate};
 use crate::connectors::{BreakerView, Connectors};
 use crate::domain::breaker::{BreakerConfig, BreakerState};
-use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
+use crate::domain::connector::{ConnectorDef, Driver, Health, NAME_RULE, SimulatorConfig, is_valid_name};
 use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
 
@@ -41,6 +41,10 @@ impl ConnectorApi {
         if name.is_empty() {
             return Err(ApiError::invalid(field, "is required"));
         }
+        // A name no connector can have is bad input, and is never echoed back whole.
+        if !is_valid_name(name) {
+            return Err(ApiError::invalid(field, NAME_RULE));
+        }
         Ok(self.store.get_connector(name).await?)
     }
 }
@@ -51,15 +55,6 @@ fn driver_from_proto(driver: pb::ConnectorDriver) -> Option<Driver> {
         pb::ConnectorDriver::Http => Some(Driver::Http),
         pb::ConnectorDriver::Simulator => Some(Driver::Simulator),
     }
-}
-
-fn std_duration(v: &mut Violations, field: &str, value: Option<&prost_types::Duration>) -> Option<Duration> {
-    value.map(|d| {
-        Duration::try_from(*d).unwrap_or_else(|_| {
-            v.add(field, "must not be negative");
-            Duration::ZERO
-        })
-    })
 }
 
 /// Fields UpdateConnector may change (`update_mask` paths).
@@ -101,7 +96,10 @@ fn connector_from_input(
     };
     for path in paths {
         if !UPDATABLE.contains(&path.as_str()) {
-            v.add("update_mask", format!("unknown or fixed field {path:?}; updatable: {}", UPDATABLE.join(", ")));
+            v.add(
+                "update_mask",
+                format!("unknown or fixed field {:?}; updatable: {}", truncate(path), UPDATABLE.join(", ")),
+            );
         }
     }
     if wanted("endpoint") {
@@ -117,7 +115,7 @@ fn connector_from_input(
         def.enabled = input.enabled;
     }
     if wanted("call_timeout")
-        && let Some(timeout) = std_duration(&mut v, "connector.call_timeout", input.call_timeout.as_ref())
+        && let Some(timeout) = v.duration("connector.call_timeout", input.call_timeout.as_ref())
     {
         def.call_timeout = timeout;
     }
@@ -128,8 +126,7 @@ fn connector_from_input(
             if breaker.fail_max != 0 {
                 def.breaker.fail_max = u32::try_from(breaker.fail_max).unwrap_or(0);
             }
-            if let Some(reset) = std_duration(&mut v, "connector.breaker.reset_timeout", breaker.reset_timeout.as_ref())
-            {
+            if let Some(reset) = v.duration("connector.breaker.reset_timeout", breaker.reset_timeout.as_ref()) {
                 def.breaker.reset_timeout = reset;
             }
         }
@@ -138,7 +135,7 @@ fn connector_from_input(
         && let Some(simulator) = &input.simulator
     {
         {
-            if let Some(latency) = std_duration(&mut v, "connector.simulator.latency", simulator.latency.as_ref()) {
+            if let Some(latency) = v.duration("connector.simulator.latency", simulator.latency.as_ref()) {
                 def.simulator.latency = latency;
             }
             def.simulator.failure_rate = simulator.failure_rate;

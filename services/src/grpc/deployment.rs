@@ -9,22 +9,23 @@ use std::time::Duration;
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_server::DeploymentService;
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::change_context;
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
+use super::{change_context, fitting};
 use crate::clock::Clock;
 use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
+use crate::domain::connector::{NAME_RULE, is_valid_name};
 use crate::domain::{
-    ChangeContext, Deployment, DeploymentError, DeploymentStatus, Handover, MAX_RING_DEVICES, NewDeployment, NewEvent,
-    Outcome, Ring, SiteClass, controller, gate,
+    ChangeContext, ConnectorType, Deployment, DeploymentError, DeploymentStatus, Handover, MAX_RING_DEVICES,
+    NewDeployment, NewEvent, Outcome, Ring, SiteClass, controller, gate,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
@@ -50,18 +51,22 @@ pub struct DeploymentApi {
     connectors: Arc<Connectors>,
     clock: Clock,
     shutdown: CancellationToken,
+    /// One per open WatchDeployments stream, so that watchers cannot take all memory.
+    watch_permits: Arc<Semaphore>,
 }
 
 impl DeploymentApi {
-    /// `shutdown` ends open WatchDeployments streams.
+    /// `shutdown` ends open WatchDeployments streams; at most `max_watch_streams` are open at once.
     pub fn new(
         store: Arc<Store>,
         metrics: DeploymentMetrics,
         connectors: Arc<Connectors>,
         clock: Clock,
         shutdown: CancellationToken,
+        max_watch_streams: usize,
     ) -> DeploymentApi {
-        DeploymentApi { store, metrics, connectors, clock, shutdown }
+        let watch_permits = Arc::new(Semaphore::new(max_watch_streams));
+        DeploymentApi { store, metrics, connectors, clock, shutdown, watch_permits }
     }
 
     /// Deployments as the API shows them, with what the rollout controller will do next.
@@ -83,6 +88,25 @@ impl DeploymentApi {
                 pb::Deployment { next_action, next_action_time: at.map(convert::timestamp), ..shown }
             })
             .collect())
+    }
+
+    /// A create that names its connector must name one that exists, of its type.
+    async fn check_named_connector(&self, name: &str, connector_type: ConnectorType) -> ApiResult<()> {
+        match self.store.get_connector(name).await {
+            Ok(def) if def.connector_type == connector_type => Ok(()),
+            Ok(def) => Err(ApiError::invalid(
+                "connector_name",
+                format!(
+                    "connector {name:?} is of type {}, not {}",
+                    def.connector_type.as_label(),
+                    connector_type.as_label()
+                ),
+            )),
+            Err(StoreError::ConnectorNotFound(_)) => Err(ApiError::FailedPrecondition(format!(
+                "connector_name {name:?} names no connector; create it first or leave connector_name empty"
+            ))),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Hands `operation` in `ring` to the deployment's connector. A PERMANENT
@@ -246,6 +270,9 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> ApiResult<(String, NewD
     let site_class =
         v.enumeration::<pb::SiteClass>("site_class", req.site_class, false).and_then(convert::site_class_from_proto);
     let connector_name = v.optional_text("connector_name", &req.connector_name, 63);
+    if connector_name.as_deref().is_some_and(|name| !is_valid_name(name)) {
+        v.add("connector_name", NAME_RULE);
+    }
     let evidence = super::risk::evidence_from_proto(&mut v, req.evidence.as_ref());
     v.finish()?;
     let new = NewDeployment {
@@ -382,6 +409,9 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::CreateDeploymentRequest>,
     ) -> Result<Response<pb::CreateDeploymentResponse>, Status> {
         let (request_id, mut new) = validate_create(request.get_ref())?;
+        if let Some(name) = &new.connector_name {
+            self.check_named_connector(name, new.connector_type).await?;
+        }
         let fingerprint = fingerprint(&new);
         let ctx = change_context(&request, Some(new.submitter.clone()), None);
         // Scoring reads the active model and two indexed counts; the create itself stays one transaction.
@@ -444,8 +474,10 @@ impl DeploymentService for DeploymentApi {
         let filters_key = list_filters_key(&filter);
         let after = page_token::decode(&req.page_token, &filters_key)?;
         let page = self.store.list_deployments(&filter, after, limit).await.map_err(ApiError::from)?;
+        let shown = self.with_next_action(&page.items).await?;
+        let page = fitting(page.with_items(shown));
         Ok(Response::new(pb::ListDeploymentsResponse {
-            deployments: self.with_next_action(&page.items).await?,
+            deployments: page.items,
             next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
         }))
     }
@@ -577,8 +609,10 @@ impl DeploymentService for DeploymentApi {
         let filters_key = format!("deployment={id}");
         let after = page_token::decode(&req.page_token, &filters_key)?;
         let page = self.store.list_events(id, after, limit).await.map_err(ApiError::from)?;
+        let events = page.items.iter().map(event_to_proto).collect();
+        let page = fitting(page.with_items(events));
         Ok(Response::new(pb::ListDeploymentEventsResponse {
-            events: page.items.iter().map(event_to_proto).collect(),
+            events: page.items,
             next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
         }))
     }
@@ -599,11 +633,20 @@ impl DeploymentService for DeploymentApi {
             self.store.get_deployment(id).await.map_err(ApiError::from)?;
             Some(id)
         };
+        let permit = self.watch_permits.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "too many WatchDeployments streams are open on this server; retry later or close an idle one",
+            )
+        })?;
         // Subscribe before answering so that every event committed after the
         // call was accepted reaches this watcher.
         let feed = self.store.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward_events(feed, tx, filter, self.shutdown.clone()));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            forward_events(feed, tx, filter, shutdown).await;
+            drop(permit);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

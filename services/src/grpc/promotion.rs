@@ -13,7 +13,7 @@ use super::change_context;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
 use super::deployment::DeploymentApi;
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag, truncate};
 use crate::connectors::Operation;
 use crate::domain::{
     ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult, Ring,
@@ -239,7 +239,10 @@ impl PromotionApi {
         let paths: Vec<String> = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
         for path in &paths {
             if !POLICY_FIELDS.contains(&path.as_str()) {
-                v.add("update_mask", format!("unknown field {path:?}; updatable fields: {}", POLICY_FIELDS.join(", ")));
+                v.add(
+                    "update_mask",
+                    format!("unknown field {:?}; updatable fields: {}", truncate(path), POLICY_FIELDS.join(", ")),
+                );
             }
         }
         v.finish()?;
@@ -299,18 +302,12 @@ fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[St
     let mut v = Violations::new();
     let wanted = |field: &str| paths.is_empty() || paths.iter().any(|p| p == field);
     let mut after = before.clone();
-    let mut duration = |field: &str, value: Option<&prost_types::Duration>, current: std::time::Duration| match value {
-        Some(d) => match std::time::Duration::try_from(*d) {
-            Ok(d) => d,
-            Err(_) => {
-                v.add(&format!("policy.{field}"), "must be a positive duration");
-                current
-            }
-        },
-        None => {
-            v.add(&format!("policy.{field}"), "is required when updated");
-            current
+    let mut duration = |field: &str, value: Option<&prost_types::Duration>, current: std::time::Duration| {
+        let field = format!("policy.{field}");
+        if value.is_none() {
+            v.add(&field, "is required when updated");
         }
+        v.duration(&field, value).unwrap_or(current)
     };
     if wanted("online_compliance_limit") {
         after.online_compliance_limit = duration(

@@ -1,6 +1,8 @@
 //! Request validation that collects every violation of a request, so one
 //! INVALID_ARGUMENT names all bad fields with their dotted paths.
 
+use std::time::Duration;
+
 use tonic_types::FieldViolation;
 use uuid::Uuid;
 
@@ -34,13 +36,15 @@ impl Violations {
         value.to_owned()
     }
 
-    /// An optional string of at most `max` characters with no control characters.
+    /// An optional string of at most `max` characters with no control
+    /// characters: no NUL (PostgreSQL refuses it in text), no terminal
+    /// escape sequences or line breaks reaching logs and audit trails.
     pub fn optional_text(&mut self, field: &str, value: &str, max: usize) -> Option<String> {
         let length = value.chars().count();
         if length > max {
             self.add(field, format!("must be at most {max} characters (got {length})"));
-        } else if value.chars().any(char::is_control) && !field.ends_with("reason") {
-            self.add(field, "must not contain control characters");
+        } else if let Some(bad) = value.chars().find(|c| c.is_control()) {
+            self.add(field, format!("must not contain control characters (found U+{:04X})", u32::from(bad)));
         }
         (!value.is_empty()).then(|| value.to_owned())
     }
@@ -51,10 +55,39 @@ impl Violations {
             self.add(field, "is required");
             return Uuid::nil();
         }
-        Uuid::parse_str(value).unwrap_or_else(|_| {
-            self.add(field, format!("must be a UUID (got {:?})", truncate(value)));
-            Uuid::nil()
-        })
+        match Uuid::parse_str(value) {
+            Ok(id) if id.is_nil() => {
+                self.add(field, "must not be the nil UUID");
+                id
+            }
+            Ok(id) => id,
+            Err(_) => {
+                self.add(field, format!("must be a UUID (got {:?})", truncate(value)));
+                Uuid::nil()
+            }
+        }
+    }
+
+    /// An optional non-negative `google.protobuf.Duration` in its canonical
+    /// form: nanos within ±999,999,999 and of the same sign as seconds
+    /// (anything else is refused rather than silently normalised).
+    pub fn duration(&mut self, field: &str, value: Option<&prost_types::Duration>) -> Option<Duration> {
+        let d = value?;
+        if !(-999_999_999..=999_999_999).contains(&d.nanos) {
+            self.add(field, format!("nanos must be within ±999,999,999 (got {})", d.nanos));
+            return None;
+        }
+        if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+            self.add(field, "seconds and nanos must have the same sign");
+            return None;
+        }
+        match Duration::try_from(*d) {
+            Ok(duration) => Some(duration),
+            Err(_) => {
+                self.add(field, "must not be negative");
+                None
+            }
+        }
     }
 
     /// An optional etag: empty or the decimal revision a previous response returned.
@@ -121,7 +154,7 @@ pub fn check_etag(etag: Option<i64>, current: i64, what: impl std::fmt::Display)
 }
 
 /// Keeps echoed bad input short in error messages.
-fn truncate(value: &str) -> String {
+pub fn truncate(value: &str) -> String {
     const SHOWN: usize = 64;
     if value.chars().count() <= SHOWN {
         value.to_owned()
@@ -149,6 +182,24 @@ mod tests {
     }
 
     #[test]
+    fn refuses_control_characters_nil_ids_and_odd_durations() {
+        let mut v = Violations::new();
+        v.optional_text("reason", "ok\u{0}", 100);
+        v.optional_text("actor_reason", "\u{1b}[31mred", 100);
+        v.uuid("id", "00000000-0000-0000-0000-000000000000");
+        let odd = prost_types::Duration { seconds: 1, nanos: 1_000_000_000 };
+        assert_eq!(v.duration("timeout", Some(&odd)), None);
+        let mixed = prost_types::Duration { seconds: 1, nanos: -5 };
+        assert_eq!(v.duration("latency", Some(&mixed)), None);
+        let negative = prost_types::Duration { seconds: -1, nanos: 0 };
+        assert_eq!(v.duration("reset", Some(&negative)), None);
+        let Err(ApiError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["reason", "actor_reason", "id", "timeout", "latency", "reset"]);
+        assert_eq!(violations[0].description, "must not contain control characters (found U+0000)");
+    }
+
+    #[test]
     fn accepts_good_input() {
         let mut v = Violations::new();
         assert_eq!(v.required_text("app_name", "firefox", 10), "firefox");
@@ -156,6 +207,9 @@ mod tests {
         assert_eq!(v.etag("etag", ""), None);
         assert_eq!(v.page_size("page_size", 0, 50, 500), 50);
         assert_eq!(v.page_size("page_size", 9999, 50, 500), 500);
+        let half = prost_types::Duration { seconds: 0, nanos: 500_000_000 };
+        assert_eq!(v.duration("d", Some(&half)), Some(Duration::from_millis(500)));
+        assert_eq!(v.duration("d", None), None);
         assert!(v.finish().is_ok());
     }
 }

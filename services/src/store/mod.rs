@@ -159,7 +159,29 @@ pub struct DeploymentFilter {
 #[derive(Debug)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// The key of each item, so that a caller can end the page early.
+    pub keys: Vec<i64>,
     pub next_after: Option<i64>,
+}
+
+impl<T> Page<T> {
+    /// Keeps the longest prefix of the page whose items `fit` (at least one
+    /// item, so that paging always advances); the rest come on the next page.
+    pub fn cut_where(mut self, mut fits: impl FnMut(&T) -> bool) -> Page<T> {
+        let keep = self.items.iter().position(|item| !fits(item)).map_or(self.items.len(), |cut| cut.max(1));
+        if keep < self.items.len() {
+            self.items.truncate(keep);
+            self.keys.truncate(keep);
+            self.next_after = self.keys.last().copied();
+        }
+        self
+    }
+
+    /// The same page with its items replaced one for one (e.g. by their wire form).
+    pub fn with_items<U>(self, items: Vec<U>) -> Page<U> {
+        debug_assert_eq!(items.len(), self.keys.len());
+        Page { items, keys: self.keys, next_after: self.next_after }
+    }
 }
 
 impl<T> Page<T> {
@@ -171,13 +193,11 @@ impl<T> Page<T> {
         key: impl Fn(&R) -> i64,
         item: impl FnMut(R) -> StoreResult<T>,
     ) -> StoreResult<Page<T>> {
-        let next_after = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(key)
-        } else {
-            None
-        };
-        Ok(Page { items: rows.into_iter().map(item).collect::<StoreResult<_>>()?, next_after })
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let keys: Vec<i64> = rows.iter().map(key).collect();
+        let next_after = if more { keys.last().copied() } else { None };
+        Ok(Page { items: rows.into_iter().map(item).collect::<StoreResult<_>>()?, keys, next_after })
     }
 }
 
@@ -532,7 +552,7 @@ impl Store {
             let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
             let items = Self::hydrate(&txn, page.items).await?;
             txn.commit().await?;
-            Ok(Page { items, next_after: page.next_after })
+            Ok(Page { items, keys: page.keys, next_after: page.next_after })
         })
         .await
     }
@@ -611,7 +631,6 @@ impl Store {
             }
             let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
             if rows.is_empty()
-                && after.is_none()
                 && deployment::Entity::find()
                     .filter(deployment::Column::Id.eq(id.as_str()))
                     .one(&self.db)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod exposition;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,12 @@ impl TestDatabase {
         TestDatabase { url: format!("sqlite://{}", path.display()), postgres_name: None, _dir: None }
     }
 
+    /// PostgreSQL only: the same database reached through `addr` (a proxy).
+    pub fn route_through(mut self, addr: std::net::SocketAddr) -> TestDatabase {
+        self.url = self.url.replace("127.0.0.1:5432", &addr.to_string());
+        self
+    }
+
     /// PostgreSQL only: refuse new connections and cut the existing ones.
     pub async fn take_offline(&self) {
         let name = self.postgres_name.as_deref().expect("PostgreSQL only");
@@ -120,6 +127,13 @@ pub struct Options {
     pub clock: Clock,
     /// The rollout controller is off unless a test turns it on.
     pub controller_interval: Option<Duration>,
+    pub connection_limits: eucora_services::net::ConnectionLimits,
+    pub max_streams_per_connection: u32,
+    pub max_watch_streams: usize,
+    /// Longest one database operation may take.
+    pub operation_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub connector_probe_interval: Duration,
 }
 
 impl Default for Options {
@@ -129,6 +143,12 @@ impl Default for Options {
             health_probe_interval: Duration::from_millis(100),
             clock: Clock::system(),
             controller_interval: None,
+            connection_limits: eucora_services::net::ConnectionLimits::default(),
+            max_streams_per_connection: 256,
+            max_watch_streams: 1024,
+            operation_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            connector_probe_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -161,6 +181,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
     let config = StoreConfig {
         acquire_timeout: Duration::from_secs(1),
         event_feed_capacity: options.event_feed_capacity,
+        operation_timeout: options.operation_timeout,
         ..StoreConfig::new(database.url.clone())
     };
     let store = Arc::new(Store::connect(&config).await.expect("connect"));
@@ -179,8 +200,8 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
     let serve_options = ServeOptions {
         health_probe_interval: options.health_probe_interval,
         health_probe_timeout: Duration::from_secs(1),
-        shutdown_grace: Duration::from_secs(5),
-        connector_probe_interval: Duration::from_secs(3600),
+        shutdown_grace: options.shutdown_grace,
+        connector_probe_interval: options.connector_probe_interval,
         connector_retry: eucora_services::connectors::RetryPolicy {
             max_attempts: 3,
             min_delay: Duration::from_millis(10),
@@ -194,6 +215,9 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         }),
         clock: options.clock,
         controller_interval: options.controller_interval,
+        connection_limits: options.connection_limits,
+        max_streams_per_connection: options.max_streams_per_connection,
+        max_watch_streams: options.max_watch_streams,
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },
@@ -403,5 +427,21 @@ pub fn promote_request(deployment: &pb::Deployment) -> pb::PromoteDeploymentRequ
         from_ring: deployment.current_ring,
         actor: "release-manager".into(),
         ..Default::default()
+    }
+}
+
+/// The health of DeploymentService as grpc.health.v1 reports it.
+pub async fn health_of(server: &TestServer) -> tonic_health::pb::health_check_response::ServingStatus {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
+    let request = tonic_health::pb::HealthCheckRequest { service: "eucora.v1.DeploymentService".into() };
+    health.check(request).await.expect("health check").into_inner().status()
+}
+
+/// Waits (up to 10 s) for DeploymentService's health to become `wanted`.
+pub async fn eventually_health(server: &TestServer, wanted: tonic_health::pb::health_check_response::ServingStatus) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health_of(server).await != wanted {
+        assert!(std::time::Instant::now() < deadline, "health did not become {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,108 @@
+//! Per-call limits applied around every gRPC handler: the caller's
+//! `grpc-timeout` becomes the call's deadline, which bounds the database work
+//! done for it (see [`crate::deadline`]); and a request larger than the
+//! decoding limit is answered RESOURCE_EXHAUSTED, as gRPC specifies, rather
+//! than tonic's OUT_OF_RANGE.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tower::{Layer, Service};
+
+/// Tower layer applying the per-call limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallLimitsLayer;
+
+impl<S> Layer<S> for CallLimitsLayer {
+    type Service = CallLimitsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallLimitsService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CallLimitsService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallLimitsService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let timeout = request.headers().get("grpc-timeout").and_then(parse_grpc_timeout);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = match timeout {
+                Some(timeout) => crate::deadline::scope(tokio::time::Instant::now() + timeout, response).await?,
+                None => response.await?,
+            };
+            let headers = response.headers_mut();
+            if is_decode_limit(headers) {
+                headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// tonic refuses a request over its decoding limit with OUT_OF_RANGE in a
+/// trailers-only answer, before any handler runs.
+fn is_decode_limit(headers: &http::HeaderMap) -> bool {
+    headers.get("grpc-status").is_some_and(|code| code.as_bytes() == b"11")
+        && headers.get("grpc-message").is_some_and(|message| {
+            let message = String::from_utf8_lossy(message.as_bytes());
+            message.contains("decoded%20message%20length%20too%20large")
+                || message.contains("decoded message length too large")
+        })
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        let parse = |s: &str| parse_grpc_timeout(&HeaderValue::from_str(s).unwrap());
+        assert_eq!(parse("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(parse("123456789S"), None, "at most 8 digits");
+        assert_eq!(parse("S"), None);
+        assert_eq!(parse("10x"), None);
+        assert_eq!(parse(""), None);
+    }
+}

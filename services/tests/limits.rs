@@ -1,0 +1,217 @@
+//! Limits and hangs: a flood of idle connections, too many watch streams or
+//! streams on one connection, a connector adapter that never answers, and a
+//! PostgreSQL connection that stalls. Each must degrade visibly and briefly,
+//! never hang the server or lock its clients out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::StallProxy;
+use common::{
+    Backend, Options, TestDatabase, TestServer, assert_code, create_request, eventually_health, start_server_on,
+    start_server_with,
+};
+use eucora::v1 as pb;
+use eucora::v1::connector_service_client::ConnectorServiceClient;
+use eucora::v1::deployment_service_client::DeploymentServiceClient;
+use eucora_services::net::ConnectionLimits;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Whether the server closed `stream` within `within` (end of stream or reset).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 64];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            // HTTP/2 servers speak first (SETTINGS): keep reading until closed.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_is_cut_and_clients_get_in() {
+    let limits = ConnectionLimits {
+        max_connections: 16,
+        first_bytes_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(60),
+    };
+    let server = start_server_with(Backend::Sqlite, Options { connection_limits: limits, ..Options::default() }).await;
+    let mut flood = Vec::new();
+    for addr in [server.addr, server.metrics_addr] {
+        for _ in 0..40 {
+            flood.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+    }
+    // Past the cap, closed at once; silent ones, after the first-bytes timeout.
+    for stream in &mut flood {
+        assert!(closed_within(stream, Duration::from_secs(3)).await, "an idle flood connection stays open");
+    }
+    // Real clients get in on both listeners while the flood sockets are still held.
+    let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let mut client = DeploymentServiceClient::new(channel);
+    client.create_deployment(create_request("after-flood", "firefox", 10)).await.expect("create after the flood");
+    let (status, _, _) = common::http_get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    drop(flood);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped() {
+    let server = start_server_with(Backend::Sqlite, Options { max_watch_streams: 2, ..Options::default() }).await;
+    let mut client = server.deployments();
+    let watch = || pb::WatchDeploymentsRequest::default();
+    let first = client.watch_deployments(watch()).await.expect("first watch");
+    let _second = client.watch_deployments(watch()).await.expect("second watch");
+    let status = assert_code(client.watch_deployments(watch()).await, Code::ResourceExhausted);
+    assert!(status.message().contains("WatchDeployments"), "{}", status.message());
+    // Closing one frees its place.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.watch_deployments(watch()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("a freed watch place was not reused: {status:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_per_connection_are_capped() {
+    let server =
+        start_server_with(Backend::Sqlite, Options { max_streams_per_connection: 2, ..Options::default() }).await;
+    let mut client = server.deployments();
+    let _a = client.watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap();
+    let _b = client.watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap();
+    // A third call on the same connection waits for a stream; another connection is not affected.
+    let third =
+        tokio::time::timeout(Duration::from_millis(500), client.get_deployment(pb::GetDeploymentRequest::default()));
+    assert!(third.await.is_err(), "the third concurrent call on one connection must wait");
+    let other = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let answer = DeploymentServiceClient::new(other).get_deployment(pb::GetDeploymentRequest::default()).await;
+    assert_code(answer, Code::InvalidArgument);
+    server.stop().await;
+}
+
+/// An adapter that accepts connections and never answers.
+async fn hung_adapter() -> (tokio::task::JoinHandle<()>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (task, endpoint)
+}
+
+async fn last_check(server: &TestServer, name: &str) -> Option<prost_types::Timestamp> {
+    let mut client = ConnectorServiceClient::new(server.channel.clone());
+    let connector = client.get_connector(pb::GetConnectorRequest { name: name.into() }).await.unwrap();
+    connector.into_inner().connector.unwrap().health.and_then(|h| h.last_check_time)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_adapter_delays_neither_other_probes_nor_shutdown() {
+    let options = Options {
+        connector_probe_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let server = start_server_with(Backend::Sqlite, options).await;
+    let (_adapter, endpoint) = hung_adapter().await;
+    let mut connectors = ConnectorServiceClient::new(server.channel.clone());
+    let hung = pb::Connector {
+        name: "ansible-hung".into(),
+        r#type: pb::ConnectorType::Ansible.into(),
+        driver: pb::ConnectorDriver::Http.into(),
+        endpoint,
+        enabled: true,
+        call_timeout: Some(prost_types::Duration { seconds: 20, nanos: 0 }),
+        ..Default::default()
+    };
+    connectors
+        .create_connector(pb::CreateConnectorRequest { connector: Some(hung), ..Default::default() })
+        .await
+        .unwrap();
+
+    // The healthy connectors are probed every interval while the hung one waits out its 20 s.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        seen.push(last_check(&server, "simulator-intune").await.expect("probed"));
+    }
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "probes of healthy connectors stalled: {seen:?}");
+
+    // A start waiting on the hung adapter is cut at the end of the grace period.
+    let mut client = server.deployments();
+    let request = pb::CreateDeploymentRequest {
+        connector_type: pb::ConnectorType::Ansible.into(),
+        connector_name: "ansible-hung".into(),
+        ..create_request("hung-start", "firefox", 10)
+    };
+    let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+    let start = tokio::spawn(async move {
+        client.start_deployment(pb::StartDeploymentRequest { id: created.id, ..Default::default() }).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    server.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?} with a 300 ms grace", stopping.elapsed());
+    let answer = tokio::time::timeout(Duration::from_secs(3), start).await.expect("the start call ends").unwrap();
+    assert!(answer.is_err(), "the start cannot have reached the hung adapter: {answer:?}");
+}
+
+/// PostgreSQL frozen under the server (bytes stop moving, connections stay
+/// open): calls fail UNAVAILABLE within the operation budget, health says
+/// NOT_SERVING, and all is well again once it thaws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_postgres_fails_calls_promptly_and_recovers() {
+    let proxy = StallProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let database = TestDatabase::create(Backend::Postgres).await.route_through(proxy.addr);
+    let options = Options { operation_timeout: Duration::from_secs(1), ..Options::default() };
+    let server = start_server_on(database, options).await;
+    let mut client = server.deployments();
+    client.create_deployment(create_request("before-stall", "firefox", 10)).await.expect("create before");
+
+    proxy.stall();
+    let started = Instant::now();
+    let stalled = client.create_deployment(create_request("during-stall", "firefox", 10)).await;
+    let status = assert_code(stalled, Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(3), "a stalled database held the call {:?}", started.elapsed());
+    assert!(status.message().contains("database"), "{}", status.message());
+    // A write waiting behind the stalled one is not held either.
+    let started = Instant::now();
+    assert_code(client.create_deployment(create_request("behind-stall", "firefox", 10)).await, Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    eventually_health(&server, ServingStatus::NotServing).await;
+
+    proxy.resume();
+    eventually_health(&server, ServingStatus::Serving).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.create_deployment(create_request("after-stall", "firefox", 10)).await {
+            Ok(_) => break,
+            Err(status) if Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("no recovery after the stall: {status:?}"),
+        }
+    }
+    server.stop().await;
+}
