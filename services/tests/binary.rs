@@ -18,6 +18,11 @@ fn help_explains_every_flag_and_its_environment_variable() {
         ("--database-acquire-timeout", "EUCORA_DATABASE_ACQUIRE_TIMEOUT"),
         ("--health-probe-interval", "EUCORA_HEALTH_PROBE_INTERVAL"),
         ("--shutdown-grace", "EUCORA_SHUTDOWN_GRACE"),
+        ("--database-operation-timeout", "EUCORA_DATABASE_OPERATION_TIMEOUT"),
+        ("--max-connections", "EUCORA_MAX_CONNECTIONS"),
+        ("--connection-idle-timeout", "EUCORA_CONNECTION_IDLE_TIMEOUT"),
+        ("--max-streams-per-connection", "EUCORA_MAX_STREAMS_PER_CONNECTION"),
+        ("--max-watch-streams", "EUCORA_MAX_WATCH_STREAMS"),
         ("--log-format", "EUCORA_LOG_FORMAT"),
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");

@@ -215,3 +215,22 @@ async fn a_stalled_postgres_fails_calls_promptly_and_recovers() {
     }
     server.stop().await;
 }
+
+/// With a probe interval of a minute, only the failed call itself can turn
+/// health NOT_SERVING within a second of PostgreSQL going away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_flips_on_the_first_failed_call() {
+    let options = Options { health_probe_interval: Duration::from_secs(60), ..Options::default() };
+    let server = start_server_with(Backend::Postgres, options).await;
+    eventually_health(&server, ServingStatus::Serving).await;
+    server.database.take_offline().await;
+    let failed = server.deployments().list_deployments(pb::ListDeploymentsRequest::default()).await;
+    assert_code(failed, Code::Unavailable);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while common::health_of(&server).await != ServingStatus::NotServing {
+        assert!(Instant::now() < deadline, "health still SERVING a second after a failed call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.database.bring_online().await;
+    server.stop().await;
+}
