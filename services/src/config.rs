@@ -103,6 +103,10 @@ pub struct Config {
     #[arg(long, env = "EUCORA_CONTROLLER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub controller_interval: Duration,
 
+    /// How often work still queued for a connector (its delivery failed transiently) is retried (e.g. `30s`).
+    #[arg(long, env = "EUCORA_DELIVERY_RETRY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub delivery_retry_interval: Duration,
+
     /// Run no rollout controller in this process (run it in exactly one replica until leases exist).
     #[arg(long, env = "EUCORA_NO_CONTROLLER", global = true)]
     pub no_controller: bool,

@@ -67,6 +67,7 @@ async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> a
         },
         max_streams_per_connection: config.max_streams_per_connection,
         max_watch_streams: config.max_watch_streams,
+        delivery_retry_interval: config.delivery_retry_interval,
         ..ServeOptions::default()
     };
     let store = Arc::new(store);

@@ -87,7 +87,12 @@ impl DeploymentMetrics {
                             .ring_left(ring_label(left.ring), (event.at - left.started_at).as_seconds_f64().max(0.0));
                     }
                 }
-                EventKind::Dispatched | EventKind::Paused | EventKind::Resumed | EventKind::Stalled => {}
+                EventKind::Dispatched
+                | EventKind::Delivered
+                | EventKind::DeliveryFailed
+                | EventKind::Paused
+                | EventKind::Resumed
+                | EventKind::Stalled => {}
             }
         }
     }

@@ -75,6 +75,9 @@ pub struct ServeOptions {
     pub max_streams_per_connection: u32,
     /// Most WatchDeployments streams open at once.
     pub max_watch_streams: usize,
+    /// How often work still queued for a connector (its first delivery
+    /// failed transiently) is delivered again.
+    pub delivery_retry_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -91,6 +94,7 @@ impl Default for ServeOptions {
             connection_limits: ConnectionLimits::default(),
             max_streams_per_connection: 256,
             max_watch_streams: 1024,
+            delivery_retry_interval: Duration::from_secs(30),
         }
     }
 }
@@ -211,6 +215,7 @@ pub async fn serve(
     let background = [
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
         tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, stop.clone())),
+        tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
     ];
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 
@@ -278,6 +283,23 @@ async fn apply_reported_outcomes(
                 Some(outcome) => deployments.record_reported_outcome(outcome).await,
                 None => return,
             },
+        }
+    }
+}
+
+/// Delivers work still queued for connectors, at start (what a stopped
+/// server left) and then on an interval, until shutdown.
+async fn deliver_queued(deployments: DeploymentApi, period: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = deployments.deliver_pending() => {}
         }
     }
 }

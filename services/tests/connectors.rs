@@ -227,23 +227,28 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     assert!(failed.status_reason.contains("400"), "{}", failed.status_reason);
     assert_eq!(breaker(&server).await.state(), pb::CircuitBreakerState::Closed);
 
-    // 503 is TRANSIENT: three attempts, then UNAVAILABLE; the deployment stays retriable.
+    // 503 is TRANSIENT: three attempts. The start is decided (DEPLOYING) and
+    // its work stays queued, with the failure shown, for the dispatcher.
     adapter.status.store(503, Ordering::SeqCst);
     let deployment = approved(&server, "transient").await;
-    let status = assert_code(start(&server, &deployment.id).await, Code::Unavailable);
-    assert!(status.message().contains("\"adapter\""), "{}", status.message());
+    let queued = start(&server, &deployment.id).await.expect("the start is decided");
+    assert_eq!(queued.status(), pb::DeploymentStatus::Deploying);
+    let lab = &queued.ring_progress[0];
+    assert_eq!(lab.delivery_state(), pb::DeliveryState::Pending);
+    assert!(lab.delivery_error.contains("\"adapter\"") && lab.delivery_error.contains("503"), "{}", lab.delivery_error);
     assert_eq!(deploys(), 4);
     assert_eq!(breaker(&server).await.consecutive_failures, 3);
 
-    // 429 and a hanging adapter are TRANSIENT too: the fifth consecutive failure opens the breaker.
+    // 429 and a hanging adapter are TRANSIENT too. A retried start delivers
+    // the queued work now: the fifth consecutive failure opens the breaker.
     adapter.status.store(429, Ordering::SeqCst);
-    assert_code(start(&server, &deployment.id).await, Code::Unavailable);
+    let still = start(&server, &deployment.id).await.expect("a retried start");
+    assert_eq!(still.ring_progress[0].delivery_state(), pb::DeliveryState::Pending);
     assert_eq!(deploys(), 6, "two more attempts, then the breaker is open");
     let open = breaker(&server).await;
     assert_eq!(open.state(), pb::CircuitBreakerState::Open);
     assert!(open.next_attempt_time.is_some());
-    let fast = assert_code(start(&server, &deployment.id).await, Code::Unavailable);
-    assert!(fast.message().contains("failing fast (circuit open) until"), "{}", fast.message());
+    start(&server, &deployment.id).await.expect("a retried start");
     assert_eq!(deploys(), 6, "an open breaker fails fast");
 
     let m = scrape(&server).await;
@@ -266,6 +271,8 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     let started = server.deployments().start_deployment(request).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(started.status(), pb::DeploymentStatus::Deploying);
     assert_eq!(started.ring_progress[0].connector_object_id, "pkg-42");
+    assert_eq!(started.ring_progress[0].delivery_state(), pb::DeliveryState::Delivered);
+    assert_eq!(started.ring_progress[0].delivery_error, "");
     assert_eq!(breaker(&server).await.state(), pb::CircuitBreakerState::Closed);
     assert_eq!(scrape(&server).await.value("circuit_breaker_state", &labels), 0.0);
 
@@ -294,8 +301,10 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     // A hanging adapter times out (TRANSIENT).
     adapter.status.store(0, Ordering::SeqCst);
     let slow = approved(&server, "slow").await;
-    let status = assert_code(start(&server, &slow.id).await, Code::Unavailable);
-    assert!(status.message().contains("timed out"), "{}", status.message());
+    let queued = start(&server, &slow.id).await.expect("the start is decided");
+    let lab = &queued.ring_progress[0];
+    assert_eq!(lab.delivery_state(), pb::DeliveryState::Pending);
+    assert!(lab.delivery_error.contains("timed out"), "{}", lab.delivery_error);
     server.stop().await;
 }
 
@@ -337,15 +346,19 @@ async fn concurrent_starts_dispatch_once() {
             tokio::spawn(async move { client.start_deployment(request).await })
         })
         .collect();
-    let mut started = 0;
+    // One start wins the decision; a racer that sees it queued joins its
+    // delivery (OK), a later one finds it started (FAILED_PRECONDITION).
     for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => started += 1,
-            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message()),
+        if let Err(status) = task.await.unwrap() {
+            assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
         }
     }
-    assert_eq!(started, 1);
     assert_eq!(adapter.deploys.lock().unwrap().len(), 1, "the adapter got the work once");
+    let events = events_of(&mut server.deployments(), &deployment.id).await;
+    let started = events.iter().filter(|e| {
+        e.to_status() == pb::DeploymentStatus::Deploying && e.kind() == pb::DeploymentEventKind::StatusChanged
+    });
+    assert_eq!(started.count(), 1, "one start");
     server.stop().await;
 }
 

@@ -139,7 +139,9 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
             (K::StatusChanged, S::Pending, S::AwaitingCab, "system"),
             (K::StatusChanged, S::AwaitingCab, S::Approved, "bob"),
             (K::StatusChanged, S::Approved, S::Deploying, "ops"),
+            // The decision first, then the connector taking the work.
             (K::Dispatched, S::Deploying, S::Deploying, "ops"),
+            (K::Delivered, S::Deploying, S::Deploying, "ops"),
             (K::OutcomeReported, S::Deploying, S::Deploying, "agent"),
             (K::OutcomeReported, S::Deploying, S::Deploying, "agent"),
             (K::StatusChanged, S::Deploying, S::Completed, "ops"),

@@ -265,15 +265,14 @@ async fn rollback_from_pilot_removes_and_ends_rolled_back(backend: Backend) {
     let retried = promotions.rollback_deployment(request).await.unwrap().into_inner();
     assert_eq!(retried.promotion.unwrap().id, promotion.id, "a retry returns the first result");
 
+    // The removal is decided with the rollback, then delivered.
     let events = events_of(&mut deployments, &deployment.id).await;
-    let last_two: Vec<_> =
-        events[events.len() - 2..].iter().map(|e| (e.kind(), e.to_status(), e.reason.clone())).collect();
-    assert_eq!(last_two[0].0, pb::DeploymentEventKind::Dispatched);
-    assert!(last_two[0].2.starts_with("remove edge 1.0.0 from LAB, CANARY, PILOT"), "{}", last_two[0].2);
-    assert_eq!(
-        (last_two[1].0, last_two[1].1),
-        (pb::DeploymentEventKind::StatusChanged, pb::DeploymentStatus::RolledBack)
-    );
+    let last: Vec<_> = events[events.len() - 3..].iter().map(|e| (e.kind(), e.to_status(), e.reason.clone())).collect();
+    assert_eq!(last[0].0, pb::DeploymentEventKind::Dispatched);
+    assert!(last[0].2.starts_with("remove edge 1.0.0 from LAB, CANARY, PILOT"), "{}", last[0].2);
+    assert_eq!((last[1].0, last[1].1), (pb::DeploymentEventKind::StatusChanged, pb::DeploymentStatus::RolledBack));
+    assert_eq!((last[2].0, last[2].1), (pb::DeploymentEventKind::Delivered, pb::DeploymentStatus::RolledBack));
+    assert_eq!(rolled_back.ring_progress[2].delivery_state(), pb::DeliveryState::Delivered);
 
     assert_code(promotions.promote_deployment(promote_request(&rolled_back)).await, Code::FailedPrecondition);
     let again = pb::RollbackDeploymentRequest {

@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::breaker::{BreakerState, CircuitBreaker};
 use crate::domain::connector::{ConnectorDef, Driver as DriverKind, Health, SimulatorConfig};
-use crate::domain::{ConnectorType, Deployment, Handover, Ring};
+use crate::domain::{ConnectorType, Delivery, Deployment, Ring};
 use crate::store::connectors::DispatchRecord;
 use crate::store::{Store, StoreError};
 
@@ -129,7 +129,7 @@ pub enum DispatchError {
     NoConnector(String),
     #[error("connector {name:?} is failing fast (circuit open) until {retry_at}; retry after that")]
     Open { name: String, retry_at: DateTime<Utc> },
-    #[error("connector {name:?} failed ({message}); nothing changed, retry later")]
+    #[error("connector {name:?} failed: {message}")]
     Transient { name: String, message: String },
     #[error("connector {name:?} refused the work: {message}")]
     Permanent { name: String, message: String },
@@ -230,62 +230,85 @@ impl Connectors {
             .ok_or_else(|| DispatchError::NoConnector(format!("of type {}", wanted.as_label())))
     }
 
-    /// Hands `operation` (deploy or remove) of `deployment` in `ring` to its
-    /// connector, unless that work was handed over before.
+    /// The outbox row that hands `operation` of `deployment` in `ring` to
+    /// its connector (resolved now; nothing is called until it is delivered).
     ///
     /// # Errors
-    /// See [`DispatchError`].
-    pub async fn dispatch(
+    /// [`DispatchError::NoConnector`] or database failures.
+    pub async fn queue(
         &self,
         deployment: &Deployment,
         ring: Ring,
         operation: Operation,
-    ) -> Result<Handover, DispatchError> {
-        let work = WorkItem::of(deployment, ring);
+    ) -> Result<DispatchRecord, DispatchError> {
+        let def = self.resolve(deployment).await?;
+        Ok(DispatchRecord {
+            deployment_id: deployment.id,
+            ring,
+            operation: if operation == Operation::Remove { "remove" } else { "deploy" },
+            connector_name: def.name,
+            object_id: None,
+        })
+    }
+
+    /// Delivers queued work to its connector, through its breaker, with
+    /// retries; returns the platform's object id. Work already delivered is
+    /// not delivered again (one delivery of the same work at a time in this
+    /// process; adapters deduplicate on the idempotency key across processes).
+    ///
+    /// # Errors
+    /// See [`DispatchError`]; a connector deleted since the work was queued
+    /// is a PERMANENT refusal.
+    pub async fn deliver(
+        &self,
+        deployment: &Deployment,
+        record: &DispatchRecord,
+    ) -> Result<Option<String>, DispatchError> {
+        let work = WorkItem::of(deployment, record.ring);
+        let operation = if record.operation == "remove" { Operation::Remove } else { Operation::Deploy };
         let key = work.idempotency_key(operation);
         let lock = self.dispatch_locks.lock().expect("lock").entry(key.clone()).or_default().clone();
         let _held = lock.lock().await;
-        let result = self.dispatch_once(deployment, &work, operation).await;
+        let result = self.deliver_once(record, &work, operation).await;
         drop(_held);
         self.dispatch_locks.lock().expect("lock").remove(&key);
         result
     }
 
-    async fn dispatch_once(
+    async fn deliver_once(
         &self,
-        deployment: &Deployment,
+        record: &DispatchRecord,
         work: &WorkItem,
         operation: Operation,
-    ) -> Result<Handover, DispatchError> {
-        if let Some(done) = self.store.find_dispatch(work.deployment_id, work.ring, operation.as_label()).await? {
-            return Ok(Handover { connector: done.connector_name, object_id: done.object_id });
+    ) -> Result<Option<String>, DispatchError> {
+        if let Some((done, Delivery::Delivered)) =
+            self.store.find_dispatch(work.deployment_id, work.ring, record.operation).await?
+        {
+            return Ok(done.object_id);
         }
-        let def = self.resolve(deployment).await?;
-        let object_id = match operation {
+        let def = match self.store.get_connector(&record.connector_name).await {
+            Ok(def) => def,
+            Err(StoreError::ConnectorNotFound(name)) => {
+                return Err(DispatchError::Permanent { name, message: "the connector was deleted".into() });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match operation {
             Operation::Remove => {
                 self.call(&def, operation, |driver| {
                     let work = work.clone();
                     async move { driver.remove(&work).await.map(|()| None) }
                 })
-                .await?
+                .await
             }
             _ => {
                 self.call(&def, Operation::Deploy, |driver| {
                     let work = work.clone();
                     async move { driver.deploy(&work).await }
                 })
-                .await?
+                .await
             }
-        };
-        let record = DispatchRecord {
-            deployment_id: work.deployment_id,
-            ring: work.ring,
-            operation: if operation == Operation::Remove { "remove" } else { "deploy" },
-            connector_name: def.name.clone(),
-            object_id: object_id.clone(),
-        };
-        self.store.record_dispatch(&record, self.clock.now()).await?;
-        Ok(Handover { connector: def.name, object_id })
+        }
     }
 
     /// Calls `def` through its breaker, retrying TRANSIENT errors with

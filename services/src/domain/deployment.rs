@@ -83,10 +83,14 @@ pub enum EventKind {
     Stalled,
     /// An operator replaced a ring's reported counts (audited, with before and after).
     OutcomeCorrected,
+    /// The connector took work handed over earlier.
+    Delivered,
+    /// Delivering handed-over work failed (retried), or the connector refused it.
+    DeliveryFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Created,
         EventKind::StatusChanged,
         EventKind::OutcomeReported,
@@ -96,6 +100,8 @@ impl EventKind {
         EventKind::Resumed,
         EventKind::Stalled,
         EventKind::OutcomeCorrected,
+        EventKind::Delivered,
+        EventKind::DeliveryFailed,
     ];
 
     pub fn as_label(self) -> &'static str {
@@ -109,6 +115,8 @@ impl EventKind {
             EventKind::Resumed => "resumed",
             EventKind::Stalled => "stalled",
             EventKind::OutcomeCorrected => "outcome_corrected",
+            EventKind::Delivered => "delivered",
+            EventKind::DeliveryFailed => "delivery_failed",
         }
     }
 
@@ -155,6 +163,36 @@ pub struct RingProgress {
     pub rollback_validated_at: Option<DateTime<Utc>>,
     /// When outcome counts last changed (the controller's stall clock).
     pub last_reported_at: Option<DateTime<Utc>>,
+    /// Where the latest work handed to the connector for this ring stands.
+    pub delivery: Delivery,
+    /// Why the last delivery attempt failed (cleared once delivered).
+    pub delivery_error: Option<String>,
+}
+
+/// Where work handed to a connector stands. The decision to hand it over is
+/// committed first (with an outbox row); delivery follows, is retried while
+/// the connector fails transiently, and ends delivered or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Pending,
+    Delivered,
+    Refused,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 3] = [Delivery::Pending, Delivery::Delivered, Delivery::Refused];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Delivery::Pending => "pending",
+            Delivery::Delivered => "delivered",
+            Delivery::Refused => "refused",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<Delivery> {
+        Delivery::ALL.into_iter().find(|d| d.as_label() == label)
+    }
 }
 
 impl RingProgress {
@@ -169,6 +207,8 @@ impl RingProgress {
             compliant_at: None,
             rollback_validated_at: None,
             last_reported_at: None,
+            delivery: Delivery::Pending,
+            delivery_error: None,
         }
     }
 
@@ -190,7 +230,7 @@ impl RingProgress {
     }
 }
 
-/// Work a connector accepted: which connector, and the platform's object id.
+/// Work handed to a connector: which connector, and (once delivered) the platform's object id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
     pub connector: String,
@@ -578,6 +618,13 @@ impl Deployment {
         let removal = removal.map(|handover| {
             self.dispatch(format!("remove {} {} from {}", self.app_name, self.version, rings.join(", ")), handover, ctx)
         });
+        if removal.is_some() {
+            let current = self.current_ring;
+            if let Some(progress) = self.rings.iter_mut().find(|p| p.ring == current) {
+                progress.delivery = Delivery::Pending;
+                progress.delivery_error = None;
+            }
+        }
         let rolled_back = self.move_to(DeploymentStatus::RolledBack, ctx)?;
         Ok(removal.into_iter().chain([rolled_back]).collect())
     }
@@ -631,6 +678,63 @@ impl Deployment {
     /// The deployment is already terminal.
     pub fn fail(&mut self, ctx: &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError> {
         Ok(vec![self.move_to(DeploymentStatus::Failed, ctx)?])
+    }
+
+    /// The connector took the work handed over for `ring`.
+    pub fn delivered(&mut self, ring: Ring, handover: &Handover, ctx: &ChangeContext) -> Vec<NewEvent> {
+        let Some(progress) = self.rings.iter_mut().find(|p| p.ring == ring) else { return Vec::new() };
+        if progress.delivery == Delivery::Delivered {
+            return Vec::new();
+        }
+        progress.delivery = Delivery::Delivered;
+        progress.delivery_error = None;
+        if handover.object_id.is_some() {
+            progress.connector_object_id = handover.object_id.clone();
+        }
+        self.updated_at = ctx.now;
+        let object = handover.object_id.as_ref().map(|id| format!(" (object {id})")).unwrap_or_default();
+        let reason = format!("connector {:?} took the work in {ring}{object}", handover.connector);
+        let mut event = self.event(EventKind::Delivered, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
+        event.ring = ring;
+        vec![event]
+    }
+
+    /// A delivery attempt for `ring` failed transiently: it stays pending and
+    /// is retried. Recorded once per distinct error, not once per attempt.
+    pub fn delivery_failed(&mut self, ring: Ring, connector: &str, error: &str, ctx: &ChangeContext) -> Vec<NewEvent> {
+        let Some(progress) = self.rings.iter_mut().find(|p| p.ring == ring) else { return Vec::new() };
+        if progress.delivery != Delivery::Pending || progress.delivery_error.as_deref() == Some(error) {
+            return Vec::new();
+        }
+        progress.delivery_error = Some(error.to_owned());
+        self.updated_at = ctx.now;
+        let reason = format!("delivery to connector {connector:?} in {ring} failed, retrying: {error}");
+        let mut event =
+            self.event(EventKind::DeliveryFailed, Some(self.status), &ChangeContext { reason, ..ctx.clone() });
+        event.ring = ring;
+        vec![event]
+    }
+
+    /// The connector refused the work for `ring` (PERMANENT): a live
+    /// deployment fails with the refusal as its reason; a terminal one (a
+    /// refused removal after a rollback) keeps its status, and the refusal is
+    /// recorded for an operator to act on.
+    pub fn delivery_refused(&mut self, ring: Ring, connector: &str, error: &str, ctx: &ChangeContext) -> Vec<NewEvent> {
+        let Some(progress) = self.rings.iter_mut().find(|p| p.ring == ring) else { return Vec::new() };
+        if progress.delivery == Delivery::Refused {
+            return Vec::new();
+        }
+        progress.delivery = Delivery::Refused;
+        progress.delivery_error = Some(error.to_owned());
+        let reason = format!("connector {connector:?} refused the work in {ring}: {error}");
+        let refusal = ChangeContext { reason, ..ctx.clone() };
+        if self.status.is_terminal() {
+            self.updated_at = ctx.now;
+            let mut event = self.event(EventKind::DeliveryFailed, Some(self.status), &refusal);
+            event.ring = ring;
+            return vec![event];
+        }
+        self.move_to(DeploymentStatus::Failed, &refusal).map(|event| vec![event]).unwrap_or_default()
     }
 
     pub fn progress(&self, ring: Ring) -> Option<&RingProgress> {

@@ -14,8 +14,8 @@ pub mod ring;
 pub mod risk;
 
 pub use deployment::{
-    ChangeContext, ConnectorType, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES, NewDeployment,
-    NewEvent, Outcome, RingProgress, SiteClass,
+    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES,
+    NewDeployment, NewEvent, Outcome, RingProgress, SiteClass,
 };
 pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicy};
 pub use lifecycle::{DeploymentStatus, TransitionError};

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use eucora::v1 as pb;
 
 use crate::domain::{
-    CheckKind, ConnectorType, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion, PromotionResult,
-    Ring, RingPolicy, RingProgress, SiteClass,
+    CheckKind, ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion,
+    PromotionResult, Ring, RingPolicy, RingProgress, SiteClass,
 };
 use crate::store::StoredEvent;
 
@@ -90,6 +90,8 @@ fn event_kind_to_proto(kind: EventKind) -> pb::DeploymentEventKind {
         EventKind::Resumed => pb::DeploymentEventKind::Resumed,
         EventKind::Stalled => pb::DeploymentEventKind::Stalled,
         EventKind::OutcomeCorrected => pb::DeploymentEventKind::OutcomeCorrected,
+        EventKind::Delivered => pb::DeploymentEventKind::Delivered,
+        EventKind::DeliveryFailed => pb::DeploymentEventKind::DeliveryFailed,
     }
 }
 
@@ -143,6 +145,13 @@ fn ring_progress_to_proto(p: &RingProgress) -> pb::RingProgress {
         compliance_time: p.compliant_at.map(timestamp),
         rollback_validate_time: p.rollback_validated_at.map(timestamp),
         last_report_time: p.last_reported_at.map(timestamp),
+        delivery_state: match p.delivery {
+            Delivery::Pending => pb::DeliveryState::Pending,
+            Delivery::Delivered => pb::DeliveryState::Delivered,
+            Delivery::Refused => pb::DeliveryState::Refused,
+        }
+        .into(),
+        delivery_error: p.delivery_error.clone().unwrap_or_default(),
     }
 }
 

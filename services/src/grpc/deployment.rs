@@ -24,11 +24,12 @@ use crate::clock::Clock;
 use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
 use crate::domain::connector::{NAME_RULE, is_valid_name};
 use crate::domain::{
-    ChangeContext, ConnectorType, Deployment, DeploymentError, DeploymentStatus, Handover, MAX_RING_DEVICES,
+    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, DeploymentStatus, Handover, MAX_RING_DEVICES,
     NewDeployment, NewEvent, Outcome, Ring, SiteClass, controller, gate,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
+use crate::store::connectors::{DispatchRecord, OutboxWrite};
 use crate::store::{CreateOutcome, DeploymentFilter, Store, StoreError};
 
 const MAX_APP_NAME_LEN: usize = 200;
@@ -40,6 +41,8 @@ const DEFAULT_EVENT_PAGE_SIZE: u64 = 100;
 const MAX_EVENT_PAGE_SIZE: u64 = 1000;
 /// Messages buffered per watcher between the feed and its HTTP/2 stream.
 const WATCH_BUFFER: usize = 256;
+/// Queued deliveries retried per round.
+const PENDING_BATCH: u64 = 100;
 /// Retries of a mutation without etag that lost a race to a concurrent one.
 const MAX_MUTATION_ATTEMPTS: usize = 8;
 
@@ -109,28 +112,85 @@ impl DeploymentApi {
         }
     }
 
-    /// Hands `operation` in `ring` to the deployment's connector. A PERMANENT
-    /// refusal fails the deployment, with the reason in its audit trail,
-    /// before the error is returned; anything else leaves it unchanged.
+    /// The outbox row handing `operation` in `ring` to the deployment's
+    /// connector, and the handover its decision records. Nothing is called:
+    /// the row is saved with the decision, then [`DeploymentApi::deliver`]ed.
     ///
     /// # Errors
-    /// FAILED_PRECONDITION (no connector, refused), UNAVAILABLE (open breaker, transient failure).
-    pub(crate) async fn hand_over(
+    /// FAILED_PRECONDITION when no enabled connector fits.
+    pub(crate) async fn queue(
         &self,
         deployment: &Deployment,
         ring: Ring,
         operation: Operation,
-        ctx: &ChangeContext,
-    ) -> ApiResult<Handover> {
-        match self.connectors.dispatch(deployment, ring, operation).await {
-            Ok(handover) => Ok(handover),
-            Err(DispatchError::Permanent { name, message }) => {
-                let reason = format!("connector {name:?} refused to {} in {ring}: {message}", operation.as_label());
-                let failing = ChangeContext { reason: reason.clone(), ..ctx.clone() };
-                self.mutate(deployment.id, None, &failing, |d, ctx| d.fail(ctx)).await?;
-                Err(ApiError::FailedPrecondition(format!("{reason}; the deployment is now FAILED")))
+    ) -> ApiResult<(DispatchRecord, Handover)> {
+        let record = self.connectors.queue(deployment, ring, operation).await?;
+        let handover = Handover { connector: record.connector_name.clone(), object_id: None };
+        Ok((record, handover))
+    }
+
+    /// Delivers work whose decision is committed, and records how it went:
+    /// delivered; failed transiently (it stays queued, and is retried every
+    /// `--delivery-retry-interval`); or refused, which fails a live
+    /// deployment with the connector's answer in its audit trail.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION when the connector refused the work; database failures.
+    pub(crate) async fn deliver(&self, record: &DispatchRecord, ctx: &ChangeContext) -> ApiResult<Deployment> {
+        let id = record.deployment_id;
+        let ring = record.ring;
+        let name = record.connector_name.as_str();
+        let deployment = self.store.get_deployment(id).await?;
+        match self.connectors.deliver(&deployment, record).await {
+            Ok(object_id) => {
+                let delivered = DispatchRecord { object_id: object_id.clone(), ..record.clone() };
+                let handover = Handover { connector: name.to_owned(), object_id };
+                let settle = OutboxWrite::Settle(&delivered, Delivery::Delivered);
+                self.mutate_with(id, None, ctx, Some(settle), |d, ctx| Ok(d.delivered(ring, &handover, ctx))).await
             }
-            Err(err) => Err(err.into()),
+            Err(DispatchError::Permanent { message, .. }) => {
+                let settle = OutboxWrite::Settle(record, Delivery::Refused);
+                let refused =
+                    self.mutate_with(id, None, ctx, Some(settle), |d, ctx| {
+                        Ok(d.delivery_refused(ring, name, &message, ctx))
+                    })
+                    .await?;
+                Err(ApiError::FailedPrecondition(format!(
+                    "connector {name:?} refused to {} in {ring}: {message}; the deployment is now {}",
+                    record.operation, refused.status
+                )))
+            }
+            Err(
+                err @ (DispatchError::Transient { .. } | DispatchError::Open { .. } | DispatchError::NoConnector(_)),
+            ) => {
+                let error = err.to_string();
+                tracing::warn!(deployment = %id, connector = name, %error, "delivery failed; it stays queued");
+                self.mutate_with(id, None, ctx, None, |d, ctx| Ok(d.delivery_failed(ring, name, &error, ctx))).await
+            }
+            Err(DispatchError::Store(err)) => Err(err.into()),
+        }
+    }
+
+    /// Delivers what is still queued (a first attempt failed, or the server
+    /// stopped in between), oldest first.
+    pub async fn deliver_pending(&self) {
+        let pending = match self.store.pending_dispatches(PENDING_BATCH).await {
+            Ok(pending) => pending,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing queued deliveries");
+                return;
+            }
+        };
+        for record in pending {
+            let ctx = ChangeContext {
+                actor: "dispatcher".to_owned(),
+                reason: String::new(),
+                correlation_id: Uuid::new_v4().to_string(),
+                now: crate::clock::stored_time(self.clock.now()),
+            };
+            if let Err(err) = self.deliver(&record, &ctx).await {
+                tracing::info!(deployment = %record.deployment_id, error = %err, "queued delivery not completed");
+            }
         }
     }
 
@@ -206,14 +266,29 @@ impl DeploymentApi {
         ctx: &ChangeContext,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> ApiResult<Deployment> {
+        self.mutate_with(id, etag, ctx, None, change).await
+    }
+
+    /// [`DeploymentApi::mutate`], writing `outbox` in the same transaction
+    /// (saved even when the change records no event).
+    pub(crate) async fn mutate_with(
+        &self,
+        id: Uuid,
+        etag: Option<i64>,
+        ctx: &ChangeContext,
+        outbox: Option<OutboxWrite<'_>>,
+        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
+    ) -> ApiResult<Deployment> {
         for _ in 0..MAX_MUTATION_ATTEMPTS {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
             let events = change(&mut deployment, ctx)?;
-            if events.is_empty() {
-                return Ok(deployment);
-            }
-            match self.store.save_deployment(&deployment, &events).await {
+            let saved = match outbox {
+                Some(outbox) => self.store.save_deployment_with(&deployment, &events, outbox).await,
+                None if events.is_empty() => return Ok(deployment),
+                None => self.store.save_deployment(&deployment, &events).await,
+            };
+            match saved {
                 Ok(saved) => {
                     self.metrics.committed(&saved, &events);
                     return Ok(saved);
@@ -511,14 +586,27 @@ impl DeploymentService for DeploymentApi {
         let ctx = change_context(&request, valid.actor, valid.reason);
         let current = self.store.get_deployment(valid.id).await.map_err(ApiError::from)?;
         check_etag(valid.etag, current.revision, format_args!("deployment {}", current.id))?;
+        if current.status == DeploymentStatus::Deploying
+            && let Some((record, Delivery::Pending)) =
+                self.store.find_dispatch(current.id, current.current_ring, "deploy").await.map_err(ApiError::from)?
+        {
+            // Started, its work still queued: a retried start delivers it now.
+            let deployment = self.deliver(&record, &ctx).await?;
+            return Ok(Response::new(pb::StartDeploymentResponse {
+                deployment: Some(deployment_to_proto(&deployment)),
+            }));
+        }
         // Refuse before anything reaches the connector.
         current
             .status
             .check_transition(DeploymentStatus::Deploying)
             .map_err(DeploymentError::from)
             .map_err(ApiError::from)?;
-        let handover = self.hand_over(&current, current.current_ring, Operation::Deploy, &ctx).await?;
-        let deployment = self.mutate(valid.id, valid.etag, &ctx, |d, ctx| d.start(&handover, ctx)).await?;
+        let (record, handover) = self.queue(&current, current.current_ring, Operation::Deploy).await?;
+        let queued = Some(OutboxWrite::Queue(&record));
+        self.mutate_with(valid.id, valid.etag, &ctx, queued, |d, ctx| d.start(&handover, ctx)).await?;
+        // The connector hears of the work only once the decision is durable.
+        let deployment = self.deliver(&record, &ctx).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 

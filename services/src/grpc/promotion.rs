@@ -21,6 +21,7 @@ use crate::domain::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::DeploymentMetrics;
+use crate::store::connectors::OutboxWrite;
 use crate::store::promotions::PolicyChange;
 use crate::store::{Store, StoreError};
 
@@ -122,16 +123,22 @@ impl PromotionApi {
             };
         }
 
-        let handover = match evaluation.next_ring {
-            Some(next) => Some(self.deployments.hand_over(&deployment, next, Operation::Deploy, &ctx).await?),
+        let queued = match evaluation.next_ring {
+            Some(next) => Some(self.deployments.queue(&deployment, next, Operation::Deploy).await?),
             None => None,
         };
-        let events = deployment.promote(&evaluation, handover.as_ref(), &ctx)?;
-        match self.store.save_promotion(&deployment, &events, &promotion).await {
+        let events = deployment.promote(&evaluation, queued.as_ref().map(|(_, handover)| handover), &ctx)?;
+        let outbox = queued.as_ref().map(|(record, _)| OutboxWrite::Queue(record));
+        match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
             Ok(saved) => {
                 self.metrics.committed(&saved, &events);
                 self.metrics.promotion(&promotion);
-                Ok((deployment_to_proto(&saved), promotion_to_proto(&promotion)))
+                // The next ring's connector hears of it only once the promotion is durable.
+                let shown = match &queued {
+                    Some((record, _)) => self.deployments.deliver(record, &ctx).await?,
+                    None => saved,
+                };
+                Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)))
             }
             Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {
                 self.replay_raced(id, request_id, &expected).await
@@ -206,15 +213,21 @@ impl PromotionApi {
                 true => None,
                 false => {
                     let ring = deployment.current_ring;
-                    Some(self.deployments.hand_over(&deployment, ring, Operation::Remove, &ctx).await?)
+                    Some(self.deployments.queue(&deployment, ring, Operation::Remove).await?)
                 }
             };
-            let events = deployment.roll_back(removal.as_ref(), &ctx)?;
-            match self.store.save_promotion(&deployment, &events, &promotion).await {
+            let events = deployment.roll_back(removal.as_ref().map(|(_, handover)| handover), &ctx)?;
+            let outbox = removal.as_ref().map(|(record, _)| OutboxWrite::Queue(record));
+            match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
                 Ok(saved) => {
                     self.metrics.committed(&saved, &events);
                     self.metrics.promotion(&promotion);
-                    return Ok((deployment_to_proto(&saved), promotion_to_proto(&promotion)));
+                    // The removal reaches the connector only once the rollback is durable.
+                    let shown = match &removal {
+                        Some((record, _)) => self.deployments.deliver(record, &ctx).await?,
+                        None => saved,
+                    };
+                    return Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)));
                 }
                 Err(StoreError::RevisionConflict { .. }) if etag.is_none() && request_id.is_none() => continue,
                 Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {

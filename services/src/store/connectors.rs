@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr};
 use uuid::Uuid;
 
 use super::entity::{connector, dispatch};
 use super::{Store, StoreError, StoreResult, parse};
 use crate::domain::breaker::BreakerConfig;
 use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
-use crate::domain::{ConnectorType, Ring};
+use crate::domain::{ConnectorType, Delivery, Ring};
 
 /// Work handed to a connector for one deployment and ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl Store {
         .await
     }
 
-    /// The dispatch already made for this deployment, ring and operation.
+    /// The outbox row of this deployment, ring and operation, with its state.
     ///
     /// # Errors
     /// Database failures.
@@ -177,33 +177,52 @@ impl Store {
         deployment_id: Uuid,
         ring: Ring,
         operation: &str,
-    ) -> StoreResult<Option<DispatchRecord>> {
+    ) -> StoreResult<Option<(DispatchRecord, Delivery)>> {
         self.guard(async {
-            let row = dispatch::Entity::find_by_id((
-                deployment_id.to_string(),
-                ring.as_label().to_owned(),
-                operation.to_owned(),
-            ))
-            .one(&self.db)
-            .await?;
-            Ok(row.map(|row| DispatchRecord {
-                deployment_id,
-                ring,
-                operation: if row.operation == "remove" { "remove" } else { "deploy" },
-                connector_name: row.connector_name,
-                object_id: row.object_id,
-            }))
+            let key = (deployment_id.to_string(), ring.as_label().to_owned(), operation.to_owned());
+            match dispatch::Entity::find_by_id(key).one(&self.db).await? {
+                Some(row) => Ok(Some(dispatch_from_row(row)?)),
+                None => Ok(None),
+            }
         })
         .await
     }
 
-    /// Records a dispatch; a second record of the same work is ignored.
+    /// Work still to be delivered, oldest first.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn record_dispatch(&self, record: &DispatchRecord, at: DateTime<Utc>) -> StoreResult<()> {
+    pub async fn pending_dispatches(&self, limit: u64) -> StoreResult<Vec<DispatchRecord>> {
         self.guard(async {
-            let _guard = self.lock_writes().await?;
+            let rows = dispatch::Entity::find()
+                .filter(dispatch::Column::State.eq(Delivery::Pending.as_label()))
+                .order_by_asc(dispatch::Column::CreatedAt)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            rows.into_iter().map(|row| dispatch_from_row(row).map(|(record, _)| record)).collect()
+        })
+        .await
+    }
+}
+
+/// What a save does to the outbox, in the same transaction as the change.
+#[derive(Debug, Clone, Copy)]
+pub enum OutboxWrite<'a> {
+    /// The decision hands this work over: queue it for delivery (once: the
+    /// same work queued again is ignored).
+    Queue(&'a DispatchRecord),
+    /// Delivery of this work ended (delivered, or refused).
+    Settle(&'a DispatchRecord, Delivery),
+}
+
+pub(super) async fn write_outbox(
+    txn: &impl ConnectionTrait,
+    outbox: OutboxWrite<'_>,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    match outbox {
+        OutboxWrite::Queue(record) => {
             let row = dispatch::ActiveModel {
                 deployment_id: Set(record.deployment_id.to_string()),
                 ring: Set(record.ring.as_label().to_owned()),
@@ -211,12 +230,33 @@ impl Store {
                 connector_name: Set(record.connector_name.clone()),
                 object_id: Set(record.object_id.clone()),
                 created_at: Set(at),
+                state: Set(Delivery::Pending.as_label().to_owned()),
             };
-            dispatch::Entity::insert(row).on_conflict_do_nothing().exec(&self.db).await?;
-            Ok(())
-        })
-        .await
+            dispatch::Entity::insert(row).on_conflict_do_nothing().exec_without_returning(txn).await?;
+        }
+        OutboxWrite::Settle(record, state) => {
+            dispatch::Entity::update_many()
+                .col_expr(dispatch::Column::State, state.as_label().into())
+                .col_expr(dispatch::Column::ObjectId, record.object_id.clone().into())
+                .filter(dispatch::Column::DeploymentId.eq(record.deployment_id.to_string()))
+                .filter(dispatch::Column::Ring.eq(record.ring.as_label()))
+                .filter(dispatch::Column::Operation.eq(record.operation))
+                .exec(txn)
+                .await?;
+        }
     }
+    Ok(())
+}
+
+fn dispatch_from_row(row: dispatch::Model) -> StoreResult<(DispatchRecord, Delivery)> {
+    let record = DispatchRecord {
+        deployment_id: super::parse_uuid(&row.deployment_id)?,
+        ring: parse(&row.ring, "ring", Ring::from_label)?,
+        operation: if row.operation == "remove" { "remove" } else { "deploy" },
+        connector_name: row.connector_name,
+        object_id: row.object_id,
+    };
+    Ok((record, parse(&row.state, "delivery state", Delivery::from_label)?))
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddControllerColumns),
             Box::new(CreateRiskTables),
             Box::new(CreateHealthProbe),
+            Box::new(AddDeliveryState),
         ]
     }
 }
@@ -726,6 +727,53 @@ impl MigrationTrait for CreateHealthProbe {
                     .into_table(HealthProbe::Table)
                     .columns([HealthProbe::Id])
                     .values_panic([1.into()])
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The dispatch log becomes an outbox: each row is written with the
+/// decision and delivered afterwards; ring progress shows how delivery went.
+struct AddDeliveryState;
+
+impl MigrationName for AddDeliveryState {
+    fn name(&self) -> &str {
+        "m20261202_000007_add_delivery_state"
+    }
+}
+
+#[derive(DeriveIden)]
+enum DeliveryColumns {
+    #[sea_orm(iden = "dispatches")]
+    Dispatches,
+    State,
+    #[sea_orm(iden = "ring_progress")]
+    RingProgress,
+    DeliveryState,
+    DeliveryError,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddDeliveryState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use DeliveryColumns as C;
+        // Work recorded before this migration was delivered before it was recorded.
+        let columns = [
+            (C::Dispatches, string(C::State).default("delivered").to_owned()),
+            (C::RingProgress, string(C::DeliveryState).default("delivered").to_owned()),
+            (C::RingProgress, string_null(C::DeliveryError)),
+        ];
+        for (table, mut column) in columns {
+            manager.alter_table(Table::alter().table(table).add_column(&mut column).to_owned()).await?;
+        }
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_dispatches_state")
+                    .if_not_exists()
+                    .table(C::Dispatches)
+                    .col(C::State)
                     .to_owned(),
             )
             .await

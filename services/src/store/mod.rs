@@ -33,8 +33,10 @@ use tokio::sync::{Mutex, Notify, broadcast};
 use uuid::Uuid;
 
 use crate::domain::{
-    ConnectorType, Deployment, DeploymentStatus, EventKind, NewEvent, Promotion, Ring, RingProgress, SiteClass,
+    ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, NewEvent, Promotion, Ring, RingProgress,
+    SiteClass,
 };
+use connectors::OutboxWrite;
 use entity::{deployment, deployment_event, ring_progress};
 
 /// How many committed events the feed buffers for a slow watcher before it
@@ -565,7 +567,22 @@ impl Store {
     /// [`StoreError::RevisionConflict`] when the row changed since it was read,
     /// or database failures.
     pub async fn save_deployment(&self, deployment: &Deployment, events: &[NewEvent]) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, None).await }).await
+        self.guard(async { self.save_with(deployment, events, None, None).await }).await
+    }
+
+    /// [`Store::save_deployment`], writing `outbox` in the same transaction:
+    /// the work a decision hands to a connector is queued with it, and the
+    /// end of a delivery is recorded with its outcome.
+    ///
+    /// # Errors
+    /// As [`Store::save_deployment`].
+    pub async fn save_deployment_with(
+        &self,
+        deployment: &Deployment,
+        events: &[NewEvent],
+        outbox: OutboxWrite<'_>,
+    ) -> StoreResult<Deployment> {
+        self.guard(async { self.save_with(deployment, events, None, Some(outbox)).await }).await
     }
 
     async fn save_with(
@@ -573,6 +590,7 @@ impl Store {
         deployment: &Deployment,
         events: &[NewEvent],
         promotion: Option<&Promotion>,
+        outbox: Option<OutboxWrite<'_>>,
     ) -> StoreResult<Deployment> {
         let _guard = self.lock_writes().await?;
         let txn = self.db.begin().await?;
@@ -606,6 +624,9 @@ impl Store {
         let stored = insert_events(&txn, &saved.app_name, events).await?;
         if let Some(promotion) = promotion {
             promotions::insert_promotion(&txn, promotion).await?;
+        }
+        if let Some(outbox) = outbox {
+            connectors::write_outbox(&txn, outbox, saved.updated_at).await?;
         }
         txn.commit().await?;
         self.publish(stored);
@@ -727,6 +748,8 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
             compliant_at: Set(progress.compliant_at),
             rollback_validated_at: Set(progress.rollback_validated_at),
             last_reported_at: Set(progress.last_reported_at),
+            delivery_state: Set(progress.delivery.as_label().to_owned()),
+            delivery_error: Set(progress.delivery_error.clone()),
         };
         ring_progress::Entity::insert(row)
             .on_conflict(
@@ -739,6 +762,8 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
                         ring_progress::Column::CompliantAt,
                         ring_progress::Column::RollbackValidatedAt,
                         ring_progress::Column::LastReportedAt,
+                        ring_progress::Column::DeliveryState,
+                        ring_progress::Column::DeliveryError,
                     ])
                     .to_owned(),
             )
@@ -874,6 +899,8 @@ fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
         compliant_at: row.compliant_at,
         rollback_validated_at: row.rollback_validated_at,
         last_reported_at: row.last_reported_at,
+        delivery: parse(&row.delivery_state, "delivery state", Delivery::from_label)?,
+        delivery_error: row.delivery_error.clone(),
     })
 }
 

@@ -13,6 +13,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::connectors::OutboxWrite;
 use super::entity::{promotion, ring_policy, ring_policy_change};
 use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
 use crate::domain::{
@@ -130,8 +131,9 @@ impl Store {
         deployment: &Deployment,
         events: &[NewEvent],
         promotion: &Promotion,
+        outbox: Option<OutboxWrite<'_>>,
     ) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, Some(promotion)).await }).await
+        self.guard(async { self.save_with(deployment, events, Some(promotion), outbox).await }).await
     }
 
     /// Records a blocked promotion attempt (the deployment is unchanged).

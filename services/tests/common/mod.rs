@@ -134,6 +134,8 @@ pub struct Options {
     pub operation_timeout: Duration,
     pub shutdown_grace: Duration,
     pub connector_probe_interval: Duration,
+    /// Retries of queued connector work; long unless a test wants them.
+    pub delivery_retry_interval: Duration,
 }
 
 impl Default for Options {
@@ -149,6 +151,7 @@ impl Default for Options {
             operation_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             connector_probe_interval: Duration::from_secs(3600),
+            delivery_retry_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -218,6 +221,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         connection_limits: options.connection_limits,
         max_streams_per_connection: options.max_streams_per_connection,
         max_watch_streams: options.max_watch_streams,
+        delivery_retry_interval: options.delivery_retry_interval,
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },

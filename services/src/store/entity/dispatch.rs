@@ -1,5 +1,6 @@
-//! `dispatches`: work handed to a connector, one row per deployment, ring and
-//! operation, so that nothing is dispatched twice.
+//! `dispatches`: the outbox of work handed to connectors, one row per
+//! deployment, ring and operation, written with the decision that hands it
+//! over; `state` says whether it is still to be delivered.
 
 use sea_orm::entity::prelude::*;
 
@@ -15,6 +16,8 @@ pub struct Model {
     pub connector_name: String,
     pub object_id: Option<String>,
     pub created_at: DateTimeUtc,
+    /// `pending`, `delivered` or `refused`.
+    pub state: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

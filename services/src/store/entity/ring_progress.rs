@@ -17,6 +17,8 @@ pub struct Model {
     pub compliant_at: Option<DateTimeUtc>,
     pub rollback_validated_at: Option<DateTimeUtc>,
     pub last_reported_at: Option<DateTimeUtc>,
+    pub delivery_state: String,
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
