@@ -96,11 +96,11 @@ impl From<DeploymentError> for ApiError {
                 ApiError::FailedPrecondition(message)
             }
             DeploymentError::RingMoved { .. } => ApiError::Aborted(message),
-            DeploymentError::TooManyDevices { .. } => ApiError::invalid("success_count", message),
             DeploymentError::Transition(_)
             | DeploymentError::NotDeploying { .. }
             | DeploymentError::RingNotStarted { .. }
             | DeploymentError::RingLeft { .. }
+            | DeploymentError::TooManyDevices { .. }
             | DeploymentError::CountDecreased { .. }
             | DeploymentError::TargetRingNotReached { .. }
             | DeploymentError::NotPromotable { .. }

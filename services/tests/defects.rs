@@ -14,6 +14,7 @@ on_every_backend!(
     impossible_counts_are_invalid_and_change_nothing,
     a_bad_report_is_corrected_with_an_audit_event,
     reports_for_a_ring_already_left_are_refused,
+    reports_past_the_connectors_device_count_are_refused,
     control_characters_are_refused_in_every_text_field,
     echoed_input_stays_small,
     small_validation_gaps_are_closed,
@@ -262,5 +263,40 @@ async fn a_page_fits_what_clients_accept(backend: Backend) {
     }
     assert_eq!(seen, CREATED, "every deployment on some page");
     assert!(pages >= 2, "the answer was cut by size");
+    server.stop().await;
+}
+
+async fn reports_past_the_connectors_device_count_are_refused(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut connectors = eucora::v1::connector_service_client::ConnectorServiceClient::new(server.channel.clone());
+    let simulator = pb::Connector {
+        name: "landscape-100".into(),
+        r#type: pb::ConnectorType::Landscape.into(),
+        driver: pb::ConnectorDriver::Simulator.into(),
+        enabled: true,
+        simulator: Some(pb::SimulatorConfig { device_count: 100, ..Default::default() }),
+        ..Default::default()
+    };
+    connectors
+        .create_connector(pb::CreateConnectorRequest { connector: Some(simulator), ..Default::default() })
+        .await
+        .unwrap();
+    let mut client = server.deployments();
+    let request = pb::CreateDeploymentRequest {
+        connector_type: pb::ConnectorType::Landscape.into(),
+        connector_name: "landscape-100".into(),
+        ..create_request("devices-1", "libreoffice", 10)
+    };
+    let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+    let start = pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() };
+    let started = client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap();
+    assert_eq!(started.ring_progress[0].expected_device_count, 100, "the platform said how many devices LAB has");
+
+    let status = assert_code(
+        client.report_ring_outcome(report(&created.id, pb::Ring::Lab, 150, 0)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("more than the 100"), "{}", status.message());
+    client.report_ring_outcome(report(&created.id, pb::Ring::Lab, 90, 10)).await.expect("within the device count");
     server.stop().await;
 }

@@ -50,7 +50,7 @@ impl Witness {
 
 async fn deploy(State(w): State<Arc<Witness>>, Json(body): Json<serde_json::Value>) -> (StatusCode, String) {
     let status = w.observe("deploy", body["deployment_id"].as_str().unwrap()).await;
-    (status, r#"{"object_id": "obj-1"}"#.to_owned())
+    (status, r#"{"object_id": "obj-1", "device_count": 500}"#.to_owned())
 }
 
 async fn remove(State(w): State<Arc<Witness>>, Path(id): Path<String>) -> StatusCode {
@@ -116,6 +116,7 @@ async fn the_connector_hears_of_work_only_after_its_decision_committed(backend: 
     let start = pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() };
     let started = client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(started.ring_progress[0].connector_object_id, "obj-1");
+    assert_eq!(started.ring_progress[0].expected_device_count, 500, "the adapter said how many devices LAB has");
     report_healthy(&mut client, &started).await;
     let promoted = server.promotions().promote_deployment(promote_request(&started)).await.unwrap();
     let promoted = promoted.into_inner().deployment.unwrap();

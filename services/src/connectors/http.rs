@@ -17,7 +17,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CallError, Driver, Operation, RingCounts, WorkItem};
+use super::{CallError, Deployed, Driver, Operation, RingCounts, WorkItem};
 use crate::domain::connector::ConnectorDef;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -32,6 +32,7 @@ pub struct HttpDriver {
 #[derive(Deserialize)]
 struct DeployAnswer {
     object_id: Option<String>,
+    device_count: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -100,7 +101,7 @@ fn bad_answer(err: reqwest::Error) -> CallError {
 
 #[async_trait::async_trait]
 impl Driver for HttpDriver {
-    async fn deploy(&self, work: &WorkItem) -> Result<Option<String>, CallError> {
+    async fn deploy(&self, work: &WorkItem) -> Result<Deployed, CallError> {
         let body = json!({
             "deployment_id": work.deployment_id,
             "app_name": work.app_name,
@@ -111,11 +112,11 @@ impl Driver for HttpDriver {
         let response = self.send(request, Some(work.idempotency_key(Operation::Deploy))).await?;
         let bytes = response.bytes().await.map_err(bad_answer)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
+            return Ok(Deployed::default());
         }
         let answer: DeployAnswer = serde_json::from_slice(&bytes)
             .map_err(|err| CallError::Permanent(format!("adapter sent an unreadable deploy answer: {err}")))?;
-        Ok(answer.object_id)
+        Ok(Deployed { object_id: answer.object_id, device_count: answer.device_count })
     }
 
     async fn status(&self, work: &WorkItem) -> Result<RingCounts, CallError> {

@@ -101,11 +101,21 @@ impl Operation {
     }
 }
 
+/// What a platform answered to a deploy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deployed {
+    /// The platform's identifier of what it created.
+    pub object_id: Option<String>,
+    /// How many devices the ring has on the platform, when it knows:
+    /// outcome reports may not exceed it.
+    pub device_count: Option<u64>,
+}
+
 /// One platform, as the control plane talks to it.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync {
-    /// Starts `work` on the platform; returns the platform's object id, if any.
-    async fn deploy(&self, work: &WorkItem) -> Result<Option<String>, CallError>;
+    /// Starts `work` on the platform.
+    async fn deploy(&self, work: &WorkItem) -> Result<Deployed, CallError>;
     async fn status(&self, work: &WorkItem) -> Result<RingCounts, CallError>;
     /// Removes the deployment's application version (rollback).
     async fn remove(&self, work: &WorkItem) -> Result<(), CallError>;
@@ -252,18 +262,14 @@ impl Connectors {
     }
 
     /// Delivers queued work to its connector, through its breaker, with
-    /// retries; returns the platform's object id. Work already delivered is
+    /// retries; returns what the platform answered. Work already delivered is
     /// not delivered again (one delivery of the same work at a time in this
     /// process; adapters deduplicate on the idempotency key across processes).
     ///
     /// # Errors
     /// See [`DispatchError`]; a connector deleted since the work was queued
     /// is a PERMANENT refusal.
-    pub async fn deliver(
-        &self,
-        deployment: &Deployment,
-        record: &DispatchRecord,
-    ) -> Result<Option<String>, DispatchError> {
+    pub async fn deliver(&self, deployment: &Deployment, record: &DispatchRecord) -> Result<Deployed, DispatchError> {
         let work = WorkItem::of(deployment, record.ring);
         let operation = if record.operation == "remove" { Operation::Remove } else { Operation::Deploy };
         let key = work.idempotency_key(operation);
@@ -280,11 +286,11 @@ impl Connectors {
         record: &DispatchRecord,
         work: &WorkItem,
         operation: Operation,
-    ) -> Result<Option<String>, DispatchError> {
+    ) -> Result<Deployed, DispatchError> {
         if let Some((done, Delivery::Delivered)) =
             self.store.find_dispatch(work.deployment_id, work.ring, record.operation).await?
         {
-            return Ok(done.object_id);
+            return Ok(Deployed { object_id: done.object_id, device_count: None });
         }
         let def = match self.store.get_connector(&record.connector_name).await {
             Ok(def) => def,
@@ -297,7 +303,7 @@ impl Connectors {
             Operation::Remove => {
                 self.call(&def, operation, |driver| {
                     let work = work.clone();
-                    async move { driver.remove(&work).await.map(|()| None) }
+                    async move { driver.remove(&work).await.map(|()| Deployed::default()) }
                 })
                 .await
             }

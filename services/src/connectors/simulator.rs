@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::{CallError, Driver, Operation, ReportedOutcome, RingCounts, WorkItem};
+use super::{CallError, Deployed, Driver, Operation, ReportedOutcome, RingCounts, WorkItem};
 use crate::domain::Ring;
 use crate::domain::connector::{ConnectorDef, SimulatorConfig};
 
@@ -38,7 +38,7 @@ impl Simulator {
 
 #[async_trait::async_trait]
 impl Driver for Simulator {
-    async fn deploy(&self, work: &WorkItem) -> Result<Option<String>, CallError> {
+    async fn deploy(&self, work: &WorkItem) -> Result<Deployed, CallError> {
         tokio::time::sleep(self.config.latency).await;
         let key = work.idempotency_key(Operation::Deploy);
         let first = self.deployed.lock().expect("simulator lock").insert(key.clone());
@@ -56,7 +56,8 @@ impl Driver for Simulator {
                 let _ = outcomes.send(outcome).await;
             });
         }
-        Ok(Some(format!("sim-{key}")))
+        let device_count = (self.config.device_count > 0).then_some(self.config.device_count);
+        Ok(Deployed { object_id: Some(format!("sim-{key}")), device_count })
     }
 
     async fn status(&self, _work: &WorkItem) -> Result<RingCounts, CallError> {

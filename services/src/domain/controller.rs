@@ -156,7 +156,7 @@ mod tests {
             assessment: None,
         };
         let (mut d, _) = Deployment::create(Uuid::new_v4(), new, &ctx(t(0)));
-        d.start(&Handover { connector: "sim".into(), object_id: None }, &ctx(t(0))).unwrap();
+        d.start(&Handover { connector: "sim".into(), object_id: None, device_count: None }, &ctx(t(0))).unwrap();
         let lab = GateEvaluation {
             ring: Ring::Lab,
             next_ring: Some(Ring::Canary),

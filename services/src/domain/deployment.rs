@@ -167,6 +167,8 @@ pub struct RingProgress {
     pub delivery: Delivery,
     /// Why the last delivery attempt failed (cleared once delivered).
     pub delivery_error: Option<String>,
+    /// Devices the connector says the ring has: reports may not exceed it.
+    pub expected_devices: Option<u64>,
 }
 
 /// Where work handed to a connector stands. The decision to hand it over is
@@ -209,6 +211,7 @@ impl RingProgress {
             last_reported_at: None,
             delivery: Delivery::Pending,
             delivery_error: None,
+            expected_devices: None,
         }
     }
 
@@ -235,6 +238,8 @@ impl RingProgress {
 pub struct Handover {
     pub connector: String,
     pub object_id: Option<String>,
+    /// How many devices the platform says the ring has, when it says.
+    pub device_count: Option<u64>,
 }
 
 /// Most devices one ring can report: more endpoints than any estate has,
@@ -319,9 +324,7 @@ pub enum DeploymentError {
         "ring {ring} was left for {current}: outcomes are reported for the current ring only, past figures stay as recorded"
     )]
     RingLeft { ring: Ring, current: Ring },
-    #[error(
-        "ring {ring} would have {reported} devices reported, more than the {limit} it can have; correct the reporter"
-    )]
+    #[error("ring {ring} would have {reported} devices reported, more than the {limit} it has; correct the reporter")]
     TooManyDevices { ring: Ring, reported: u64, limit: u64 },
     #[error(
         "counts only grow: ring {ring} already has {field} = {current}, the report says {reported}; a wrong figure is fixed with CorrectRingOutcome"
@@ -504,10 +507,15 @@ impl Deployment {
         if reported > MAX_RING_DEVICES {
             return Err(DeploymentError::TooManyDevices { ring, reported, limit: MAX_RING_DEVICES });
         }
-        self.rings
+        let progress = self
+            .rings
             .iter_mut()
             .find(|p| p.ring == ring && ring == current)
-            .ok_or(DeploymentError::RingNotStarted { ring, current })
+            .ok_or(DeploymentError::RingNotStarted { ring, current })?;
+        if let Some(limit) = progress.expected_devices.filter(|limit| reported > *limit) {
+            return Err(DeploymentError::TooManyDevices { ring, reported, limit });
+        }
+        Ok(progress)
     }
 
     /// Replaces the current ring's counts (lower ones included) when a
@@ -592,8 +600,11 @@ impl Deployment {
                 ChangeContext { reason: format!("promoted out of {from}, the target ring: complete"), ..ctx.clone() };
             return Ok(vec![self.move_to(DeploymentStatus::Completed, &done)?]);
         };
-        let handover =
-            handover.cloned().unwrap_or_else(|| Handover { connector: "no connector".into(), object_id: None });
+        let handover = handover.cloned().unwrap_or_else(|| Handover {
+            connector: "no connector".into(),
+            object_id: None,
+            device_count: None,
+        });
         self.current_ring = next;
         self.updated_at = ctx.now;
         self.enter_ring(next, ctx.now, &handover);
@@ -690,6 +701,9 @@ impl Deployment {
         progress.delivery_error = None;
         if handover.object_id.is_some() {
             progress.connector_object_id = handover.object_id.clone();
+        }
+        if handover.device_count.is_some() {
+            progress.expected_devices = handover.device_count;
         }
         self.updated_at = ctx.now;
         let object = handover.object_id.as_ref().map(|id| format!(" (object {id})")).unwrap_or_default();
@@ -789,7 +803,7 @@ mod tests {
     use super::*;
 
     fn handover() -> Handover {
-        Handover { connector: "sim".into(), object_id: Some("obj-1".into()) }
+        Handover { connector: "sim".into(), object_id: Some("obj-1".into()), device_count: None }
     }
 
     fn outcome(ring: Ring, success_count: u64, failure_count: u64) -> Outcome {

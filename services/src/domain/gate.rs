@@ -398,7 +398,7 @@ mod tests {
         if d.requires_cab_approval {
             d.approve(&ChangeContext { actor: "bob".into(), ..ctx(now()) }).unwrap();
         }
-        d.start(&Handover { connector: "sim".into(), object_id: None }, &ctx(now())).unwrap();
+        d.start(&Handover { connector: "sim".into(), object_id: None, device_count: None }, &ctx(now())).unwrap();
         while d.current_ring != ring {
             let pass = GateEvaluation {
                 ring: d.current_ring,

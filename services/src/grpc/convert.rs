@@ -152,6 +152,7 @@ fn ring_progress_to_proto(p: &RingProgress) -> pb::RingProgress {
         }
         .into(),
         delivery_error: p.delivery_error.clone().unwrap_or_default(),
+        expected_device_count: p.expected_devices.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
     }
 }
 

@@ -125,7 +125,7 @@ impl DeploymentApi {
         operation: Operation,
     ) -> ApiResult<(DispatchRecord, Handover)> {
         let record = self.connectors.queue(deployment, ring, operation).await?;
-        let handover = Handover { connector: record.connector_name.clone(), object_id: None };
+        let handover = Handover { connector: record.connector_name.clone(), object_id: None, device_count: None };
         Ok((record, handover))
     }
 
@@ -142,9 +142,13 @@ impl DeploymentApi {
         let name = record.connector_name.as_str();
         let deployment = self.store.get_deployment(id).await?;
         match self.connectors.deliver(&deployment, record).await {
-            Ok(object_id) => {
-                let delivered = DispatchRecord { object_id: object_id.clone(), ..record.clone() };
-                let handover = Handover { connector: name.to_owned(), object_id };
+            Ok(deployed) => {
+                let delivered = DispatchRecord { object_id: deployed.object_id.clone(), ..record.clone() };
+                let handover = Handover {
+                    connector: name.to_owned(),
+                    object_id: deployed.object_id,
+                    device_count: deployed.device_count,
+                };
                 let settle = OutboxWrite::Settle(&delivered, Delivery::Delivered);
                 self.mutate_with(id, None, ctx, Some(settle), |d, ctx| Ok(d.delivered(ring, &handover, ctx))).await
             }

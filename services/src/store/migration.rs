@@ -734,7 +734,8 @@ impl MigrationTrait for CreateHealthProbe {
 }
 
 /// The dispatch log becomes an outbox: each row is written with the
-/// decision and delivered afterwards; ring progress shows how delivery went.
+/// decision and delivered afterwards; ring progress shows how delivery went,
+/// and how many devices the platform said the ring has.
 struct AddDeliveryState;
 
 impl MigrationName for AddDeliveryState {
@@ -752,6 +753,7 @@ enum DeliveryColumns {
     RingProgress,
     DeliveryState,
     DeliveryError,
+    ExpectedDevices,
 }
 
 #[async_trait::async_trait]
@@ -763,6 +765,7 @@ impl MigrationTrait for AddDeliveryState {
             (C::Dispatches, string(C::State).default("delivered").to_owned()),
             (C::RingProgress, string(C::DeliveryState).default("delivered").to_owned()),
             (C::RingProgress, string_null(C::DeliveryError)),
+            (C::RingProgress, big_integer_null(C::ExpectedDevices)),
         ];
         for (table, mut column) in columns {
             manager.alter_table(Table::alter().table(table).add_column(&mut column).to_owned()).await?;

@@ -750,6 +750,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
             last_reported_at: Set(progress.last_reported_at),
             delivery_state: Set(progress.delivery.as_label().to_owned()),
             delivery_error: Set(progress.delivery_error.clone()),
+            expected_devices: Set(progress.expected_devices.map(to_i64)),
         };
         ring_progress::Entity::insert(row)
             .on_conflict(
@@ -764,6 +765,7 @@ async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> St
                         ring_progress::Column::LastReportedAt,
                         ring_progress::Column::DeliveryState,
                         ring_progress::Column::DeliveryError,
+                        ring_progress::Column::ExpectedDevices,
                     ])
                     .to_owned(),
             )
@@ -901,6 +903,7 @@ fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
         last_reported_at: row.last_reported_at,
         delivery: parse(&row.delivery_state, "delivery state", Delivery::from_label)?,
         delivery_error: row.delivery_error.clone(),
+        expected_devices: row.expected_devices.and_then(|n| u64::try_from(n).ok()),
     })
 }
 

@@ -19,6 +19,7 @@ pub struct Model {
     pub last_reported_at: Option<DateTimeUtc>,
     pub delivery_state: String,
     pub delivery_error: Option<String>,
+    pub expected_devices: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
