@@ -337,8 +337,7 @@ impl Store {
                     .foreign_keys(true)
             })
             .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(reusable(conn))))
-            .map_sqlx_postgres_opts(move |opts| opts.options([("statement_timeout", statement_timeout.as_str())]))
-            .map_sqlx_postgres_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(reusable(conn))));
+            .map_sqlx_postgres_opts(move |opts| opts.options([("statement_timeout", statement_timeout.as_str())]));
         let db = Database::connect(options).await?;
         let file = match db.get_database_backend() {
             DbBackend::Sqlite => sqlite_file(&config.url)?,
@@ -707,12 +706,15 @@ impl Store {
     }
 }
 
-/// Whether a connection going back to the pool may be used again: not when
-/// it is still inside a transaction, which happens when a failed statement
-/// made SQLite roll back on its own and the driver's ROLLBACK then failed.
-/// Reused, such a connection would nest the next transaction in a savepoint
-/// of one that never commits: acknowledged writes that are never durable.
-async fn reusable<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+/// Whether a SQLite connection going back to the pool may be used again:
+/// not when it is still inside a transaction, which happens when a failed
+/// statement (disk full, I/O error) made SQLite roll back on its own and the
+/// driver's ROLLBACK then failed. Reused, such a connection would nest the
+/// next transaction in a savepoint of one that never commits: acknowledged
+/// writes that are never durable. (PostgreSQL has no such state: a broken
+/// connection fails sqlx's own check on release.)
+async fn reusable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
     // A round trip first, so that a rollback queued on drop has been applied.
     conn.ping().await?;
     let clean = !conn.is_in_transaction();
