@@ -22,6 +22,19 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Ask a running server's grpc.health.v1 whether it is SERVING; exit 0 if
+    /// so, 1 otherwise (container HEALTHCHECKs, scripts).
+    Health {
+        /// Server to ask (defaults to `--listen`).
+        #[arg(long)]
+        addr: Option<String>,
+        /// Service to ask about (empty: the server as a whole).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

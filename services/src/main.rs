@@ -13,11 +13,24 @@ use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use tokio::net::TcpListener;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
+    if let Some(Command::Health { addr, service, timeout }) = cli.command {
+        // A probe: no logs, traces, metrics or database, just the answer.
+        let addr = addr.unwrap_or_else(|| config.listen.to_string());
+        match check_health(&addr, service, timeout).await {
+            Ok(ServingStatus::Serving) => return Ok(()),
+            Ok(status) => eprintln!("{addr}: {}", status.as_str_name()),
+            Err(err) => eprintln!("{addr}: {err:#}"),
+        }
+        std::process::exit(1);
+    }
     let identity = ServiceIdentity {
         name: "eucora".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -78,6 +91,20 @@ async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> a
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// grpc.health.v1 Check against `addr` (`host:port` or a URL).
+async fn check_health(addr: &str, service: String, timeout: std::time::Duration) -> anyhow::Result<ServingStatus> {
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("bad address {addr:?}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let answer = HealthClient::new(channel).check(HealthCheckRequest { service }).await.context("health check")?;
+    Ok(answer.into_inner().status())
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Store> {

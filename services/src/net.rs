@@ -111,7 +111,10 @@ impl axum::serve::Listener for LimitedListener {
 /// and fails its reads once the peer has been silent too long.
 pub struct LimitedStream {
     inner: TcpStream,
+    /// Fires when the peer may have been silent too long; re-armed from
+    /// `last_read` then, rather than on every read (timer updates are not free).
     silence: Pin<Box<Sleep>>,
+    last_read: Option<Instant>,
     idle_timeout: Duration,
     _permit: OwnedSemaphorePermit,
 }
@@ -121,6 +124,7 @@ impl LimitedStream {
         LimitedStream {
             inner,
             silence: Box::pin(tokio::time::sleep(limits.first_bytes_timeout)),
+            last_read: None,
             idle_timeout: limits.idle_timeout,
             _permit: permit,
         }
@@ -134,16 +138,24 @@ impl AsyncRead for LimitedStream {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.silence.as_mut().reset(Instant::now() + this.idle_timeout);
+                    this.last_read = Some(Instant::now());
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => match this.silence.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the peer sent nothing for too long")))
+            Poll::Pending => loop {
+                if this.silence.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
+                match this.last_read.map(|at| at + this.idle_timeout) {
+                    Some(deadline) if deadline > Instant::now() => this.silence.as_mut().reset(deadline),
+                    _ => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer sent nothing for too long",
+                        )));
+                    }
+                }
             },
         }
     }

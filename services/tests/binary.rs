@@ -1,5 +1,5 @@
 //! The `eucora` binary as an operator runs it: `--help`, `migrate` (twice),
-//! and `serve` stopping cleanly on SIGTERM.
+//! `serve` answering `eucora health`, and stopping cleanly on SIGTERM.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +54,18 @@ fn migrate_twice_then_serve_and_stop_on_sigterm() {
         assert!(started.elapsed() < Duration::from_secs(20), "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // `eucora health` answers 0 once the server is SERVING, 1 for a server that is not there.
+    let healthy = |addr: &str| Command::new(BIN).args(["health", "--addr", addr]).output().unwrap();
+    let started = Instant::now();
+    while !healthy(&format!("127.0.0.1:{port}")).status.success() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never SERVING");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let absent = healthy(&closed.to_string());
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&absent.stderr).contains("connecting"), "says why");
+
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();

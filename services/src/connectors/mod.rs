@@ -2,8 +2,9 @@
 //! drivers (HTTP adapter, built-in simulator), and [`Connectors`], which
 //! resolves a deployment's connector and calls it through its circuit
 //! breaker with per-call timeouts, bounded jittered retries of TRANSIENT
-//! errors, metrics, and a dispatch log so that the same work is never handed
-//! over twice.
+//! errors and metrics, delivering the work its callers queued in the outbox
+//! (never the same work twice at once in a process, never work already
+//! delivered), and probes every connector's health on its own schedule.
 
 pub mod http;
 pub mod simulator;

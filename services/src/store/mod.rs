@@ -8,6 +8,10 @@
 //! the database's own single-writer rule made explicit (no SQLITE_BUSY); on
 //! PostgreSQL it orders this process's writes, while optimistic revisions keep
 //! several processes correct.
+//!
+//! Every operation runs within a time budget (cut shorter by the served
+//! call's deadline) and tells the health probe when the database failed;
+//! SQLite writes are refused once the file opened is no longer at its path.
 
 pub mod connectors;
 pub mod entity;
@@ -184,9 +188,7 @@ impl<T> Page<T> {
         debug_assert_eq!(items.len(), self.keys.len());
         Page { items, keys: self.keys, next_after: self.next_after }
     }
-}
 
-impl<T> Page<T> {
     /// A page from up to `limit + 1` rows read in key order: the extra row
     /// only tells that another page follows, keyed by the last row kept.
     fn from_rows<R>(
