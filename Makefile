@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 GRPC_ADDR ?= 127.0.0.1:50051
 
-.PHONY: run build test lint fmt services buf smoke bench load clean
+.PHONY: run build test lint fmt services buf smoke bench load e2e up down clean
 
 ## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
 run:
@@ -37,6 +37,23 @@ services:
 
 buf:
 	@command -v buf >/dev/null || npm install -g --allow-scripts=@bufbuild/buf @bufbuild/buf
+
+## e2e: the operations stack checked: Prometheus config, rules and their unit tests,
+## rule conventions (runbooks, tests), Alertmanager config, the compose file
+e2e: services
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	python3 deploy/prometheus/lint_rules.py
+	amtool check-config deploy/alertmanager/alertmanager.yml
+	docker-compose -f deploy/docker-compose.yml config -q
+
+## up / down: the compose stack (eucora on PostgreSQL, Prometheus, Alertmanager, Grafana on :3000)
+up:
+	docker-compose -f deploy/docker-compose.yml up -d --build
+
+down:
+	docker-compose -f deploy/docker-compose.yml down
 
 ## smoke: the README's grpcurl walk-through against a server started with `make run`
 smoke:
