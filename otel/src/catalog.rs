@@ -45,6 +45,9 @@ pub mod names {
     pub const CONTROLLER_ACTIONS: &str = "controller_actions";
     pub const DEPLOYMENTS_STALLED: &str = "deployments_stalled";
     pub const RING_DURATION: &str = "ring_duration";
+    pub const DEPLOYMENTS_CURRENT: &str = "deployments_current";
+    pub const PROMOTION_GATE_THRESHOLD: &str = "promotion_gate_threshold";
+    pub const PROMOTION_GATE_CHECKS: &str = "promotion_gate_checks";
     /// OpenTelemetry RPC semantic conventions.
     pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
     pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
@@ -82,6 +85,21 @@ macro_rules! label_enum {
     };
 }
 
+label_enum!(
+    /// Kinds of promotion gate checks.
+    GateCheckLabel {
+        SuccessRate => "success_rate",
+        SampleSize => "sample_size",
+        TimeToCompliance => "time_to_compliance",
+        CabApproval => "cab_approval",
+        EvidencePack => "evidence_pack",
+        RollbackValidated => "rollback_validated",
+    }
+);
+label_enum!(
+    /// Verdict of one gate check.
+    CheckResultLabel { Pass => "pass", Fail => "fail" }
+);
 label_enum!(
     /// `ring`, `from_ring`, `to_ring`.
     RingLabel { Lab => "lab", Canary => "canary", Pilot => "pilot", Department => "department", Global => "global" }
@@ -175,6 +193,9 @@ pub struct Catalog {
     controller_actions: Counter<u64>,
     deployments_stalled: Gauge<i64>,
     ring_duration: Histogram<f64>,
+    deployments_current: Gauge<i64>,
+    gate_threshold: Gauge<f64>,
+    gate_checks: Counter<u64>,
 }
 
 // === impl Catalog ===
@@ -261,7 +282,44 @@ impl Catalog {
                 .with_description("Time a deployment spent in a ring, observed when it leaves it")
                 .with_boundaries(buckets::RING_SECONDS.to_vec())
                 .build(),
+            deployments_current: meter
+                .i64_gauge(names::DEPLOYMENTS_CURRENT)
+                .with_description("Deployments now in each status and current ring, as stored")
+                .build(),
+            gate_threshold: meter
+                .f64_gauge(names::PROMOTION_GATE_THRESHOLD)
+                .with_description("Success rate each ring's promotion gate requires now (0..1), from its policy")
+                .build(),
+            gate_checks: meter
+                .u64_counter(names::PROMOTION_GATE_CHECKS)
+                .with_description("Promotion gate checks evaluated, by ring, kind and verdict")
+                .build(),
         }
+    }
+
+    /// How many deployments are now in `status` with `ring` as their current ring.
+    pub fn deployments_current(&self, status: StatusLabel, ring: RingLabel, count: u64) {
+        self.deployments_current.record(
+            i64::try_from(count).unwrap_or(i64::MAX),
+            &[KeyValue::new("status", status.as_str()), KeyValue::new("ring", ring.as_str())],
+        );
+    }
+
+    /// The success rate `ring`'s gate requires now.
+    pub fn gate_threshold(&self, ring: RingLabel, min_success_rate: f64) {
+        self.gate_threshold.record(min_success_rate, &[KeyValue::new("ring", ring.as_str())]);
+    }
+
+    /// One gate check of `ring` was evaluated.
+    pub fn gate_check(&self, ring: RingLabel, check: GateCheckLabel, result: CheckResultLabel) {
+        self.gate_checks.add(
+            1,
+            &[
+                KeyValue::new("ring", ring.as_str()),
+                KeyValue::new("check", check.as_str()),
+                KeyValue::new("result", result.as_str()),
+            ],
+        );
     }
 
     /// A deployment entered `status`.

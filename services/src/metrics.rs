@@ -2,15 +2,41 @@
 //! store committed: every status entered counts in `deployment_total`, a
 //! terminal status observes `deployment_duration_seconds` (from DEPLOYING),
 //! creates observe `risk_score_distribution`, and a ring reaching compliance
-//! sets `deployment_time_to_compliance_seconds`. Also maps domain values to
+//! sets `deployment_time_to_compliance_seconds`, every gate check evaluated
+//! counts in `promotion_gate_checks_total`. `deployments_current` and
+//! `promotion_gate_threshold` are read from the store (on start, shortly after
+//! each change, and every minute for other replicas' changes), never summed
+//! in memory, so they stay right across restarts. Also maps domain values to
 //! the catalog's bounded label enums.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use eucora_otel::Catalog;
-use eucora_otel::catalog::{PromotionLabel, RingLabel, StatusLabel};
+use eucora_otel::catalog::{CheckResultLabel, GateCheckLabel, PromotionLabel, RingLabel, StatusLabel};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    Deployment, DeploymentStatus, EventKind, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring,
+    CheckKind, Deployment, DeploymentStatus, EventKind, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring,
 };
+use crate::store::Store;
+
+/// How long after a change the stored counts are read again (changes in a
+/// burst are counted once), and how often regardless.
+const RECOUNT_DELAY: Duration = Duration::from_secs(1);
+const RECOUNT_INTERVAL: Duration = Duration::from_secs(60);
+
+pub fn check_label(kind: CheckKind) -> GateCheckLabel {
+    match kind {
+        CheckKind::SuccessRate => GateCheckLabel::SuccessRate,
+        CheckKind::SampleSize => GateCheckLabel::SampleSize,
+        CheckKind::TimeToCompliance => GateCheckLabel::TimeToCompliance,
+        CheckKind::CabApproval => GateCheckLabel::CabApproval,
+        CheckKind::EvidencePack => GateCheckLabel::EvidencePack,
+        CheckKind::RollbackValidated => GateCheckLabel::RollbackValidated,
+    }
+}
 
 pub fn ring_label(ring: Ring) -> RingLabel {
     match ring {
@@ -39,15 +65,63 @@ pub fn status_label(status: DeploymentStatus) -> StatusLabel {
 #[derive(Debug, Clone)]
 pub struct DeploymentMetrics {
     catalog: Catalog,
+    /// Woken by each committed change: the stored counts changed.
+    changed: Arc<Notify>,
 }
 
 impl DeploymentMetrics {
     pub fn new(catalog: Catalog) -> DeploymentMetrics {
-        DeploymentMetrics { catalog }
+        DeploymentMetrics { catalog, changed: Arc::new(Notify::new()) }
+    }
+
+    /// Keeps `deployments_current` and `promotion_gate_threshold` equal to
+    /// what the store holds, until `stop`.
+    pub async fn keep_current(self, store: Arc<Store>, stop: CancellationToken) {
+        loop {
+            self.recount(&store).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.changed.notified() => {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(RECOUNT_DELAY) => {}
+                    }
+                }
+                () = tokio::time::sleep(RECOUNT_INTERVAL) => {}
+            }
+        }
+    }
+
+    async fn recount(&self, store: &Store) {
+        match store.deployment_counts().await {
+            Ok(counts) => {
+                for status in DeploymentStatus::ALL {
+                    for ring in Ring::ALL {
+                        let count = counts.iter().find(|(s, r, _)| (*s, *r) == (status, ring)).map_or(0, |c| c.2);
+                        self.catalog.deployments_current(status_label(status), ring_label(ring), count);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "counting deployments for deployments_current"),
+        }
+        match store.list_policies().await {
+            Ok(policies) => {
+                for policy in policies {
+                    self.catalog.gate_threshold(ring_label(policy.ring), policy.min_success_rate);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reading ring policies for promotion_gate_threshold"),
+        }
+    }
+
+    /// Ring policies changed: their thresholds are read again.
+    pub fn policies_changed(&self) {
+        self.changed.notify_one();
     }
 
     /// Records `events`, just committed for `deployment` (its state after them).
     pub fn committed(&self, deployment: &Deployment, events: &[NewEvent]) {
+        self.changed.notify_one();
         let app = deployment.app_name.as_str();
         for event in events {
             match event.kind {
@@ -101,6 +175,10 @@ impl DeploymentMetrics {
     pub fn gate_evaluated(&self, evaluation: &GateEvaluation) {
         if let Some(rate) = evaluation.success_rate() {
             self.catalog.gate_evaluated(ring_label(evaluation.ring), rate);
+        }
+        for check in &evaluation.checks {
+            let result = if check.passed { CheckResultLabel::Pass } else { CheckResultLabel::Fail };
+            self.catalog.gate_check(ring_label(evaluation.ring), check_label(check.kind), result);
         }
     }
 

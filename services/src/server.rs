@@ -200,7 +200,7 @@ pub async fn serve(
         stop.clone(),
         options.max_watch_streams,
     );
-    let promotions = PromotionApi::new(store.clone(), metrics, deployments.clone());
+    let promotions = PromotionApi::new(store.clone(), metrics.clone(), deployments.clone());
     let connector_api = ConnectorApi::new(store.clone(), connectors.clone());
     let controller = options.controller_interval.map(|interval| {
         let controller = Controller::new(
@@ -216,6 +216,7 @@ pub async fn serve(
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
         tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, stop.clone())),
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
+        tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
     ];
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 

@@ -263,3 +263,56 @@ async fn promtool_accepts_a_real_scrape() {
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && report.trim().is_empty(), "promtool says:\n{report}");
 }
+
+/// `deployments_current` is read from the store, so a restarted server says
+/// the same; `promotion_gate_threshold` follows the policies; every gate
+/// check evaluated counts in `promotion_gate_checks_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_deployments_thresholds_and_gate_checks_are_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = common::TestDatabase::sqlite_at(&dir.path().join("eucora.db"));
+    let server = common::start_server_on(database, common::Options::default()).await;
+    let mut client = server.deployments();
+    create(&mut client, "cur-risky", "firefox", 70).await;
+    let low = create(&mut client, "cur-low", "vlc", 10).await;
+    client.start_deployment(pb::StartDeploymentRequest { id: low.id.clone(), ..Default::default() }).await.unwrap();
+    let current = |status: &'static str| [("status", status), ("ring", "lab")];
+    let m = scrape_until(&server, |m| {
+        m.find("deployments_current", &current("deploying")).first().is_some_and(|s| s.value == 1.0)
+    })
+    .await;
+    assert_eq!(m.value("deployments_current", &current("awaiting_cab")), 1.0);
+    assert_eq!(m.value("deployments_current", &current("approved")), 0.0, "every pair exported, at 0 when empty");
+    assert_eq!(m.find("deployments_current", &[]).len(), 40, "8 statuses × 5 rings");
+    assert_eq!(m.value("promotion_gate_threshold", &[("ring", "canary")]), 0.98);
+    assert_eq!(m.value("promotion_gate_threshold", &[("ring", "department")]), 0.99);
+
+    // One evaluation of LAB's gate: each check counted by kind and verdict.
+    let gate = pb::EvaluatePromotionGateRequest { deployment_id: low.id.clone() };
+    server.promotions().evaluate_promotion_gate(gate).await.unwrap();
+    let m = scrape(&server).await;
+    let check = |check: &'static str, result: &'static str| [("ring", "lab"), ("check", check), ("result", result)];
+    assert_eq!(m.value("promotion_gate_checks_total", &check("sample_size", "fail")), 1.0, "nothing reported yet");
+    assert_eq!(m.value("promotion_gate_checks_total", &check("evidence_pack", "pass")), 1.0);
+
+    // A new policy threshold shows up.
+    let policy = pb::RingPolicy { ring: pb::Ring::Canary.into(), min_success_rate: 0.95, ..Default::default() };
+    let update = pb::UpdateRingPolicyRequest {
+        policy: Some(policy),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["min_success_rate".into()] }),
+        ..Default::default()
+    };
+    server.promotions().update_ring_policy(update).await.unwrap();
+    scrape_until(&server, |m| {
+        m.find("promotion_gate_threshold", &[("ring", "canary")]).first().is_some_and(|s| s.value == 0.95)
+    })
+    .await;
+
+    // A restarted server counts from the store, not from zero.
+    let database = server.shut_down().await;
+    let server = common::start_server_on(database, common::Options::default()).await;
+    let m = scrape_until(&server, |m| !m.find("deployments_current", &current("deploying")).is_empty()).await;
+    assert_eq!(m.value("deployments_current", &current("deploying")), 1.0);
+    assert_eq!(m.value("deployments_current", &current("awaiting_cab")), 1.0);
+    server.stop().await;
+}

@@ -272,7 +272,10 @@ impl PromotionApi {
             check_etag(etag, before.revision, format_args!("the {ring} policy"))?;
             let after = apply_policy_update(&before, update, &paths)?;
             match self.store.update_policy(&before, &after, &change).await {
-                Ok(saved) => return Ok(saved),
+                Ok(saved) => {
+                    self.metrics.policies_changed();
+                    return Ok(saved);
+                }
                 Err(StoreError::PolicyConflict { .. }) if etag.is_none() => continue,
                 Err(err) => return Err(err.into()),
             }

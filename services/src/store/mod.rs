@@ -560,6 +560,35 @@ impl Store {
         .await
     }
 
+    /// How many deployments are in each status and current ring (pairs with none are left out).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn deployment_counts(&self) -> StoreResult<Vec<(DeploymentStatus, Ring, u64)>> {
+        self.guard(async {
+            let rows: Vec<(String, String, i64)> = deployment::Entity::find()
+                .select_only()
+                .column(deployment::Column::Status)
+                .column(deployment::Column::CurrentRing)
+                .column_as(deployment::Column::Seq.count(), "deployments")
+                .group_by(deployment::Column::Status)
+                .group_by(deployment::Column::CurrentRing)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            rows.into_iter()
+                .map(|(status, ring, count)| {
+                    Ok((
+                        parse(&status, "status", DeploymentStatus::from_label)?,
+                        parse(&ring, "ring", Ring::from_label)?,
+                        u64::try_from(count).unwrap_or(0),
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Saves a mutated deployment whose `revision` is the one it was read at,
     /// appending `events` in the same transaction, and returns it with its new
     /// revision.
