@@ -39,7 +39,8 @@ buf:
 	@command -v buf >/dev/null || npm install -g --allow-scripts=@bufbuild/buf @bufbuild/buf
 
 ## e2e: the operations stack checked: Prometheus config, rules and their unit tests,
-## rule conventions (runbooks, tests), Alertmanager config, the compose file
+## rule conventions (runbooks, tests), Alertmanager config, the compose file, and every
+## rule expression evaluated on a real Prometheus scraping a server driven through a scenario
 e2e: services
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check rules deploy/prometheus/rules/*.yml
@@ -47,6 +48,7 @@ e2e: services
 	python3 deploy/prometheus/lint_rules.py
 	amtool check-config deploy/alertmanager/alertmanager.yml
 	docker-compose -f deploy/docker-compose.yml config -q
+	deploy/e2e/run
 
 ## up / down: the compose stack (eucora on PostgreSQL, Prometheus, Alertmanager, Grafana on :3000)
 up:
