@@ -39,8 +39,9 @@ buf:
 	@command -v buf >/dev/null || npm install -g --allow-scripts=@bufbuild/buf @bufbuild/buf
 
 ## e2e: the operations stack checked: Prometheus config, rules and their unit tests,
-## rule conventions (runbooks, tests), Alertmanager config, the compose file, and every
-## rule expression evaluated on a real Prometheus scraping a server driven through a scenario
+## rule conventions (runbooks, tests), Alertmanager config, the compose file, the dashboards
+## (up to date with their generator, JSON Schema, conventions), and every rule and dashboard
+## expression evaluated on a real Prometheus scraping a server driven through a scenario
 e2e: services
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check rules deploy/prometheus/rules/*.yml
@@ -48,6 +49,8 @@ e2e: services
 	python3 deploy/prometheus/lint_rules.py
 	amtool check-config deploy/alertmanager/alertmanager.yml
 	docker-compose -f deploy/docker-compose.yml config -q
+	python3 grafana/generate.py --check
+	python3 grafana/lint.py
 	deploy/e2e/run
 
 ## up / down: the compose stack (eucora on PostgreSQL, Prometheus, Alertmanager, Grafana on :3000)
