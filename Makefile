@@ -39,7 +39,8 @@ buf:
 	@command -v buf >/dev/null || npm install -g --allow-scripts=@bufbuild/buf @bufbuild/buf
 
 ## e2e: the operations stack checked: Prometheus config, rules and their unit tests,
-## rule conventions (runbooks, tests), Alertmanager config, the compose file, the dashboards
+## rule conventions (runbooks, tests), Alertmanager config, the compose file, the Kubernetes
+## manifests (schemas; the PrometheusRule generated from the rule files), the dashboards
 ## (up to date with their generator, JSON Schema, conventions), and every rule and dashboard
 ## expression evaluated on a real Prometheus scraping a server driven through a scenario
 e2e: services
@@ -50,6 +51,8 @@ e2e: services
 	amtool check-config deploy/alertmanager/alertmanager.yml
 	docker-compose -f deploy/docker-compose.yml config -q
 	python3 grafana/generate.py --check
+	python3 deploy/kubernetes/generate.py --check
+	kubernetes-validate --strict --quiet $(filter-out deploy/kubernetes/kustomization.yaml deploy/kubernetes/servicemonitor.yaml deploy/kubernetes/prometheusrule.yaml,$(wildcard deploy/kubernetes/*.yaml))
 	python3 grafana/lint.py
 	deploy/e2e/run
 
