@@ -74,12 +74,16 @@ def heatmap(title, description, unit, *targets):
     return p
 
 
-def variables(extra=()):
-    query_var = lambda name, label, query, include_all: {  # noqa: E731
+def query_var(name, label, query, include_all):
+    """A variable whose values a Prometheus query offers (all of them when `include_all`)."""
+    return {
         "type": "query", "name": name, "label": label, "datasource": DATASOURCE,
         "query": query, "definition": query, "refresh": 2, "sort": 1,
         "multi": include_all, "includeAll": include_all, **({"allValue": ".*"} if include_all else {}),
     }
+
+
+def variables(extra=()):
     return [
         {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
          "current": {"text": "Prometheus", "value": "prometheus"}},
@@ -162,10 +166,7 @@ CONNECTORS = dashboard("eucora-connectors", "EUCORA Connectors",
 ])
 
 SLO_SEL = 'job=~"$job", sloth_slo=~"$slo"'
-SLO_VARIABLE = {"type": "query", "name": "slo", "label": "SLO", "datasource": DATASOURCE,
-                "query": "label_values(slo:objective:ratio, sloth_slo)",
-                "definition": "label_values(slo:objective:ratio, sloth_slo)", "refresh": 2, "sort": 1,
-                "multi": True, "includeAll": True, "allValue": ".*"}
+SLO_VARIABLE = query_var("slo", "SLO", "label_values(slo:objective:ratio, sloth_slo)", True)
 SLO = dashboard("eucora-slo", "EUCORA SLOs",
     "gRPC availability (99.9 % without server faults) and latency (99 % within 0.25 s) over 30 days: objective, SLI, budget, burn rates.", [
     stat("Objective", "The share of good calls each SLO promises over 30 days.", "percentunit",

@@ -45,6 +45,18 @@ fn evidence(risky: bool) -> pb::EvidencePack {
     }
 }
 
+/// A simulator connector of `connector_type` whose devices fail at `failure_rate`.
+fn simulator(name: &str, connector_type: pb::ConnectorType, failure_rate: f64, device_count: i64) -> pb::Connector {
+    pb::Connector {
+        name: name.into(),
+        r#type: connector_type.into(),
+        driver: pb::ConnectorDriver::Simulator.into(),
+        enabled: true,
+        simulator: Some(pb::SimulatorConfig { latency: None, failure_rate, device_count }),
+        ..Default::default()
+    }
+}
+
 fn new_deployment(
     app: &str,
     connector_type: pb::ConnectorType,
@@ -72,6 +84,12 @@ impl Clients {
             pb::StartDeploymentRequest { id: created.id.clone(), actor: "scenario".into(), ..Default::default() };
         self.deployments.start_deployment(start).await?;
         Ok(created.id)
+    }
+
+    async fn add_connector(&mut self, connector: pb::Connector) -> anyhow::Result<()> {
+        let request = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
+        self.connectors.create_connector(request).await?;
+        Ok(())
     }
 
     async fn get(&mut self, id: &str) -> anyhow::Result<pb::Deployment> {
@@ -141,29 +159,13 @@ async fn main() -> anyhow::Result<()> {
     println!("scenario: 7zip promoted LAB → CANARY → PILOT, rolled back by an operator");
 
     // 10 % of 200 devices fail: the controller rolls it back by itself.
-    let flaky = pb::Connector {
-        name: "simulator-flaky".into(),
-        r#type: pb::ConnectorType::Jamf.into(),
-        driver: pb::ConnectorDriver::Simulator.into(),
-        enabled: true,
-        simulator: Some(pb::SimulatorConfig { latency: None, failure_rate: 0.1, device_count: 200 }),
-        ..Default::default()
-    };
-    c.connectors.create_connector(pb::CreateConnectorRequest { connector: Some(flaky), ..Default::default() }).await?;
+    c.add_connector(simulator("simulator-flaky", pb::ConnectorType::Jamf, 0.1, 200)).await?;
     let zoom = c.create_and_start(new_deployment("zoom", pb::ConnectorType::Jamf, "simulator-flaky", false)).await?;
     c.until(&zoom, "the controller's rollback", |d| d.status() == pb::DeploymentStatus::RolledBack).await?;
     println!("scenario: zoom rolled back by the controller");
 
     // A connector that reports no devices: LAB's gate blocks the promotion.
-    let quiet = pb::Connector {
-        name: "landscape-quiet".into(),
-        r#type: pb::ConnectorType::Landscape.into(),
-        driver: pb::ConnectorDriver::Simulator.into(),
-        enabled: true,
-        simulator: Some(pb::SimulatorConfig { latency: None, failure_rate: 0.0, device_count: 0 }),
-        ..Default::default()
-    };
-    c.connectors.create_connector(pb::CreateConnectorRequest { connector: Some(quiet), ..Default::default() }).await?;
+    c.add_connector(simulator("landscape-quiet", pb::ConnectorType::Landscape, 0.0, 0)).await?;
     let gimp =
         c.create_and_start(new_deployment("gimp", pb::ConnectorType::Landscape, "landscape-quiet", false)).await?;
     let promote =
@@ -192,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         call_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
         ..Default::default()
     };
-    c.connectors.create_connector(pb::CreateConnectorRequest { connector: Some(down), ..Default::default() }).await?;
+    c.add_connector(down).await?;
     let terraform =
         c.create_and_start(new_deployment("terraform", pb::ConnectorType::Ansible, "ansible-down", false)).await?;
     for _ in 0..2 {

@@ -136,12 +136,17 @@ impl DeploymentApi {
     ///
     /// # Errors
     /// FAILED_PRECONDITION when the connector refused the work; database failures.
-    pub(crate) async fn deliver(&self, record: &DispatchRecord, ctx: &ChangeContext) -> ApiResult<Deployment> {
+    /// `deployment` is any stored version of it (the work names its app and version).
+    pub(crate) async fn deliver(
+        &self,
+        deployment: &Deployment,
+        record: &DispatchRecord,
+        ctx: &ChangeContext,
+    ) -> ApiResult<Deployment> {
         let id = record.deployment_id;
         let ring = record.ring;
         let name = record.connector_name.as_str();
-        let deployment = self.store.get_deployment(id).await?;
-        match self.connectors.deliver(&deployment, record).await {
+        match self.connectors.deliver(deployment, record).await {
             Ok(deployed) => {
                 let delivered = DispatchRecord { object_id: deployed.object_id.clone(), ..record.clone() };
                 let handover = Handover {
@@ -192,7 +197,11 @@ impl DeploymentApi {
                 correlation_id: Uuid::new_v4().to_string(),
                 now: crate::clock::stored_time(self.clock.now()),
             };
-            if let Err(err) = self.deliver(&record, &ctx).await {
+            let delivered = match self.store.get_deployment(record.deployment_id).await {
+                Ok(deployment) => self.deliver(&deployment, &record, &ctx).await,
+                Err(err) => Err(err.into()),
+            };
+            if let Err(err) = delivered {
                 tracing::info!(deployment = %record.deployment_id, error = %err, "queued delivery not completed");
             }
         }
@@ -595,7 +604,7 @@ impl DeploymentService for DeploymentApi {
                 self.store.find_dispatch(current.id, current.current_ring, "deploy").await.map_err(ApiError::from)?
         {
             // Started, its work still queued: a retried start delivers it now.
-            let deployment = self.deliver(&record, &ctx).await?;
+            let deployment = self.deliver(&current, &record, &ctx).await?;
             return Ok(Response::new(pb::StartDeploymentResponse {
                 deployment: Some(deployment_to_proto(&deployment)),
             }));
@@ -608,9 +617,9 @@ impl DeploymentService for DeploymentApi {
             .map_err(ApiError::from)?;
         let (record, handover) = self.queue(&current, current.current_ring, Operation::Deploy).await?;
         let queued = Some(OutboxWrite::Queue(&record));
-        self.mutate_with(valid.id, valid.etag, &ctx, queued, |d, ctx| d.start(&handover, ctx)).await?;
+        let started = self.mutate_with(valid.id, valid.etag, &ctx, queued, |d, ctx| d.start(&handover, ctx)).await?;
         // The connector hears of the work only once the decision is durable.
-        let deployment = self.deliver(&record, &ctx).await?;
+        let deployment = self.deliver(&started, &record, &ctx).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 

@@ -135,7 +135,7 @@ impl PromotionApi {
                 self.metrics.promotion(&promotion);
                 // The next ring's connector hears of it only once the promotion is durable.
                 let shown = match &queued {
-                    Some((record, _)) => self.deployments.deliver(record, &ctx).await?,
+                    Some((record, _)) => self.deployments.deliver(&saved, record, &ctx).await?,
                     None => saved,
                 };
                 Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)))
@@ -224,7 +224,7 @@ impl PromotionApi {
                     self.metrics.promotion(&promotion);
                     // The removal reaches the connector only once the rollback is durable.
                     let shown = match &removal {
-                        Some((record, _)) => self.deployments.deliver(record, &ctx).await?,
+                        Some((record, _)) => self.deployments.deliver(&saved, record, &ctx).await?,
                         None => saved,
                     };
                     return Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)));

@@ -746,7 +746,9 @@ impl Store {
 /// connection fails sqlx's own check on release.)
 async fn reusable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
     use sqlx::Connection;
-    // A round trip first, so that a rollback queued on drop has been applied.
+    // A round trip first, so that a rollback queued on drop has been applied:
+    // read transactions left without commit (an early return) are clean then,
+    // and need no new connection.
     conn.ping().await?;
     let clean = !conn.is_in_transaction();
     if !clean {
