@@ -183,3 +183,28 @@ async fn queued_work_is_delivered_by_the_dispatcher_and_survives_a_restart() {
     assert_eq!((last.kind(), last.actor.as_str()), (pb::DeploymentEventKind::Delivered, "dispatcher"));
     server.stop().await;
 }
+
+/// The dispatcher never changes a deployment under a call that is delivering
+/// its work: the etag a call answers with is still current afterwards (a
+/// redundant pass over work just delivered used to bump the revision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_leaves_work_in_flight_to_its_call() {
+    let busy_dispatcher = Options { delivery_retry_interval: Duration::from_millis(1), ..Options::default() };
+    let server = start_server_with(Backend::Sqlite, busy_dispatcher).await;
+    let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
+    for n in 0..40 {
+        let started = common::started(&mut deployments, &format!("in-flight-{n}")).await;
+        assert_eq!(started.ring_progress[0].delivery_state(), pb::DeliveryState::Delivered);
+        let rollback = pb::RollbackDeploymentRequest {
+            deployment_id: started.id.clone(),
+            reason: "the etag from StartDeployment is current".into(),
+            etag: started.etag.clone(),
+            ..Default::default()
+        };
+        let rolled_back = promotions.rollback_deployment(rollback).await.unwrap_or_else(|s| panic!("{n}: {s:?}"));
+        let rolled_back = rolled_back.into_inner().deployment.unwrap();
+        let read = deployments.get_deployment(pb::GetDeploymentRequest { id: started.id.clone() }).await.unwrap();
+        assert_eq!(read.into_inner().deployment.unwrap().etag, rolled_back.etag, "{n}: changed after the call");
+    }
+    server.stop().await;
+}

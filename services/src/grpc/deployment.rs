@@ -2,6 +2,7 @@
 //! with optimistic concurrency, persists through the store, and streams the
 //! committed event feed to watchers.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,44 @@ pub struct DeploymentApi {
     shutdown: CancellationToken,
     /// One per open WatchDeployments stream, so that watchers cannot take all memory.
     watch_permits: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Work a call in this process has queued and is delivering: the dispatcher
+/// leaves it to that call rather than deliver it alongside.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<HashSet<DispatchKey>>);
+
+type DispatchKey = (Uuid, Ring, &'static str);
+
+impl InFlight {
+    /// None while another call holds the same work.
+    fn claim(self: &Arc<Self>, record: &DispatchRecord) -> Option<Claim> {
+        let key = (record.deployment_id, record.ring, record.operation);
+        let fresh = self.0.lock().expect("in-flight set").insert(key);
+        fresh.then(|| Claim { in_flight: self.clone(), key })
+    }
+}
+
+/// Held from before the decision that queues the work is saved until its
+/// delivery has been recorded.
+pub(crate) struct Claim {
+    in_flight: Arc<InFlight>,
+    key: DispatchKey,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.in_flight.0.lock().expect("in-flight set").remove(&self.key);
+    }
+}
+
+/// Work to hand to a connector once the decision that queues it is durable.
+pub(crate) struct Queued {
+    pub record: DispatchRecord,
+    pub handover: Handover,
+    /// None when a concurrent call already claimed the same work.
+    _claim: Option<Claim>,
 }
 
 impl DeploymentApi {
@@ -69,7 +108,7 @@ impl DeploymentApi {
         max_watch_streams: usize,
     ) -> DeploymentApi {
         let watch_permits = Arc::new(Semaphore::new(max_watch_streams));
-        DeploymentApi { store, metrics, connectors, clock, shutdown, watch_permits }
+        DeploymentApi { store, metrics, connectors, clock, shutdown, watch_permits, in_flight: Arc::default() }
     }
 
     /// Deployments as the API shows them, with what the rollout controller will do next.
@@ -114,19 +153,16 @@ impl DeploymentApi {
 
     /// The outbox row handing `operation` in `ring` to the deployment's
     /// connector, and the handover its decision records. Nothing is called:
-    /// the row is saved with the decision, then [`DeploymentApi::deliver`]ed.
+    /// the row is saved with the decision, then [`DeploymentApi::deliver`]ed
+    /// by the caller, which holds the work until then.
     ///
     /// # Errors
     /// FAILED_PRECONDITION when no enabled connector fits.
-    pub(crate) async fn queue(
-        &self,
-        deployment: &Deployment,
-        ring: Ring,
-        operation: Operation,
-    ) -> ApiResult<(DispatchRecord, Handover)> {
+    pub(crate) async fn queue(&self, deployment: &Deployment, ring: Ring, operation: Operation) -> ApiResult<Queued> {
         let record = self.connectors.queue(deployment, ring, operation).await?;
         let handover = Handover { connector: record.connector_name.clone(), object_id: None, device_count: None };
-        Ok((record, handover))
+        let claim = self.in_flight.claim(&record);
+        Ok(Queued { record, handover, _claim: claim })
     }
 
     /// Delivers work whose decision is committed, and records how it went:
@@ -191,6 +227,7 @@ impl DeploymentApi {
             }
         };
         for record in pending {
+            let Some(_claim) = self.in_flight.claim(&record) else { continue };
             let ctx = ChangeContext {
                 actor: "dispatcher".to_owned(),
                 reason: String::new(),
@@ -297,8 +334,9 @@ impl DeploymentApi {
             check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
             let events = change(&mut deployment, ctx)?;
             let saved = match outbox {
+                // Settled already (the ring's delivery state and the outbox row commit together).
+                None | Some(OutboxWrite::Settle(..)) if events.is_empty() => return Ok(deployment),
                 Some(outbox) => self.store.save_deployment_with(&deployment, &events, outbox).await,
-                None if events.is_empty() => return Ok(deployment),
                 None => self.store.save_deployment(&deployment, &events).await,
             };
             match saved {
@@ -615,11 +653,12 @@ impl DeploymentService for DeploymentApi {
             .check_transition(DeploymentStatus::Deploying)
             .map_err(DeploymentError::from)
             .map_err(ApiError::from)?;
-        let (record, handover) = self.queue(&current, current.current_ring, Operation::Deploy).await?;
-        let queued = Some(OutboxWrite::Queue(&record));
-        let started = self.mutate_with(valid.id, valid.etag, &ctx, queued, |d, ctx| d.start(&handover, ctx)).await?;
+        let queued = self.queue(&current, current.current_ring, Operation::Deploy).await?;
+        let outbox = Some(OutboxWrite::Queue(&queued.record));
+        let started =
+            self.mutate_with(valid.id, valid.etag, &ctx, outbox, |d, ctx| d.start(&queued.handover, ctx)).await?;
         // The connector hears of the work only once the decision is durable.
-        let deployment = self.deliver(&started, &record, &ctx).await?;
+        let deployment = self.deliver(&started, &queued.record, &ctx).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 

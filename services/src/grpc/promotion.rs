@@ -127,15 +127,15 @@ impl PromotionApi {
             Some(next) => Some(self.deployments.queue(&deployment, next, Operation::Deploy).await?),
             None => None,
         };
-        let events = deployment.promote(&evaluation, queued.as_ref().map(|(_, handover)| handover), &ctx)?;
-        let outbox = queued.as_ref().map(|(record, _)| OutboxWrite::Queue(record));
+        let events = deployment.promote(&evaluation, queued.as_ref().map(|q| &q.handover), &ctx)?;
+        let outbox = queued.as_ref().map(|q| OutboxWrite::Queue(&q.record));
         match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
             Ok(saved) => {
                 self.metrics.committed(&saved, &events);
                 self.metrics.promotion(&promotion);
                 // The next ring's connector hears of it only once the promotion is durable.
                 let shown = match &queued {
-                    Some((record, _)) => self.deployments.deliver(&saved, record, &ctx).await?,
+                    Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
                     None => saved,
                 };
                 Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)))
@@ -160,7 +160,7 @@ impl PromotionApi {
         }
         let now = self.store.get_deployment(id).await?;
         Err(ApiError::Aborted(format!(
-            "a concurrent change won: deployment {id} is now {} in {}; read it again before promoting",
+            "a concurrent change won: deployment {id} is now {} in {}; read it again and retry",
             now.status, now.current_ring
         )))
     }
@@ -216,15 +216,15 @@ impl PromotionApi {
                     Some(self.deployments.queue(&deployment, ring, Operation::Remove).await?)
                 }
             };
-            let events = deployment.roll_back(removal.as_ref().map(|(_, handover)| handover), &ctx)?;
-            let outbox = removal.as_ref().map(|(record, _)| OutboxWrite::Queue(record));
+            let events = deployment.roll_back(removal.as_ref().map(|q| &q.handover), &ctx)?;
+            let outbox = removal.as_ref().map(|q| OutboxWrite::Queue(&q.record));
             match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
                 Ok(saved) => {
                     self.metrics.committed(&saved, &events);
                     self.metrics.promotion(&promotion);
                     // The removal reaches the connector only once the rollback is durable.
                     let shown = match &removal {
-                        Some((record, _)) => self.deployments.deliver(&saved, record, &ctx).await?,
+                        Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
                         None => saved,
                     };
                     return Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)));
