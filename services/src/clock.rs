@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+use crate::domain::ChangeContext;
+
 /// A source of the current time.
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
@@ -21,6 +23,17 @@ impl Clock {
 
     pub fn now(&self) -> DateTime<Utc> {
         (self.0)()
+    }
+
+    /// The context of a change made now by `actor`, for `reason`; a fresh
+    /// correlation id unless the call that causes it carries one.
+    pub fn context(&self, actor: String, reason: String, correlation_id: Option<String>) -> ChangeContext {
+        ChangeContext {
+            actor,
+            reason,
+            correlation_id: correlation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            now: stored_time(self.now()),
+        }
     }
 }
 

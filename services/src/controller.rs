@@ -16,12 +16,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::app::{AppResult, Deployments, Promotions, Step};
 use crate::clock::{Clock, stored_time};
 use crate::domain::controller::{Decision, decide};
 use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, RingPolicy, gate};
-use crate::error::ApiResult;
-use crate::grpc::deployment::DeploymentApi;
-use crate::grpc::promotion::{PromotionApi, Step};
 use crate::store::{DeploymentFilter, Store, StoredEvent};
 
 /// The actor recorded on everything the controller does.
@@ -31,8 +29,8 @@ const SWEEP_PAGE: u64 = 200;
 
 pub struct Controller {
     store: Arc<Store>,
-    deployments: DeploymentApi,
-    promotions: PromotionApi,
+    deployments: Deployments,
+    promotions: Promotions,
     catalog: Catalog,
     clock: Clock,
 }
@@ -40,8 +38,8 @@ pub struct Controller {
 impl Controller {
     pub fn new(
         store: Arc<Store>,
-        deployments: DeploymentApi,
-        promotions: PromotionApi,
+        deployments: Deployments,
+        promotions: Promotions,
         catalog: Catalog,
         clock: Clock,
     ) -> Controller {
@@ -132,14 +130,9 @@ impl Controller {
         let evaluation = gate::evaluate(deployment, policy, now);
         let decision = decide(deployment, policy, &evaluation, now);
         self.catalog.controller_evaluated(decision_label(&decision));
-        let ctx = |reason: String| ChangeContext {
-            actor: ACTOR.to_owned(),
-            reason,
-            correlation_id: Uuid::new_v4().to_string(),
-            now,
-        };
+        let ctx = |reason: String| ChangeContext { now, ..self.clock.context(ACTOR.to_owned(), reason, None) };
         let step = Step { id: deployment.id, request_id: None, etag: None, from_ring: Some(deployment.current_ring) };
-        let (action, result): (ControllerActionLabel, ApiResult<Option<Deployment>>) = match decision {
+        let (action, result): (ControllerActionLabel, AppResult<Option<Deployment>>) = match decision {
             Decision::Promote => {
                 let reason = format!(
                     "gate passed and {} baked {}",

@@ -2,12 +2,13 @@
 //!
 //! # Layout
 //! - [`domain`]: rings, the lifecycle state machine, deployment rules (pure).
+//! - [`app`]: the use-cases (domain in, domain out, one error); everything
+//!   that acts — RPCs, the controller, connector callbacks — goes through it.
 //! - [`store`]: sea-orm entities, migrations, the event feed.
 //! - [`connectors`]: connector drivers (HTTP, simulator), breakers, retries, dispatch.
 //! - [`controller`]: the rollout controller (automatic promotion, rollback, stall flags).
 //! - [`grpc`]: one adapter per gRPC service, validation, conversions.
 //! - [`metrics`]: deployment instruments recorded from committed changes.
-//! - [`error`]: the service error and its mapping to `tonic::Status`.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`net`]: listeners with connection caps and idle timeouts.
 //! - [`clock`]: injectable time for breakers and the controller.
@@ -15,13 +16,13 @@
 //! - [`config`]: command line and `EUCORA_*` environment settings.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod controller;
 pub mod deadline;
 pub mod domain;
-pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod net;

@@ -22,6 +22,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::app::{ConnectorRegistry, Deployments, Promotions, RiskModels};
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
@@ -192,16 +193,17 @@ pub async fn serve(
         options.clock.clone(),
         outcomes_tx,
     ));
-    let deployments = DeploymentApi::new(
+    let clock = options.clock.clone();
+    let deployments = Deployments::new(
         store.clone(),
         metrics.clone(),
         connectors.clone(),
-        options.clock.clone(),
+        clock.clone(),
         stop.clone(),
         options.max_watch_streams,
     );
-    let promotions = PromotionApi::new(store.clone(), metrics.clone(), deployments.clone());
-    let connector_api = ConnectorApi::new(store.clone(), connectors.clone());
+    let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone());
+    let registry = ConnectorRegistry::new(store.clone(), connectors.clone(), clock.clone());
     let controller = options.controller_interval.map(|interval| {
         let controller = Controller::new(
             store.clone(),
@@ -239,10 +241,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DeploymentServiceServer::new(deployments))
-        .add_service(RingPromotionServiceServer::new(promotions))
-        .add_service(ConnectorServiceServer::new(connector_api))
-        .add_service(RiskModelServiceServer::new(RiskApi::new(store.clone())))
+        .add_service(DeploymentServiceServer::new(DeploymentApi::new(deployments)))
+        .add_service(RingPromotionServiceServer::new(PromotionApi::new(promotions, clock.clone())))
+        .add_service(ConnectorServiceServer::new(ConnectorApi::new(registry)))
+        .add_service(RiskModelServiceServer::new(RiskApi::new(RiskModels::new(store.clone()), clock)))
         .serve_with_incoming_shutdown(
             LimitedListener::new(listeners.grpc, options.connection_limits, "grpc").into_incoming(),
             stop.clone().cancelled_owned(),
@@ -274,7 +276,7 @@ pub async fn serve(
 /// Applies the outcomes connectors report on their own, until shutdown.
 async fn apply_reported_outcomes(
     mut outcomes: mpsc::Receiver<ReportedOutcome>,
-    deployments: DeploymentApi,
+    deployments: Deployments,
     stop: CancellationToken,
 ) {
     loop {
@@ -290,7 +292,7 @@ async fn apply_reported_outcomes(
 
 /// Delivers work still queued for connectors, at start (what a stopped
 /// server left) and then on an interval, until shutdown.
-async fn deliver_queued(deployments: DeploymentApi, period: Duration, stop: CancellationToken) {
+async fn deliver_queued(deployments: Deployments, period: Duration, stop: CancellationToken) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

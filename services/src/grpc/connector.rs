@@ -1,24 +1,21 @@
-//! ConnectorService adapter: the connector registry (secrets never echoed),
-//! on-demand health probes, and circuit breakers for operators.
+//! ConnectorService adapter: validates connector definitions (secrets never
+//! echoed), calls the registry use-cases, and converts their answers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-
-use crate::clock::stored_time;
+use chrono::{DateTime, Utc};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_server::ConnectorService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, duration_to_proto, timestamp};
-use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag, truncate};
-use crate::connectors::{BreakerView, Connectors};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, truncate};
+use super::{change_context, page_token};
+use crate::app::{AppError, AppResult, ConnectorRegistry};
+use crate::clock::stored_time;
+use crate::connectors::BreakerView;
 use crate::domain::breaker::{BreakerConfig, BreakerState};
 use crate::domain::connector::{ConnectorDef, Driver, Health, NAME_RULE, SimulatorConfig, is_valid_name};
-use crate::error::{ApiError, ApiResult};
-use crate::store::Store;
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
@@ -28,25 +25,29 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The ConnectorService implementation.
 #[derive(Clone)]
 pub struct ConnectorApi {
-    store: Arc<Store>,
-    connectors: Arc<Connectors>,
+    app: ConnectorRegistry,
 }
 
 impl ConnectorApi {
-    pub fn new(store: Arc<Store>, connectors: Arc<Connectors>) -> ConnectorApi {
-        ConnectorApi { store, connectors }
+    pub fn new(app: ConnectorRegistry) -> ConnectorApi {
+        ConnectorApi { app }
     }
 
-    async fn named(&self, field: &str, name: &str) -> ApiResult<ConnectorDef> {
-        if name.is_empty() {
-            return Err(ApiError::invalid(field, "is required"));
-        }
-        // A name no connector can have is bad input, and is never echoed back whole.
-        if !is_valid_name(name) {
-            return Err(ApiError::invalid(field, NAME_RULE));
-        }
-        Ok(self.store.get_connector(name).await?)
+    fn now(&self) -> DateTime<Utc> {
+        stored_time(self.app.clock().now())
     }
+}
+
+/// The connector name in `field`, checked before it reaches the store.
+fn valid_name<'a>(field: &str, name: &'a str) -> AppResult<&'a str> {
+    if name.is_empty() {
+        return Err(AppError::invalid(field, "is required"));
+    }
+    // A name no connector can have is bad input, and is never echoed back whole.
+    if !is_valid_name(name) {
+        return Err(AppError::invalid(field, NAME_RULE));
+    }
+    Ok(name)
 }
 
 fn driver_from_proto(driver: pb::ConnectorDriver) -> Option<Driver> {
@@ -66,10 +67,10 @@ fn connector_from_input(
     input: &pb::Connector,
     base: Option<&ConnectorDef>,
     paths: &[String],
-) -> ApiResult<ConnectorDef> {
+    now: DateTime<Utc>,
+) -> AppResult<ConnectorDef> {
     let mut v = Violations::new();
     let wanted = |field: &str| base.is_none() || paths.is_empty() || paths.iter().any(|p| p == field);
-    let now = stored_time(Utc::now());
     let mut def = match base {
         Some(base) => base.clone(),
         None => ConnectorDef {
@@ -224,34 +225,12 @@ impl ConnectorService for ConnectorApi {
         request: Request<pb::CreateConnectorRequest>,
     ) -> Result<Response<pb::CreateConnectorResponse>, Status> {
         let Some(input) = request.get_ref().connector.as_ref() else {
-            return Err(ApiError::invalid("connector", "is required").into());
+            return Err(AppError::invalid("connector", "is required").into());
         };
-        let def = connector_from_input(input, None, &[])?;
-        match self.store.create_connector(&def).await {
-            Ok(()) => {}
-            // A retried create of the same definition returns it.
-            Err(crate::store::StoreError::ConnectorExists(_)) => {
-                let existing = self.store.get_connector(&def.name).await.map_err(ApiError::from)?;
-                let same = ConnectorDef {
-                    created_at: def.created_at,
-                    updated_at: def.updated_at,
-                    health: None,
-                    ..existing.clone()
-                } == def;
-                if !same || request.get_ref().request_id.is_empty() {
-                    return Err(ApiError::AlreadyExists(format!(
-                        "connector {:?} already exists; update it or pick another name",
-                        def.name
-                    ))
-                    .into());
-                }
-                return Ok(Response::new(pb::CreateConnectorResponse {
-                    connector: Some(connector_to_proto(&existing)),
-                }));
-            }
-            Err(err) => return Err(ApiError::from(err).into()),
-        }
-        tracing::info!(connector = %def.name, driver = def.driver.as_label(), "connector created");
+        let def = connector_from_input(input, None, &[], self.now())?;
+        // A retried create (it carries a request id) of the same definition returns it.
+        let retry = !request.get_ref().request_id.is_empty();
+        let def = self.app.create(def, retry).await?;
         Ok(Response::new(pb::CreateConnectorResponse { connector: Some(connector_to_proto(&def)) }))
     }
 
@@ -259,7 +238,7 @@ impl ConnectorService for ConnectorApi {
         &self,
         request: Request<pb::GetConnectorRequest>,
     ) -> Result<Response<pb::GetConnectorResponse>, Status> {
-        let def = self.named("name", &request.get_ref().name).await?;
+        let def = self.app.get(valid_name("name", &request.get_ref().name)?).await?;
         Ok(Response::new(pb::GetConnectorResponse { connector: Some(connector_to_proto(&def)) }))
     }
 
@@ -275,8 +254,7 @@ impl ConnectorService for ConnectorApi {
         v.finish()?;
         let filters_key = format!("connectors type={:?}", connector_type.map(|t| t.as_label()));
         let after = page_token::decode_text(&req.page_token, &filters_key)?;
-        let (connectors, more) =
-            self.store.list_connectors(connector_type, after.as_deref(), limit).await.map_err(ApiError::from)?;
+        let (connectors, more) = self.app.list(connector_type, after.as_deref(), limit).await?;
         let next_page_token = match (more, connectors.last()) {
             (true, Some(last)) => page_token::encode_text(&last.name, &filters_key),
             _ => String::new(),
@@ -293,17 +271,16 @@ impl ConnectorService for ConnectorApi {
     ) -> Result<Response<pb::UpdateConnectorResponse>, Status> {
         let req = request.get_ref();
         let Some(input) = req.connector.as_ref() else {
-            return Err(ApiError::invalid("connector", "is required").into());
+            return Err(AppError::invalid("connector", "is required").into());
         };
         let mut v = Violations::new();
         let etag = v.etag("etag", if req.etag.is_empty() { &input.etag } else { &req.etag });
         v.finish()?;
-        let current = self.named("connector.name", &input.name).await?;
-        check_etag(etag, current.revision, format_args!("connector {:?}", current.name))?;
+        let name = valid_name("connector.name", &input.name)?;
         let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
-        let updated = connector_from_input(input, Some(&current), &paths)?;
-        let saved = self.store.update_connector(&updated).await.map_err(ApiError::from)?;
-        self.connectors.forget(&saved.name);
+        let now = self.now();
+        let saved =
+            self.app.update(name, etag, |current| connector_from_input(input, Some(current), &paths, now)).await?;
         Ok(Response::new(pb::UpdateConnectorResponse { connector: Some(connector_to_proto(&saved)) }))
     }
 
@@ -315,9 +292,7 @@ impl ConnectorService for ConnectorApi {
         let mut v = Violations::new();
         let etag = v.etag("etag", &req.etag);
         v.finish()?;
-        let current = self.named("name", &req.name).await?;
-        self.store.delete_connector(&current.name, etag).await.map_err(ApiError::from)?;
-        self.connectors.forget(&current.name);
+        self.app.delete(valid_name("name", &req.name)?, etag).await?;
         Ok(Response::new(pb::DeleteConnectorResponse {}))
     }
 
@@ -325,8 +300,7 @@ impl ConnectorService for ConnectorApi {
         &self,
         request: Request<pb::CheckConnectorHealthRequest>,
     ) -> Result<Response<pb::CheckConnectorHealthResponse>, Status> {
-        let def = self.named("name", &request.get_ref().name).await?;
-        let health = self.connectors.probe(&def).await.map_err(ApiError::from)?;
+        let (_, health) = self.app.probe(valid_name("name", &request.get_ref().name)?).await?;
         Ok(Response::new(pb::CheckConnectorHealthResponse { health: Some(health_to_proto(Some(&health))) }))
     }
 
@@ -334,8 +308,7 @@ impl ConnectorService for ConnectorApi {
         &self,
         request: Request<pb::GetCircuitBreakerRequest>,
     ) -> Result<Response<pb::GetCircuitBreakerResponse>, Status> {
-        let def = self.named("connector_name", &request.get_ref().connector_name).await?;
-        let view = self.connectors.breaker(&def);
+        let (def, view) = self.app.breaker(valid_name("connector_name", &request.get_ref().connector_name)?).await?;
         Ok(Response::new(pb::GetCircuitBreakerResponse { breaker: Some(breaker_to_proto(&def.name, &view)) }))
     }
 
@@ -348,14 +321,9 @@ impl ConnectorService for ConnectorApi {
         let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
         let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
         v.finish()?;
-        let def = self.named("connector_name", &req.connector_name).await?;
-        let view = self.connectors.reset_breaker(&def);
-        tracing::info!(
-            connector = %def.name,
-            actor = actor.as_deref().unwrap_or("anonymous"),
-            reason = reason.as_deref().unwrap_or(""),
-            "circuit breaker reset"
-        );
+        let name = valid_name("connector_name", &req.connector_name)?;
+        let (def, view) =
+            self.app.reset_breaker(name, &change_context(self.app.clock(), &request, actor, reason)).await?;
         Ok(Response::new(pb::ResetCircuitBreakerResponse { breaker: Some(breaker_to_proto(&def.name, &view)) }))
     }
 }

@@ -1,16 +1,12 @@
-//! DeploymentService adapter: validates requests, applies domain mutations
-//! with optimistic concurrency, persists through the store, and streams the
-//! committed event feed to watchers.
+//! DeploymentService adapter: validates requests, calls the deployment
+//! use-cases, converts their answers, and streams the committed event feed
+//! to watchers.
 
-use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
 
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_server::DeploymentService;
-use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -19,19 +15,14 @@ use uuid::Uuid;
 
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
 use super::{change_context, fitting};
-use crate::clock::Clock;
-use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
+use crate::app::{AppResult, Deployments, Shown, Watch};
 use crate::domain::connector::{NAME_RULE, is_valid_name};
 use crate::domain::{
-    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, DeploymentStatus, Handover, MAX_RING_DEVICES,
-    NewDeployment, NewEvent, Outcome, Ring, SiteClass, controller, gate,
+    ChangeContext, Deployment, DeploymentError, MAX_RING_DEVICES, NewDeployment, NewEvent, Outcome, Ring, SiteClass,
 };
-use crate::error::{ApiError, ApiResult};
-use crate::metrics::DeploymentMetrics;
-use crate::store::connectors::{DispatchRecord, OutboxWrite};
-use crate::store::{CreateOutcome, DeploymentFilter, Store, StoreError};
+use crate::store::DeploymentFilter;
 
 const MAX_APP_NAME_LEN: usize = 200;
 const MAX_VERSION_LEN: usize = 100;
@@ -42,346 +33,63 @@ const DEFAULT_EVENT_PAGE_SIZE: u64 = 100;
 const MAX_EVENT_PAGE_SIZE: u64 = 1000;
 /// Messages buffered per watcher between the feed and its HTTP/2 stream.
 const WATCH_BUFFER: usize = 256;
-/// Queued deliveries retried per round.
-const PENDING_BATCH: u64 = 100;
-/// Retries of a mutation without etag that lost a race to a concurrent one.
-const MAX_MUTATION_ATTEMPTS: usize = 8;
 
 /// The DeploymentService implementation.
 #[derive(Clone)]
 pub struct DeploymentApi {
-    store: Arc<Store>,
-    metrics: DeploymentMetrics,
-    connectors: Arc<Connectors>,
-    clock: Clock,
-    shutdown: CancellationToken,
-    /// One per open WatchDeployments stream, so that watchers cannot take all memory.
-    watch_permits: Arc<Semaphore>,
-    in_flight: Arc<InFlight>,
-}
-
-/// Work a call in this process has queued and is delivering: the dispatcher
-/// leaves it to that call rather than deliver it alongside.
-#[derive(Default)]
-struct InFlight(std::sync::Mutex<HashSet<DispatchKey>>);
-
-type DispatchKey = (Uuid, Ring, &'static str);
-
-impl InFlight {
-    /// None while another call holds the same work.
-    fn claim(self: &Arc<Self>, record: &DispatchRecord) -> Option<Claim> {
-        let key = (record.deployment_id, record.ring, record.operation);
-        let fresh = self.0.lock().expect("in-flight set").insert(key);
-        fresh.then(|| Claim { in_flight: self.clone(), key })
-    }
-}
-
-/// Held from before the decision that queues the work is saved until its
-/// delivery has been recorded.
-pub(crate) struct Claim {
-    in_flight: Arc<InFlight>,
-    key: DispatchKey,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.in_flight.0.lock().expect("in-flight set").remove(&self.key);
-    }
-}
-
-/// Work to hand to a connector once the decision that queues it is durable.
-pub(crate) struct Queued {
-    pub record: DispatchRecord,
-    pub handover: Handover,
-    /// None when a concurrent call already claimed the same work.
-    _claim: Option<Claim>,
+    app: Deployments,
 }
 
 impl DeploymentApi {
-    /// `shutdown` ends open WatchDeployments streams; at most `max_watch_streams` are open at once.
-    pub fn new(
-        store: Arc<Store>,
-        metrics: DeploymentMetrics,
-        connectors: Arc<Connectors>,
-        clock: Clock,
-        shutdown: CancellationToken,
-        max_watch_streams: usize,
-    ) -> DeploymentApi {
-        let watch_permits = Arc::new(Semaphore::new(max_watch_streams));
-        DeploymentApi { store, metrics, connectors, clock, shutdown, watch_permits, in_flight: Arc::default() }
+    pub fn new(app: Deployments) -> DeploymentApi {
+        DeploymentApi { app }
     }
 
-    /// Deployments as the API shows them, with what the rollout controller will do next.
-    async fn with_next_action(&self, deployments: &[Deployment]) -> ApiResult<Vec<pb::Deployment>> {
-        let policies = self.store.list_policies().await?;
-        let now = self.clock.now();
-        Ok(deployments
-            .iter()
-            .map(|d| {
-                let policy = &policies[usize::from(d.current_ring.number())];
-                let gate = gate::evaluate(d, policy, now);
-                let (next_action, at) = controller::decide(d, policy, &gate, now).explain(d);
-                let mut shown = deployment_to_proto(d);
-                // The current ring's gate as of now: what blocks or allows leaving it.
-                let current = convert::ring_to_proto(d.current_ring) as i32;
-                if let Some(progress) = shown.ring_progress.iter_mut().find(|p| p.ring == current) {
-                    progress.last_gate = Some(convert::gate_to_proto(&shown.id, &gate));
-                }
-                pb::Deployment { next_action, next_action_time: at.map(convert::timestamp), ..shown }
-            })
-            .collect())
-    }
-
-    /// A create that names its connector must name one that exists, of its type.
-    async fn check_named_connector(&self, name: &str, connector_type: ConnectorType) -> ApiResult<()> {
-        match self.store.get_connector(name).await {
-            Ok(def) if def.connector_type == connector_type => Ok(()),
-            Ok(def) => Err(ApiError::invalid(
-                "connector_name",
-                format!(
-                    "connector {name:?} is of type {}, not {}",
-                    def.connector_type.as_label(),
-                    connector_type.as_label()
-                ),
-            )),
-            Err(StoreError::ConnectorNotFound(_)) => Err(ApiError::FailedPrecondition(format!(
-                "connector_name {name:?} names no connector; create it first or leave connector_name empty"
-            ))),
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    /// The outbox row handing `operation` in `ring` to the deployment's
-    /// connector, and the handover its decision records. Nothing is called:
-    /// the row is saved with the decision, then [`DeploymentApi::deliver`]ed
-    /// by the caller, which holds the work until then.
-    ///
-    /// # Errors
-    /// FAILED_PRECONDITION when no enabled connector fits.
-    pub(crate) async fn queue(&self, deployment: &Deployment, ring: Ring, operation: Operation) -> ApiResult<Queued> {
-        let record = self.connectors.queue(deployment, ring, operation).await?;
-        let handover = Handover { connector: record.connector_name.clone(), object_id: None, device_count: None };
-        let claim = self.in_flight.claim(&record);
-        Ok(Queued { record, handover, _claim: claim })
-    }
-
-    /// Delivers work whose decision is committed, and records how it went:
-    /// delivered; failed transiently (it stays queued, and is retried every
-    /// `--delivery-retry-interval`); or refused, which fails a live
-    /// deployment with the connector's answer in its audit trail.
-    ///
-    /// # Errors
-    /// FAILED_PRECONDITION when the connector refused the work; database failures.
-    /// `deployment` is any stored version of it (the work names its app and version).
-    pub(crate) async fn deliver(
-        &self,
-        deployment: &Deployment,
-        record: &DispatchRecord,
-        ctx: &ChangeContext,
-    ) -> ApiResult<Deployment> {
-        let id = record.deployment_id;
-        let ring = record.ring;
-        let name = record.connector_name.as_str();
-        match self.connectors.deliver(deployment, record).await {
-            Ok(deployed) => {
-                let delivered = DispatchRecord { object_id: deployed.object_id.clone(), ..record.clone() };
-                let handover = Handover {
-                    connector: name.to_owned(),
-                    object_id: deployed.object_id,
-                    device_count: deployed.device_count,
-                };
-                let settle = OutboxWrite::Settle(&delivered, Delivery::Delivered);
-                self.mutate_with(id, None, ctx, Some(settle), |d, ctx| Ok(d.delivered(ring, &handover, ctx))).await
-            }
-            Err(DispatchError::Permanent { message, .. }) => {
-                let settle = OutboxWrite::Settle(record, Delivery::Refused);
-                let refused =
-                    self.mutate_with(id, None, ctx, Some(settle), |d, ctx| {
-                        Ok(d.delivery_refused(ring, name, &message, ctx))
-                    })
-                    .await?;
-                Err(ApiError::FailedPrecondition(format!(
-                    "connector {name:?} refused to {} in {ring}: {message}; the deployment is now {}",
-                    record.operation, refused.status
-                )))
-            }
-            Err(
-                err @ (DispatchError::Transient { .. } | DispatchError::Open { .. } | DispatchError::NoConnector(_)),
-            ) => {
-                let error = err.to_string();
-                tracing::warn!(deployment = %id, connector = name, %error, "delivery failed; it stays queued");
-                self.mutate_with(id, None, ctx, None, |d, ctx| Ok(d.delivery_failed(ring, name, &error, ctx))).await
-            }
-            Err(DispatchError::Store(err)) => Err(err.into()),
-        }
-    }
-
-    /// Delivers what is still queued (a first attempt failed, or the server
-    /// stopped in between), oldest first.
-    pub async fn deliver_pending(&self) {
-        let pending = match self.store.pending_dispatches(PENDING_BATCH).await {
-            Ok(pending) => pending,
-            Err(err) => {
-                tracing::warn!(error = %err, "listing queued deliveries");
-                return;
-            }
-        };
-        for record in pending {
-            let Some(_claim) = self.in_flight.claim(&record) else { continue };
-            let ctx = ChangeContext {
-                actor: "dispatcher".to_owned(),
-                reason: String::new(),
-                correlation_id: Uuid::new_v4().to_string(),
-                now: crate::clock::stored_time(self.clock.now()),
-            };
-            let delivered = match self.store.get_deployment(record.deployment_id).await {
-                Ok(deployment) => self.deliver(&deployment, &record, &ctx).await,
-                Err(err) => Err(err.into()),
-            };
-            if let Err(err) = delivered {
-                tracing::info!(deployment = %record.deployment_id, error = %err, "queued delivery not completed");
-            }
-        }
-    }
-
-    /// Applies outcomes a connector reported on its own, as ReportRingOutcome
-    /// would. A report can overtake the commit of the dispatch it answers
-    /// (the ring has not started yet), or meet a database hiccup: then it is
-    /// retried for a few seconds rather than lost.
-    pub async fn record_reported_outcome(&self, reported: ReportedOutcome) {
-        const ATTEMPTS: u32 = 30;
-        for attempt in 1..=ATTEMPTS {
-            match self.apply_reported_outcome(&reported).await {
-                Err(ApiError::Unavailable(_) | ApiError::Aborted(_)) if attempt < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                }
-                Err(ApiError::FailedPrecondition(_)) if attempt < ATTEMPTS && self.may_apply_later(&reported).await => {
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                }
-                Err(err) => {
-                    // The deployment moved on (e.g. rolled back) before the report arrived.
-                    tracing::info!(deployment = %reported.deployment_id, error = %err, "connector outcome not applied");
-                    return;
-                }
-                Ok(_) => return,
-            }
-        }
-    }
-
-    /// Whether a refused report may apply on another try: the ring has not
-    /// started yet, or started since and holds lower counts (or the
-    /// deployment cannot be read right now).
-    async fn may_apply_later(&self, reported: &ReportedOutcome) -> bool {
-        let counts = reported.counts;
-        match self.store.get_deployment(reported.deployment_id).await {
-            Ok(d) => {
-                !d.status.is_terminal()
-                    && d.current_ring <= reported.ring
-                    && d.progress(reported.ring).is_none_or(|p| {
-                        p.success_count <= counts.success_count
-                            && p.failure_count <= counts.failure_count
-                            && (p.success_count, p.failure_count) != (counts.success_count, counts.failure_count)
-                    })
-            }
-            Err(err) => !matches!(err, StoreError::NotFound(_)),
-        }
-    }
-
-    async fn apply_reported_outcome(&self, reported: &ReportedOutcome) -> ApiResult<Deployment> {
-        {
-            let policy = self.store.get_policy(reported.ring).await?;
-            let ctx = ChangeContext {
-                actor: format!("connector:{}", reported.connector),
-                reason: String::new(),
-                correlation_id: Uuid::new_v4().to_string(),
-                now: crate::clock::stored_time(chrono::Utc::now()),
-            };
-            let outcome = Outcome {
-                ring: reported.ring,
-                success_count: reported.counts.success_count,
-                failure_count: reported.counts.failure_count,
-                rollback_validated: reported.rollback_validated,
-            };
-            self.mutate(reported.deployment_id, None, &ctx, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await
-        }
-    }
-
-    /// Reads, mutates and saves a deployment. With an etag, a stale read is
-    /// ABORTED; without one, a lost race is retried on fresh state so that the
-    /// rules are always checked against what is stored.
-    pub(crate) async fn mutate(
-        &self,
-        id: Uuid,
-        etag: Option<i64>,
-        ctx: &ChangeContext,
-        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
-    ) -> ApiResult<Deployment> {
-        self.mutate_with(id, etag, ctx, None, change).await
-    }
-
-    /// [`DeploymentApi::mutate`], writing `outbox` in the same transaction
-    /// (saved even when the change records no event).
-    pub(crate) async fn mutate_with(
-        &self,
-        id: Uuid,
-        etag: Option<i64>,
-        ctx: &ChangeContext,
-        outbox: Option<OutboxWrite<'_>>,
-        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
-    ) -> ApiResult<Deployment> {
-        for _ in 0..MAX_MUTATION_ATTEMPTS {
-            let mut deployment = self.store.get_deployment(id).await?;
-            check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
-            let events = change(&mut deployment, ctx)?;
-            let saved = match outbox {
-                // Settled already (the ring's delivery state and the outbox row commit together).
-                None | Some(OutboxWrite::Settle(..)) if events.is_empty() => return Ok(deployment),
-                Some(outbox) => self.store.save_deployment_with(&deployment, &events, outbox).await,
-                None => self.store.save_deployment(&deployment, &events).await,
-            };
-            match saved {
-                Ok(saved) => {
-                    self.metrics.committed(&saved, &events);
-                    return Ok(saved);
-                }
-                Err(StoreError::RevisionConflict { .. }) if etag.is_none() => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(ApiError::Aborted(format!("deployment {id} is changing too fast; retry")))
-    }
-
-    /// Applies `change` to a validated mutation through [`DeploymentApi::mutate`].
+    /// Applies `change` to a validated mutation.
     async fn apply<T>(
         &self,
         request: &Request<T>,
         valid: ValidMutation,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> Result<Option<pb::Deployment>, Status> {
-        let ctx = change_context(request, valid.actor, valid.reason);
-        let deployment = self.mutate(valid.id, valid.etag, &ctx, change).await?;
+        let ctx = self.context(request, valid.actor, valid.reason);
+        let deployment = self.app.mutate(valid.id, valid.etag, &ctx, change).await?;
         Ok(Some(deployment_to_proto(&deployment)))
+    }
+
+    async fn record_outcome<T>(
+        &self,
+        request: &Request<T>,
+        valid: ValidMutation,
+        outcome: Outcome,
+        correction: bool,
+    ) -> Result<Option<pb::Deployment>, Status> {
+        let ctx = self.context(request, valid.actor, valid.reason);
+        let deployment = self.app.record_outcome(valid.id, valid.etag, outcome, correction, &ctx).await?;
+        Ok(Some(deployment_to_proto(&deployment)))
+    }
+
+    fn context<T>(&self, request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
+        change_context(self.app.clock(), request, actor, reason)
     }
 }
 
-/// Hash of a create request's content: equal for a retry, different for a
-/// reuse of the request id with other content.
-fn fingerprint(new: &NewDeployment) -> String {
-    let canonical = serde_json::json!([
-        new.app_name,
-        new.version,
-        new.connector_type.as_label(),
-        new.connector_name,
-        new.target_ring.as_label(),
-        new.evidence_pack_id.to_string(),
-        new.submitter,
-        new.site_class.as_label(),
-        new.evidence,
-    ]);
-    Sha256::digest(canonical.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+/// A deployment as the API shows it: with the current ring's gate as of now
+/// and what the rollout controller will do next.
+fn shown_to_proto(shown: &Shown) -> pb::Deployment {
+    let mut proto = deployment_to_proto(&shown.deployment);
+    let current = convert::ring_to_proto(shown.deployment.current_ring) as i32;
+    if let Some(progress) = proto.ring_progress.iter_mut().find(|p| p.ring == current) {
+        progress.last_gate = Some(convert::gate_to_proto(&proto.id, &shown.gate));
+    }
+    pb::Deployment {
+        next_action: shown.next_action.clone(),
+        next_action_time: shown.next_action_time.map(convert::timestamp),
+        ..proto
+    }
 }
 
-fn validate_create(req: &pb::CreateDeploymentRequest) -> ApiResult<(String, NewDeployment)> {
+fn validate_create(req: &pb::CreateDeploymentRequest) -> AppResult<(String, NewDeployment)> {
     let mut v = Violations::new();
     let request_id = v.required_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
     let app_name = v.required_text("app_name", &req.app_name, MAX_APP_NAME_LEN);
@@ -443,7 +151,7 @@ impl<'a> MutationFields<'a> {
     }
 
     /// Validates the fields, reporting them with any violations already in `v`.
-    fn validate(self, mut v: Violations) -> ApiResult<ValidMutation> {
+    fn validate(self, mut v: Violations) -> AppResult<ValidMutation> {
         let id = v.uuid("id", self.id);
         let (actor_field, actor) = self.actor;
         let actor = if self.actor_required {
@@ -534,36 +242,9 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::CreateDeploymentRequest>,
     ) -> Result<Response<pb::CreateDeploymentResponse>, Status> {
-        let (request_id, mut new) = validate_create(request.get_ref())?;
-        if let Some(name) = &new.connector_name {
-            self.check_named_connector(name, new.connector_type).await?;
-        }
-        let fingerprint = fingerprint(&new);
-        let ctx = change_context(&request, Some(new.submitter.clone()), None);
-        // Scoring reads the active model and two indexed counts; the create itself stays one transaction.
-        let model = self.store.active_risk_model().await.map_err(ApiError::from)?;
-        let history = self.store.app_history(&new.app_name, ctx.now).await.map_err(ApiError::from)?;
-        new.assessment = Some(crate::domain::risk::assess(&model, &new.evidence, new.target_ring, history));
-        let (deployment, events) = Deployment::create(Uuid::new_v4(), new, &ctx);
-        let deployment = match self
-            .store
-            .create_deployment(&request_id, &fingerprint, &deployment, &events)
-            .await
-            .map_err(ApiError::from)?
-        {
-            CreateOutcome::Created(deployment) => {
-                self.metrics.committed(&deployment, &events);
-                deployment
-            }
-            CreateOutcome::Existing { deployment, fingerprint: existing } if existing == fingerprint => deployment,
-            CreateOutcome::Existing { deployment, .. } => {
-                return Err(ApiError::AlreadyExists(format!(
-                    "request_id {request_id:?} was already used for deployment {} with different content; use a new request_id",
-                    deployment.id
-                ))
-                .into());
-            }
-        };
+        let (request_id, new) = validate_create(request.get_ref())?;
+        let ctx = self.context(&request, Some(new.submitter.clone()), None);
+        let deployment = self.app.create(&request_id, new, &ctx).await?;
         Ok(Response::new(pb::CreateDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 
@@ -574,9 +255,8 @@ impl DeploymentService for DeploymentApi {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let deployment = self.store.get_deployment(id).await.map_err(ApiError::from)?;
-        let shown = self.with_next_action(std::slice::from_ref(&deployment)).await?.pop();
-        Ok(Response::new(pb::GetDeploymentResponse { deployment: shown }))
+        let shown = self.app.get(id).await?;
+        Ok(Response::new(pb::GetDeploymentResponse { deployment: Some(shown_to_proto(&shown)) }))
     }
 
     async fn list_deployments(
@@ -599,8 +279,8 @@ impl DeploymentService for DeploymentApi {
         v.finish()?;
         let filters_key = list_filters_key(&filter);
         let after = page_token::decode(&req.page_token, &filters_key)?;
-        let page = self.store.list_deployments(&filter, after, limit).await.map_err(ApiError::from)?;
-        let shown = self.with_next_action(&page.items).await?;
+        let page = self.app.list(&filter, after, limit).await?;
+        let shown = page.items.iter().map(shown_to_proto).collect();
         let page = fitting(page.with_items(shown));
         Ok(Response::new(pb::ListDeploymentsResponse {
             deployments: page.items,
@@ -634,31 +314,8 @@ impl DeploymentService for DeploymentApi {
     ) -> Result<Response<pb::StartDeploymentResponse>, Status> {
         let req = request.get_ref();
         let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(Violations::new())?;
-        let ctx = change_context(&request, valid.actor, valid.reason);
-        let current = self.store.get_deployment(valid.id).await.map_err(ApiError::from)?;
-        check_etag(valid.etag, current.revision, format_args!("deployment {}", current.id))?;
-        if current.status == DeploymentStatus::Deploying
-            && let Some((record, Delivery::Pending)) =
-                self.store.find_dispatch(current.id, current.current_ring, "deploy").await.map_err(ApiError::from)?
-        {
-            // Started, its work still queued: a retried start delivers it now.
-            let deployment = self.deliver(&current, &record, &ctx).await?;
-            return Ok(Response::new(pb::StartDeploymentResponse {
-                deployment: Some(deployment_to_proto(&deployment)),
-            }));
-        }
-        // Refuse before anything reaches the connector.
-        current
-            .status
-            .check_transition(DeploymentStatus::Deploying)
-            .map_err(DeploymentError::from)
-            .map_err(ApiError::from)?;
-        let queued = self.queue(&current, current.current_ring, Operation::Deploy).await?;
-        let outbox = Some(OutboxWrite::Queue(&queued.record));
-        let started =
-            self.mutate_with(valid.id, valid.etag, &ctx, outbox, |d, ctx| d.start(&queued.handover, ctx)).await?;
-        // The connector hears of the work only once the decision is durable.
-        let deployment = self.deliver(&started, &queued.record, &ctx).await?;
+        let ctx = self.context(&request, valid.actor, valid.reason);
+        let deployment = self.app.start(valid.id, valid.etag, &ctx).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 
@@ -670,9 +327,7 @@ impl DeploymentService for DeploymentApi {
         let mut v = Violations::new();
         let counts = RingCounts::validate(&mut v, req.ring, req.success_count, req.failure_count);
         let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(v)?;
-        let policy = self.store.get_policy(counts.ring).await.map_err(ApiError::from)?;
-        let outcome = counts.outcome(req.rollback_validated);
-        let deployment = self.apply(&request, valid, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await?;
+        let deployment = self.record_outcome(&request, valid, counts.outcome(req.rollback_validated), false).await?;
         Ok(Response::new(pb::ReportRingOutcomeResponse { deployment }))
     }
 
@@ -691,9 +346,7 @@ impl DeploymentService for DeploymentApi {
         }
         let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
         let valid = fields.validate(v)?;
-        let policy = self.store.get_policy(counts.ring).await.map_err(ApiError::from)?;
-        let outcome = counts.outcome(false);
-        let deployment = self.apply(&request, valid, |d, ctx| d.correct_outcome(outcome, &policy, ctx)).await?;
+        let deployment = self.record_outcome(&request, valid, counts.outcome(false), true).await?;
         Ok(Response::new(pb::CorrectRingOutcomeResponse { deployment }))
     }
 
@@ -748,7 +401,7 @@ impl DeploymentService for DeploymentApi {
         v.finish()?;
         let filters_key = format!("deployment={id}");
         let after = page_token::decode(&req.page_token, &filters_key)?;
-        let page = self.store.list_events(id, after, limit).await.map_err(ApiError::from)?;
+        let page = self.app.events(id, after, limit).await?;
         let events = page.items.iter().map(event_to_proto).collect();
         let page = fitting(page.with_items(events));
         Ok(Response::new(pb::ListDeploymentEventsResponse {
@@ -764,29 +417,12 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::WatchDeploymentsRequest>,
     ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
         let deployment_id = request.get_ref().deployment_id.as_str();
-        let filter = if deployment_id.is_empty() {
-            None
-        } else {
-            let mut v = Violations::new();
-            let id = v.uuid("deployment_id", deployment_id);
-            v.finish()?;
-            self.store.get_deployment(id).await.map_err(ApiError::from)?;
-            Some(id)
-        };
-        let permit = self.watch_permits.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(
-                "too many WatchDeployments streams are open on this server; retry later or close an idle one",
-            )
-        })?;
-        // Subscribe before answering so that every event committed after the
-        // call was accepted reaches this watcher.
-        let feed = self.store.subscribe();
+        let mut v = Violations::new();
+        let filter = (!deployment_id.is_empty()).then(|| v.uuid("deployment_id", deployment_id));
+        v.finish()?;
+        let watch = self.app.watch(filter).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            forward_events(feed, tx, filter, shutdown).await;
-            drop(permit);
-        });
+        tokio::spawn(forward_events(watch, tx, self.app.shutdown().clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -795,17 +431,17 @@ impl DeploymentService for DeploymentApi {
 /// server shuts down. A watcher slower than the feed only delays itself: the
 /// feed drops what it cannot buffer for it, and it is told how many it missed.
 async fn forward_events(
-    mut feed: broadcast::Receiver<Arc<crate::store::StoredEvent>>,
+    mut watch: Watch,
     tx: mpsc::Sender<Result<pb::WatchDeploymentsResponse, Status>>,
-    filter: Option<Uuid>,
     shutdown: CancellationToken,
 ) {
     use pb::watch_deployments_response::Payload;
+    let filter = watch.deployment;
     loop {
         let payload = tokio::select! {
             () = shutdown.cancelled() => return,
             () = tx.closed() => return,
-            received = feed.recv() => match received {
+            received = watch.feed.recv() => match received {
                 Ok(stored) if filter.is_none_or(|id| id == stored.event.deployment_id) => Payload::Event(event_to_proto(&stored)),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => Payload::MissedEventCount(i64::try_from(missed).unwrap_or(i64::MAX)),

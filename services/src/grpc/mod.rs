@@ -1,6 +1,6 @@
-//! gRPC adapters: one file per service (validate → domain/store → `to_proto`),
-//! plus the pieces they share: request validation, page tokens, enum and
-//! message conversion, and the correlation-id layer.
+//! gRPC adapters: one file per service (validate → `app` → `to_proto`), plus
+//! the pieces they share: request validation, page tokens, enum and message
+//! conversion, the one error-to-status mapping, and the call layers.
 
 pub mod call_limits;
 pub mod connector;
@@ -10,12 +10,12 @@ pub mod deployment;
 pub mod page_token;
 pub mod promotion;
 pub mod risk;
+mod status;
 pub mod validate;
 
-use chrono::Utc;
 use tonic::Request;
 
-use crate::clock::stored_time;
+use crate::clock::Clock;
 use crate::domain::ChangeContext;
 use crate::store::Page;
 
@@ -37,12 +37,13 @@ fn fitting<T: prost::Message>(page: Page<T>) -> Page<T> {
 /// The actor recorded when a call names none.
 const ANONYMOUS: &str = "anonymous";
 
-/// The context of a mutation: actor (defaulted), reason and correlation id.
-fn change_context<T>(request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
-    ChangeContext {
-        actor: actor.unwrap_or_else(|| ANONYMOUS.to_owned()),
-        reason: reason.unwrap_or_default(),
-        correlation_id: correlation::correlation_id(request),
-        now: stored_time(Utc::now()),
-    }
+/// The context of a mutation made now: actor (defaulted), reason and the call's correlation id.
+fn change_context<T>(
+    clock: &Clock,
+    request: &Request<T>,
+    actor: Option<String>,
+    reason: Option<String>,
+) -> ChangeContext {
+    let actor = actor.unwrap_or_else(|| ANONYMOUS.to_owned());
+    clock.context(actor, reason.unwrap_or_default(), Some(correlation::correlation_id(request)))
 }

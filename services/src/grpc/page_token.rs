@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::app::AppError;
 
 const VERSION: &str = "v1";
 
@@ -24,12 +24,12 @@ pub fn encode(after: i64, filters: &str) -> String {
 ///
 /// # Errors
 /// INVALID_ARGUMENT on `page_token` when malformed or issued for other filters.
-pub fn decode(token: &str, filters: &str) -> Result<Option<i64>, ApiError> {
+pub fn decode(token: &str, filters: &str) -> Result<Option<i64>, AppError> {
     if token.is_empty() {
         return Ok(None);
     }
     let malformed =
-        || ApiError::invalid("page_token", "malformed page token; pass the next_page_token of a previous response");
+        || AppError::invalid("page_token", "malformed page token; pass the next_page_token of a previous response");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
     let text = String::from_utf8(bytes).map_err(|_| malformed())?;
     let mut parts = text.splitn(3, '.');
@@ -38,7 +38,7 @@ pub fn decode(token: &str, filters: &str) -> Result<Option<i64>, ApiError> {
     };
     let after: i64 = after.parse().map_err(|_| malformed())?;
     if digest != filter_digest(filters) {
-        return Err(ApiError::invalid(
+        return Err(AppError::invalid(
             "page_token",
             "page token was issued for different filters; start again without it",
         ));
@@ -55,12 +55,12 @@ pub fn encode_text(after: &str, filters: &str) -> String {
 ///
 /// # Errors
 /// INVALID_ARGUMENT on `page_token` when malformed or issued for other filters.
-pub fn decode_text(token: &str, filters: &str) -> Result<Option<String>, ApiError> {
+pub fn decode_text(token: &str, filters: &str) -> Result<Option<String>, AppError> {
     if token.is_empty() {
         return Ok(None);
     }
     let malformed =
-        || ApiError::invalid("page_token", "malformed page token; pass the next_page_token of a previous response");
+        || AppError::invalid("page_token", "malformed page token; pass the next_page_token of a previous response");
     let text =
         URL_SAFE_NO_PAD.decode(token).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(malformed)?;
     let mut parts = text.splitn(3, '.');
@@ -68,7 +68,7 @@ pub fn decode_text(token: &str, filters: &str) -> Result<Option<String>, ApiErro
         return Err(malformed());
     };
     if digest != filter_digest(filters) {
-        return Err(ApiError::invalid(
+        return Err(AppError::invalid(
             "page_token",
             "page token was issued for different filters; start again without it",
         ));
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn garbage_is_invalid_argument() {
         for token in ["!!!", "djE", &URL_SAFE_NO_PAD.encode("v1.x.y"), &URL_SAFE_NO_PAD.encode("v2.1.abc")] {
-            assert!(matches!(decode(token, ""), Err(ApiError::InvalidArgument(_))), "{token}");
+            assert!(matches!(decode(token, ""), Err(AppError::InvalidArgument(_))), "{token}");
         }
     }
 }

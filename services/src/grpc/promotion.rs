@@ -1,76 +1,43 @@
-//! RingPromotionService adapter: ring policies, gate evaluation, promotion
-//! (exactly once per ring step) and rollback.
-
-use std::sync::Arc;
+//! RingPromotionService adapter: validates requests for ring policies, gate
+//! evaluation, promotion and rollback, calls the promotion use-cases, and
+//! converts their answers.
 
 use eucora::v1 as pb;
 use eucora::v1::ring_promotion_service_server::RingPromotionService;
 use tonic::{Request, Response, Status};
-use tonic_types::PreconditionViolation;
-use uuid::Uuid;
 
 use super::change_context;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
-use super::deployment::DeploymentApi;
 use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, check_etag, truncate};
-use crate::connectors::Operation;
-use crate::domain::{
-    ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult, Ring,
-    RingPolicy, gate,
-};
-use crate::error::{ApiError, ApiResult};
-use crate::metrics::DeploymentMetrics;
-use crate::store::connectors::OutboxWrite;
-use crate::store::promotions::PolicyChange;
-use crate::store::{Store, StoreError};
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, truncate};
+use crate::app::{AppError, AppResult, Promotions, Step};
+use crate::clock::Clock;
+use crate::domain::{ChangeContext, Deployment, Promotion, Ring, RingPolicy};
 
 const MAX_REQUEST_ID_LEN: usize = 128;
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
-/// Retries of a rollback or policy update without etag that lost a race.
-const MAX_ATTEMPTS: usize = 8;
 
 /// The RingPromotionService implementation.
 #[derive(Clone)]
 pub struct PromotionApi {
-    store: Arc<Store>,
-    metrics: DeploymentMetrics,
-    /// Hands work to connectors and fails deployments they refuse.
-    deployments: DeploymentApi,
+    app: Promotions,
+    clock: Clock,
 }
 
 impl PromotionApi {
-    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics, deployments: DeploymentApi) -> PromotionApi {
-        PromotionApi { store, metrics, deployments }
+    pub fn new(app: Promotions, clock: Clock) -> PromotionApi {
+        PromotionApi { app, clock }
     }
 
-    /// The answer to a call whose request id already has a recorded result.
-    async fn replay(
-        &self,
-        deployment_id: Uuid,
-        recorded: Promotion,
-        expected: &[PromotionResult],
-    ) -> ApiResult<(pb::Deployment, pb::Promotion)> {
-        if recorded.deployment_id != deployment_id || !expected.contains(&recorded.result) {
-            return Err(ApiError::AlreadyExists(format!(
-                "request_id {:?} was already used for another call (deployment {}, {}); use a new request_id",
-                recorded.request_id.as_deref().unwrap_or_default(),
-                recorded.deployment_id,
-                recorded.result.as_label()
-            )));
-        }
-        if let (PromotionResult::Blocked, Some(gate)) = (recorded.result, &recorded.gate) {
-            return Err(blocked(gate));
-        }
-        let deployment = self.store.get_deployment(deployment_id).await?;
-        Ok((deployment_to_proto(&deployment), promotion_to_proto(&recorded)))
+    fn context<T>(&self, request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
+        change_context(&self.clock, request, actor, reason)
     }
 
     async fn promote(
         &self,
         request: &Request<pb::PromoteDeploymentRequest>,
-    ) -> ApiResult<(pb::Deployment, pb::Promotion)> {
+    ) -> AppResult<(pb::Deployment, pb::Promotion)> {
         let req = request.get_ref();
         let mut v = Violations::new();
         let id = v.uuid("deployment_id", &req.deployment_id);
@@ -81,101 +48,14 @@ impl PromotionApi {
         let from_ring = v.enumeration::<pb::Ring>("from_ring", req.from_ring, false).and_then(convert::ring_from_proto);
         v.finish()?;
         let step = Step { id, request_id, etag, from_ring };
-        self.promote_as(step, &change_context(request, actor, reason)).await
-    }
-
-    /// Promotes one step as `ctx.actor` (an operator's call or the controller).
-    ///
-    /// # Errors
-    /// As PromoteDeployment.
-    pub async fn promote_as(&self, step: Step, ctx: &ChangeContext) -> ApiResult<(pb::Deployment, pb::Promotion)> {
-        let Step { id, request_id, etag, from_ring } = step;
-        let ctx = ctx.clone();
-        let expected = [PromotionResult::Promoted, PromotionResult::Blocked];
-        if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
-            return self.replay(id, recorded, &expected).await;
-        }
-        let mut deployment = self.store.get_deployment(id).await?;
-        check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
-        if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
-            return Err(DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into());
-        }
-        if deployment.status != DeploymentStatus::Deploying {
-            return Err(DeploymentError::NotPromotable { status: deployment.status }.into());
-        }
-        let policy = self.store.get_policy(deployment.current_ring).await?;
-        let evaluation = gate::evaluate(&deployment, &policy, ctx.now);
-        self.metrics.gate_evaluated(&evaluation);
-        let mut promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::Promoted);
-        promotion.to_ring = evaluation.next_ring;
-        promotion.gate = Some(evaluation.clone());
-
-        if !evaluation.passed {
-            promotion.result = PromotionResult::Blocked;
-            promotion.to_ring = evaluation.next_ring;
-            return match self.store.record_blocked_promotion(&promotion).await {
-                Ok(()) => {
-                    self.metrics.promotion(&promotion);
-                    Err(blocked(&evaluation))
-                }
-                Err(StoreError::RequestIdTaken(_)) => self.replay_raced(id, request_id, &expected).await,
-                Err(err) => Err(err.into()),
-            };
-        }
-
-        let queued = match evaluation.next_ring {
-            Some(next) => Some(self.deployments.queue(&deployment, next, Operation::Deploy).await?),
-            None => None,
-        };
-        let events = deployment.promote(&evaluation, queued.as_ref().map(|q| &q.handover), &ctx)?;
-        let outbox = queued.as_ref().map(|q| OutboxWrite::Queue(&q.record));
-        match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
-            Ok(saved) => {
-                self.metrics.committed(&saved, &events);
-                self.metrics.promotion(&promotion);
-                // The next ring's connector hears of it only once the promotion is durable.
-                let shown = match &queued {
-                    Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
-                    None => saved,
-                };
-                Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)))
-            }
-            Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {
-                self.replay_raced(id, request_id, &expected).await
-            }
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    /// After losing a race: the winner's result when it carried our request
-    /// id (a concurrent retry), ABORTED otherwise.
-    async fn replay_raced(
-        &self,
-        id: Uuid,
-        request_id: Option<String>,
-        expected: &[PromotionResult],
-    ) -> ApiResult<(pb::Deployment, pb::Promotion)> {
-        if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
-            return self.replay(id, recorded, expected).await;
-        }
-        let now = self.store.get_deployment(id).await?;
-        Err(ApiError::Aborted(format!(
-            "a concurrent change won: deployment {id} is now {} in {}; read it again and retry",
-            now.status, now.current_ring
-        )))
-    }
-
-    async fn recorded(&self, request_id: Option<&str>) -> ApiResult<Option<Promotion>> {
-        match request_id {
-            Some(request_id) => Ok(self.store.find_promotion(request_id).await?),
-            None => Ok(None),
-        }
+        let (deployment, promotion) = self.app.promote_as(step, &self.context(request, actor, reason)).await?;
+        Ok(shown(&deployment, &promotion))
     }
 
     async fn roll_back(
         &self,
         request: &Request<pb::RollbackDeploymentRequest>,
-    ) -> ApiResult<(pb::Deployment, pb::Promotion)> {
+    ) -> AppResult<(pb::Deployment, pb::Promotion)> {
         let req = request.get_ref();
         let mut v = Violations::new();
         let id = v.uuid("deployment_id", &req.deployment_id);
@@ -185,65 +65,15 @@ impl PromotionApi {
         let etag = v.etag("etag", &req.etag);
         v.finish()?;
         let step = Step { id, request_id, etag, from_ring: None };
-        self.roll_back_as(step, &change_context(request, actor, Some(reason))).await
+        let (deployment, promotion) = self.app.roll_back_as(step, &self.context(request, actor, Some(reason))).await?;
+        Ok(shown(&deployment, &promotion))
     }
 
-    /// Rolls back as `ctx.actor` (an operator's call or the controller), with `ctx.reason`.
-    ///
-    /// # Errors
-    /// As RollbackDeployment.
-    pub async fn roll_back_as(&self, step: Step, ctx: &ChangeContext) -> ApiResult<(pb::Deployment, pb::Promotion)> {
-        let Step { id, request_id, etag, from_ring } = step;
-        let ctx = ctx.clone();
-        let expected = [PromotionResult::RolledBack];
-        if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
-            return self.replay(id, recorded, &expected).await;
-        }
-        for _ in 0..MAX_ATTEMPTS {
-            let mut deployment = self.store.get_deployment(id).await?;
-            check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
-            if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
-                return Err(
-                    DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into()
-                );
-            }
-            let promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::RolledBack);
-            deployment.status.check_transition(DeploymentStatus::RolledBack).map_err(DeploymentError::from)?;
-            let removal = match deployment.rings.is_empty() {
-                true => None,
-                false => {
-                    let ring = deployment.current_ring;
-                    Some(self.deployments.queue(&deployment, ring, Operation::Remove).await?)
-                }
-            };
-            let events = deployment.roll_back(removal.as_ref().map(|q| &q.handover), &ctx)?;
-            let outbox = removal.as_ref().map(|q| OutboxWrite::Queue(&q.record));
-            match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
-                Ok(saved) => {
-                    self.metrics.committed(&saved, &events);
-                    self.metrics.promotion(&promotion);
-                    // The removal reaches the connector only once the rollback is durable.
-                    let shown = match &removal {
-                        Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
-                        None => saved,
-                    };
-                    return Ok((deployment_to_proto(&shown), promotion_to_proto(&promotion)));
-                }
-                Err(StoreError::RevisionConflict { .. }) if etag.is_none() && request_id.is_none() => continue,
-                Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {
-                    return self.replay_raced(id, request_id, &expected).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(ApiError::Aborted(format!("deployment {id} is changing too fast; retry")))
-    }
-
-    async fn update_policy(&self, request: &Request<pb::UpdateRingPolicyRequest>) -> ApiResult<RingPolicy> {
+    async fn update_policy(&self, request: &Request<pb::UpdateRingPolicyRequest>) -> AppResult<RingPolicy> {
         let req = request.get_ref();
         let mut v = Violations::new();
         let Some(update) = req.policy.as_ref() else {
-            return Err(ApiError::invalid("policy", "is required"));
+            return Err(AppError::invalid("policy", "is required"));
         };
         let ring = v.enumeration::<pb::Ring>("policy.ring", update.ring, true).and_then(convert::ring_from_proto);
         let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
@@ -260,40 +90,9 @@ impl PromotionApi {
         }
         v.finish()?;
         let ring = ring.expect("validated");
-        let ctx = change_context(request, actor, reason);
-        let change = PolicyChange {
-            actor: ctx.actor.clone(),
-            reason: ctx.reason.clone(),
-            correlation_id: ctx.correlation_id.clone(),
-            at: ctx.now,
-        };
-        for _ in 0..MAX_ATTEMPTS {
-            let before = self.store.get_policy(ring).await?;
-            check_etag(etag, before.revision, format_args!("the {ring} policy"))?;
-            let after = apply_policy_update(&before, update, &paths)?;
-            match self.store.update_policy(&before, &after, &change).await {
-                Ok(saved) => {
-                    self.metrics.policies_changed();
-                    return Ok(saved);
-                }
-                Err(StoreError::PolicyConflict { .. }) if etag.is_none() => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(ApiError::Aborted(format!("the {ring} policy is changing too fast; retry")))
+        let ctx = self.context(request, actor, reason);
+        self.app.update_policy(ring, etag, &ctx, |before| apply_policy_update(before, update, &paths)).await
     }
-}
-
-/// Which deployment step a promotion or rollback is about.
-#[derive(Debug, Clone)]
-pub struct Step {
-    pub id: Uuid,
-    /// Client-chosen idempotency key.
-    pub request_id: Option<String>,
-    /// The revision the caller read.
-    pub etag: Option<i64>,
-    /// The ring the caller means to leave: another ring means someone else moved it.
-    pub from_ring: Option<Ring>,
 }
 
 /// Fields UpdateRingPolicy may change (`update_mask` paths).
@@ -314,7 +113,7 @@ const POLICY_FIELDS: &[&str] = &[
 ];
 
 /// `before` with the fields of `update` named by `paths` (all when empty), validated.
-fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[String]) -> ApiResult<RingPolicy> {
+fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[String]) -> AppResult<RingPolicy> {
     let mut v = Violations::new();
     let wanted = |field: &str| paths.is_empty() || paths.iter().any(|p| p == field);
     let mut after = before.clone();
@@ -392,47 +191,8 @@ fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[St
     Ok(after)
 }
 
-fn new_promotion(
-    d: &Deployment,
-    ctx: &ChangeContext,
-    request_id: Option<String>,
-    result: PromotionResult,
-) -> Promotion {
-    Promotion {
-        id: Uuid::new_v4(),
-        deployment_id: d.id,
-        from_ring: d.current_ring,
-        to_ring: None,
-        result,
-        gate: None,
-        actor: ctx.actor.clone(),
-        reason: ctx.reason.clone(),
-        correlation_id: ctx.correlation_id.clone(),
-        request_id,
-        created_at: ctx.now,
-    }
-}
-
-/// FAILED_PRECONDITION naming every failed check, with one
-/// `google.rpc.PreconditionFailure` violation per check.
-fn blocked(evaluation: &GateEvaluation) -> ApiError {
-    let failed: Vec<_> = evaluation.failed_checks().collect();
-    let message = format!(
-        "the gate to leave {} did not pass: {}",
-        evaluation.ring,
-        failed.iter().map(|c| c.message.as_str()).collect::<Vec<_>>().join("; ")
-    );
-    let violations = failed
-        .iter()
-        .map(|c| {
-            PreconditionViolation::new(
-                convert::check_kind_to_proto(c.kind).as_str_name(),
-                format!("ring/{}", evaluation.ring),
-                c.message.clone(),
-            )
-        })
-        .collect();
-    ApiError::GateBlocked { message, violations }
+fn shown(deployment: &Deployment, promotion: &Promotion) -> (pb::Deployment, pb::Promotion) {
+    (deployment_to_proto(deployment), promotion_to_proto(promotion))
 }
 
 fn ring_field(v: &mut Violations, field: &str, value: i32) -> Option<Ring> {
@@ -448,7 +208,7 @@ impl RingPromotionService for PromotionApi {
         let mut v = Violations::new();
         let ring = ring_field(&mut v, "ring", request.get_ref().ring);
         v.finish()?;
-        let policy = self.store.get_policy(ring.expect("validated")).await.map_err(ApiError::from)?;
+        let policy = self.app.policy(ring.expect("validated")).await?;
         Ok(Response::new(pb::GetRingPolicyResponse { policy: Some(policy_to_proto(&policy)) }))
     }
 
@@ -456,7 +216,7 @@ impl RingPromotionService for PromotionApi {
         &self,
         _request: Request<pb::ListRingPoliciesRequest>,
     ) -> Result<Response<pb::ListRingPoliciesResponse>, Status> {
-        let policies = self.store.list_policies().await.map_err(ApiError::from)?;
+        let policies = self.app.policies().await?;
         Ok(Response::new(pb::ListRingPoliciesResponse { policies: policies.iter().map(policy_to_proto).collect() }))
     }
 
@@ -475,10 +235,7 @@ impl RingPromotionService for PromotionApi {
         let mut v = Violations::new();
         let id = v.uuid("deployment_id", &request.get_ref().deployment_id);
         v.finish()?;
-        let deployment = self.store.get_deployment(id).await.map_err(ApiError::from)?;
-        let policy = self.store.get_policy(deployment.current_ring).await.map_err(ApiError::from)?;
-        let evaluation = gate::evaluate(&deployment, &policy, chrono::Utc::now());
-        self.metrics.gate_evaluated(&evaluation);
+        let evaluation = self.app.evaluate_gate(id, self.clock.now()).await?;
         Ok(Response::new(pb::EvaluatePromotionGateResponse {
             evaluation: Some(gate_to_proto(&request.get_ref().deployment_id, &evaluation)),
         }))
@@ -511,8 +268,7 @@ impl RingPromotionService for PromotionApi {
         v.finish()?;
         let filters_key = format!("promotions={id}");
         let after = page_token::decode(&req.page_token, &filters_key)?;
-        self.store.get_deployment(id).await.map_err(ApiError::from)?;
-        let page = self.store.list_promotions(id, after, limit).await.map_err(ApiError::from)?;
+        let page = self.app.promotions_of(id, after, limit).await?;
         Ok(Response::new(pb::ListPromotionsResponse {
             promotions: page.items.iter().map(promotion_to_proto).collect(),
             next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),

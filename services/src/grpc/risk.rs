@@ -1,8 +1,6 @@
 //! RiskModelService adapter, and the conversions of evidence packs, risk
 //! models and assessments between `eucora.v1` and the domain.
 
-use std::sync::Arc;
-
 use eucora::v1 as pb;
 use eucora::v1::risk_model_service_server::RiskModelService;
 use tonic::{Request, Response, Status};
@@ -10,10 +8,10 @@ use tonic::{Request, Response, Status};
 use super::change_context;
 use super::convert::timestamp;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use crate::app::{AppError, AppResult, RiskModels};
+use crate::clock::Clock;
+use crate::domain::ChangeContext;
 use crate::domain::risk::{Assessment, Evidence, Factor, FactorKind, RiskModel, SbomSummary, ScanCounts};
-use crate::error::{ApiError, ApiResult};
-use crate::store::Store;
-use crate::store::risk::ModelChange;
 
 const MAX_TAGS: usize = 20;
 const MAX_TAG_LEN: usize = 40;
@@ -156,7 +154,7 @@ fn model_to_proto(m: &RiskModel) -> pb::RiskModel {
     }
 }
 
-fn model_from_proto(m: &pb::RiskModel) -> ApiResult<RiskModel> {
+fn model_from_proto(m: &pb::RiskModel) -> AppResult<RiskModel> {
     let mut v = Violations::new();
     let factors = m
         .factors
@@ -194,22 +192,22 @@ fn model_from_proto(m: &pb::RiskModel) -> ApiResult<RiskModel> {
 /// The RiskModelService implementation.
 #[derive(Clone)]
 pub struct RiskApi {
-    store: Arc<Store>,
+    app: RiskModels,
+    clock: Clock,
 }
 
 impl RiskApi {
-    pub fn new(store: Arc<Store>) -> RiskApi {
-        RiskApi { store }
+    pub fn new(app: RiskModels, clock: Clock) -> RiskApi {
+        RiskApi { app, clock }
     }
-}
 
-fn model_change<T>(request: &Request<T>, actor: &str, reason: &str) -> ApiResult<ModelChange> {
-    let mut v = Violations::new();
-    let actor = v.optional_text("actor", actor, MAX_ACTOR_LEN);
-    let reason = v.optional_text("reason", reason, MAX_REASON_LEN);
-    v.finish()?;
-    let ctx = change_context(request, actor, reason);
-    Ok(ModelChange { actor: ctx.actor, reason: ctx.reason, correlation_id: ctx.correlation_id, at: ctx.now })
+    fn model_change<T>(&self, request: &Request<T>, actor: &str, reason: &str) -> AppResult<ChangeContext> {
+        let mut v = Violations::new();
+        let actor = v.optional_text("actor", actor, MAX_ACTOR_LEN);
+        let reason = v.optional_text("reason", reason, MAX_REASON_LEN);
+        v.finish()?;
+        Ok(change_context(&self.clock, request, actor, reason))
+    }
 }
 
 #[tonic::async_trait]
@@ -218,7 +216,7 @@ impl RiskModelService for RiskApi {
         &self,
         _request: Request<pb::ListRiskModelsRequest>,
     ) -> Result<Response<pb::ListRiskModelsResponse>, Status> {
-        let models = self.store.list_risk_models().await.map_err(ApiError::from)?;
+        let models = self.app.list().await?;
         Ok(Response::new(pb::ListRiskModelsResponse { models: models.iter().map(model_to_proto).collect() }))
     }
 
@@ -226,7 +224,7 @@ impl RiskModelService for RiskApi {
         &self,
         request: Request<pb::GetRiskModelRequest>,
     ) -> Result<Response<pb::GetRiskModelResponse>, Status> {
-        let model = self.store.get_risk_model(request.get_ref().version).await.map_err(ApiError::from)?;
+        let model = self.app.get(request.get_ref().version).await?;
         Ok(Response::new(pb::GetRiskModelResponse { model: Some(model_to_proto(&model)) }))
     }
 
@@ -236,11 +234,11 @@ impl RiskModelService for RiskApi {
     ) -> Result<Response<pb::CreateRiskModelResponse>, Status> {
         let req = request.get_ref();
         let Some(input) = req.model.as_ref() else {
-            return Err(ApiError::invalid("model", "is required").into());
+            return Err(AppError::invalid("model", "is required").into());
         };
         let model = model_from_proto(input)?;
-        let change = model_change(&request, &req.actor, &req.reason)?;
-        let created = self.store.create_risk_model(&model, &change).await.map_err(ApiError::from)?;
+        let ctx = self.model_change(&request, &req.actor, &req.reason)?;
+        let created = self.app.create(&model, &ctx).await?;
         Ok(Response::new(pb::CreateRiskModelResponse { model: Some(model_to_proto(&created)) }))
     }
 
@@ -249,9 +247,8 @@ impl RiskModelService for RiskApi {
         request: Request<pb::ActivateRiskModelRequest>,
     ) -> Result<Response<pb::ActivateRiskModelResponse>, Status> {
         let req = request.get_ref();
-        let change = model_change(&request, &req.actor, &req.reason)?;
-        let model = self.store.activate_risk_model(req.version, &change).await.map_err(ApiError::from)?;
-        tracing::info!(version = model.version, actor = %change.actor, "risk model activated");
+        let ctx = self.model_change(&request, &req.actor, &req.reason)?;
+        let model = self.app.activate(req.version, &ctx).await?;
         Ok(Response::new(pb::ActivateRiskModelResponse { model: Some(model_to_proto(&model)) }))
     }
 }

@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use tonic_types::FieldViolation;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::app::{AppError, FieldViolation};
 
 /// Longest free-text reason accepted.
 pub const MAX_REASON_LEN: usize = 2000;
@@ -135,21 +134,8 @@ impl Violations {
 
     /// # Errors
     /// INVALID_ARGUMENT listing every violation, when there is one.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(self.0)) }
-    }
-}
-
-/// ABORTED when the caller's etag is not the current revision of `what`.
-///
-/// # Errors
-/// The etag is stale.
-pub fn check_etag(etag: Option<i64>, current: i64, what: impl std::fmt::Display) -> Result<(), ApiError> {
-    match etag {
-        Some(etag) if etag != current => Err(ApiError::Aborted(format!(
-            "etag \"{etag}\" is stale: {what} is at \"{current}\"; get it again and retry"
-        ))),
-        _ => Ok(()),
+    pub fn finish(self) -> Result<(), AppError> {
+        if self.0.is_empty() { Ok(()) } else { Err(AppError::InvalidArgument(self.0)) }
     }
 }
 
@@ -176,7 +162,7 @@ mod tests {
         v.uuid("evidence_pack_id", "nope");
         v.etag("etag", "abc");
         v.page_size("page_size", -1, 50, 500);
-        let Err(ApiError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
+        let Err(AppError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["app_name", "version", "submitter", "evidence_pack_id", "etag", "page_size"]);
     }
@@ -193,7 +179,7 @@ mod tests {
         assert_eq!(v.duration("latency", Some(&mixed)), None);
         let negative = prost_types::Duration { seconds: -1, nanos: 0 };
         assert_eq!(v.duration("reset", Some(&negative)), None);
-        let Err(ApiError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
+        let Err(AppError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["reason", "actor_reason", "id", "timeout", "latency", "reset"]);
         assert_eq!(violations[0].description, "must not contain control characters (found U+0000)");

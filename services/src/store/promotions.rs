@@ -17,17 +17,9 @@ use super::connectors::OutboxWrite;
 use super::entity::{promotion, ring_policy, ring_policy_change};
 use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
 use crate::domain::{
-    CheckKind, Deployment, GateCheck, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicy,
+    ChangeContext, CheckKind, Deployment, GateCheck, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring,
+    RingPolicy,
 };
-
-/// Who changed a policy, why, and when.
-#[derive(Debug, Clone)]
-pub struct PolicyChange {
-    pub actor: String,
-    pub reason: String,
-    pub correlation_id: String,
-    pub at: DateTime<Utc>,
-}
 
 impl Store {
     /// The policies of every ring, in ring order.
@@ -69,14 +61,14 @@ impl Store {
         &self,
         before: &RingPolicy,
         after: &RingPolicy,
-        change: &PolicyChange,
+        change: &ChangeContext,
     ) -> StoreResult<RingPolicy> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
             let mut saved = after.clone();
             saved.revision = before.revision + 1;
-            saved.updated_at = change.at;
+            saved.updated_at = change.now;
             let updated = ring_policy::Entity::update_many()
                 .set(policy_row(&saved))
                 .filter(ring_policy::Column::Ring.eq(before.ring.as_label()))
@@ -94,7 +86,7 @@ impl Store {
                 correlation_id: Set(change.correlation_id.clone()),
                 before: Set(policy_json(before).to_string()),
                 after: Set(policy_json(&saved).to_string()),
-                created_at: Set(change.at),
+                created_at: Set(change.now),
             };
             ring_policy_change::Entity::insert(audit).exec_without_returning(&txn).await?;
             txn.commit().await?;

@@ -7,17 +7,8 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 
 use super::entity::{deployment, risk_model, risk_model_event};
 use super::{Store, StoreError, StoreResult};
-use crate::domain::DeploymentStatus;
 use crate::domain::risk::{Factor, History, RiskModel};
-
-/// Who changed the risk models, why, and when.
-#[derive(Debug, Clone)]
-pub struct ModelChange {
-    pub actor: String,
-    pub reason: String,
-    pub correlation_id: String,
-    pub at: DateTime<Utc>,
-}
+use crate::domain::{ChangeContext, DeploymentStatus};
 
 impl Store {
     /// The model that scores new deployments.
@@ -65,7 +56,7 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn create_risk_model(&self, model: &RiskModel, change: &ModelChange) -> StoreResult<RiskModel> {
+    pub async fn create_risk_model(&self, model: &RiskModel, change: &ChangeContext) -> StoreResult<RiskModel> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
@@ -73,7 +64,7 @@ impl Store {
             let mut created = model.clone();
             created.version = latest.map_or(1, |row| row.version + 1);
             created.active = false;
-            created.created_at = change.at;
+            created.created_at = change.now;
             created.activated_at = None;
             let row = risk_model::ActiveModel {
                 version: Set(created.version),
@@ -96,7 +87,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::RiskModelNotFound`] or database failures.
-    pub async fn activate_risk_model(&self, version: i32, change: &ModelChange) -> StoreResult<RiskModel> {
+    pub async fn activate_risk_model(&self, version: i32, change: &ChangeContext) -> StoreResult<RiskModel> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
@@ -108,7 +99,7 @@ impl Store {
                 .await?;
             risk_model::Entity::update_many()
                 .col_expr(risk_model::Column::Active, true.into())
-                .col_expr(risk_model::Column::ActivatedAt, change.at.into())
+                .col_expr(risk_model::Column::ActivatedAt, change.now.into())
                 .filter(risk_model::Column::Version.eq(version))
                 .exec(&txn)
                 .await?;
@@ -160,7 +151,7 @@ async fn audit(
     conn: &impl sea_orm::ConnectionTrait,
     version: i32,
     action: &str,
-    change: &ModelChange,
+    change: &ChangeContext,
 ) -> StoreResult<()> {
     let row = risk_model_event::ActiveModel {
         seq: NotSet,
@@ -169,7 +160,7 @@ async fn audit(
         actor: Set(change.actor.clone()),
         reason: Set(change.reason.clone()),
         correlation_id: Set(change.correlation_id.clone()),
-        created_at: Set(change.at),
+        created_at: Set(change.now),
     };
     risk_model_event::Entity::insert(row).exec_without_returning(conn).await?;
     Ok(())

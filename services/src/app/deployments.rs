@@ -1,0 +1,482 @@
+//! Deployment use-cases: create (scored, idempotent), read with the next
+//! action, lifecycle mutations with optimistic concurrency, outcome reports,
+//! the audit trail and its live feed, and the outbox that hands work to
+//! connectors once the decision recording it is durable.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{AppError, AppResult, check_etag};
+use crate::clock::Clock;
+use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
+use crate::domain::{
+    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Handover,
+    NewDeployment, NewEvent, Outcome, Ring, controller, gate,
+};
+use crate::metrics::DeploymentMetrics;
+use crate::store::connectors::{DispatchRecord, OutboxWrite};
+use crate::store::{CreateOutcome, DeploymentFilter, Page, Store, StoreError, StoredEvent};
+
+/// Queued deliveries retried per round.
+const PENDING_BATCH: u64 = 100;
+/// Retries of a mutation without etag that lost a race to a concurrent one.
+const MAX_MUTATION_ATTEMPTS: usize = 8;
+
+/// Deployment use-cases over one store and one set of connectors.
+#[derive(Clone)]
+pub struct Deployments {
+    store: Arc<Store>,
+    metrics: DeploymentMetrics,
+    connectors: Arc<Connectors>,
+    clock: Clock,
+    shutdown: CancellationToken,
+    /// One per open watch, so that watchers cannot take all memory.
+    watch_permits: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
+}
+
+/// A deployment as shown to callers: with its current ring's gate as of now
+/// and what the rollout controller will do next (and when).
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub deployment: Deployment,
+    pub gate: GateEvaluation,
+    pub next_action: String,
+    pub next_action_time: Option<DateTime<Utc>>,
+}
+
+/// An open watch: the committed-event feed, and its place among the open ones.
+pub struct Watch {
+    pub feed: broadcast::Receiver<Arc<StoredEvent>>,
+    /// Only this deployment's events, when set.
+    pub deployment: Option<Uuid>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Work a call in this process has queued and is delivering: the dispatcher
+/// leaves it to that call rather than deliver it alongside.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<HashSet<DispatchKey>>);
+
+type DispatchKey = (Uuid, Ring, &'static str);
+
+impl InFlight {
+    /// None while another call holds the same work.
+    fn claim(self: &Arc<Self>, record: &DispatchRecord) -> Option<Claim> {
+        let key = (record.deployment_id, record.ring, record.operation);
+        let fresh = self.0.lock().expect("in-flight set").insert(key);
+        fresh.then(|| Claim { in_flight: self.clone(), key })
+    }
+}
+
+/// Held from before the decision that queues the work is saved until its
+/// delivery has been recorded.
+pub(crate) struct Claim {
+    in_flight: Arc<InFlight>,
+    key: DispatchKey,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.in_flight.0.lock().expect("in-flight set").remove(&self.key);
+    }
+}
+
+/// Work to hand to a connector once the decision that queues it is durable.
+pub(crate) struct Queued {
+    pub record: DispatchRecord,
+    pub handover: Handover,
+    /// None when a concurrent call already claimed the same work.
+    _claim: Option<Claim>,
+}
+
+impl Deployments {
+    /// `shutdown` ends open WatchDeployments streams; at most `max_watch_streams` are open at once.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: DeploymentMetrics,
+        connectors: Arc<Connectors>,
+        clock: Clock,
+        shutdown: CancellationToken,
+        max_watch_streams: usize,
+    ) -> Deployments {
+        let watch_permits = Arc::new(Semaphore::new(max_watch_streams));
+        Deployments { store, metrics, connectors, clock, shutdown, watch_permits, in_flight: Arc::default() }
+    }
+
+    /// The clock every decision of this layer reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Ends open watches when the server shuts down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Creates a deployment scored by the active risk model, or, for a retry
+    /// with the same `request_id` and content, returns the one created first.
+    ///
+    /// # Errors
+    /// ALREADY_EXISTS when `request_id` was used with other content;
+    /// INVALID_ARGUMENT or FAILED_PRECONDITION for a named connector that
+    /// does not fit; database failures.
+    pub async fn create(&self, request_id: &str, mut new: NewDeployment, ctx: &ChangeContext) -> AppResult<Deployment> {
+        if let Some(name) = &new.connector_name {
+            self.check_named_connector(name, new.connector_type).await?;
+        }
+        let fingerprint = fingerprint(&new);
+        // Scoring reads the active model and two indexed counts; the create itself stays one transaction.
+        let model = self.store.active_risk_model().await?;
+        let history = self.store.app_history(&new.app_name, ctx.now).await?;
+        new.assessment = Some(crate::domain::risk::assess(&model, &new.evidence, new.target_ring, history));
+        let (deployment, events) = Deployment::create(Uuid::new_v4(), new, ctx);
+        match self.store.create_deployment(request_id, &fingerprint, &deployment, &events).await? {
+            CreateOutcome::Created(deployment) => {
+                self.metrics.committed(&deployment, &events);
+                Ok(deployment)
+            }
+            CreateOutcome::Existing { deployment, fingerprint: existing } if existing == fingerprint => Ok(deployment),
+            CreateOutcome::Existing { deployment, .. } => Err(AppError::AlreadyExists(format!(
+                "request_id {request_id:?} was already used for deployment {} with different content; use a new request_id",
+                deployment.id
+            ))),
+        }
+    }
+
+    /// One deployment as shown, with its current gate and next action.
+    ///
+    /// # Errors
+    /// NOT_FOUND; database failures.
+    pub async fn get(&self, id: Uuid) -> AppResult<Shown> {
+        let deployment = self.store.get_deployment(id).await?;
+        let shown = self.shown(vec![deployment]).await?;
+        Ok(shown.into_iter().next().expect("one in, one out"))
+    }
+
+    /// A page of deployments matching `filter`, after the `after` key.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list(&self, filter: &DeploymentFilter, after: Option<i64>, limit: u64) -> AppResult<Page<Shown>> {
+        let page = self.store.list_deployments(filter, after, limit).await?;
+        let Page { items, keys, next_after } = page;
+        Ok(Page { items: self.shown(items).await?, keys, next_after })
+    }
+
+    /// Deployments with what the rollout controller will do next, judged now.
+    async fn shown(&self, deployments: Vec<Deployment>) -> AppResult<Vec<Shown>> {
+        let policies = self.store.list_policies().await?;
+        let now = self.clock.now();
+        Ok(deployments
+            .into_iter()
+            .map(|deployment| {
+                let policy = &policies[usize::from(deployment.current_ring.number())];
+                let gate = gate::evaluate(&deployment, policy, now);
+                let (next_action, next_action_time) =
+                    controller::decide(&deployment, policy, &gate, now).explain(&deployment);
+                Shown { deployment, gate, next_action, next_action_time }
+            })
+            .collect())
+    }
+
+    /// The audit trail of one deployment, a page at a time.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn events(&self, id: Uuid, after: Option<i64>, limit: u64) -> AppResult<Page<StoredEvent>> {
+        Ok(self.store.list_events(id, after, limit).await?)
+    }
+
+    /// A feed of every event committed from now on, for one deployment
+    /// (`Some`) or all; at most `--max-watch-streams` are open at once.
+    ///
+    /// # Errors
+    /// NOT_FOUND for an unknown deployment; RESOURCE_EXHAUSTED when too many are open.
+    pub async fn watch(&self, deployment: Option<Uuid>) -> AppResult<Watch> {
+        if let Some(id) = deployment {
+            self.store.get_deployment(id).await?;
+        }
+        let permit = self.watch_permits.clone().try_acquire_owned().map_err(|_| {
+            AppError::ResourceExhausted(
+                "too many WatchDeployments streams are open on this server; retry later or close an idle one".into(),
+            )
+        })?;
+        // Subscribed before the call is answered: every event committed after it reaches the watcher.
+        Ok(Watch { feed: self.store.subscribe(), deployment, _permit: permit })
+    }
+
+    /// Starts a created (or approved) deployment in its first ring, handing
+    /// the work to its connector once the decision is durable. A retried
+    /// start whose work is still queued delivers it.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION from the state machine or the connector; ABORTED for a stale etag.
+    pub async fn start(&self, id: Uuid, etag: Option<i64>, ctx: &ChangeContext) -> AppResult<Deployment> {
+        let current = self.store.get_deployment(id).await?;
+        check_etag(etag, current.revision, format_args!("deployment {}", current.id))?;
+        if current.status == DeploymentStatus::Deploying
+            && let Some((record, Delivery::Pending)) =
+                self.store.find_dispatch(current.id, current.current_ring, "deploy").await?
+        {
+            return self.deliver(&current, &record, ctx).await;
+        }
+        // Refuse before anything reaches the connector.
+        current.status.check_transition(DeploymentStatus::Deploying).map_err(DeploymentError::from)?;
+        let queued = self.queue(&current, current.current_ring, Operation::Deploy).await?;
+        let outbox = Some(OutboxWrite::Queue(&queued.record));
+        let started = self.mutate_with(id, etag, ctx, outbox, |d, ctx| d.start(&queued.handover, ctx)).await?;
+        // The connector hears of the work only once the decision is durable.
+        self.deliver(&started, &queued.record, ctx).await
+    }
+
+    /// Records device counts for a ring, judged against its policy
+    /// (`correction` replaces counts that were wrong, and may lower them).
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION from the domain rules; ABORTED for a stale etag.
+    pub async fn record_outcome(
+        &self,
+        id: Uuid,
+        etag: Option<i64>,
+        outcome: Outcome,
+        correction: bool,
+        ctx: &ChangeContext,
+    ) -> AppResult<Deployment> {
+        let policy = self.store.get_policy(outcome.ring).await?;
+        match correction {
+            false => self.mutate(id, etag, ctx, |d, ctx| d.report_outcome(outcome, &policy, ctx)).await,
+            true => self.mutate(id, etag, ctx, |d, ctx| d.correct_outcome(outcome, &policy, ctx)).await,
+        }
+    }
+
+    /// A create that names its connector must name one that exists, of its type.
+    async fn check_named_connector(&self, name: &str, connector_type: ConnectorType) -> AppResult<()> {
+        match self.store.get_connector(name).await {
+            Ok(def) if def.connector_type == connector_type => Ok(()),
+            Ok(def) => Err(AppError::invalid(
+                "connector_name",
+                format!(
+                    "connector {name:?} is of type {}, not {}",
+                    def.connector_type.as_label(),
+                    connector_type.as_label()
+                ),
+            )),
+            Err(StoreError::ConnectorNotFound(_)) => Err(AppError::FailedPrecondition(format!(
+                "connector_name {name:?} names no connector; create it first or leave connector_name empty"
+            ))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The outbox row handing `operation` in `ring` to the deployment's
+    /// connector, and the handover its decision records. Nothing is called:
+    /// the row is saved with the decision, then [`Deployments::deliver`]ed
+    /// by the caller, which holds the work until then.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION when no enabled connector fits.
+    pub(crate) async fn queue(&self, deployment: &Deployment, ring: Ring, operation: Operation) -> AppResult<Queued> {
+        let record = self.connectors.queue(deployment, ring, operation).await?;
+        let handover = Handover { connector: record.connector_name.clone(), object_id: None, device_count: None };
+        let claim = self.in_flight.claim(&record);
+        Ok(Queued { record, handover, _claim: claim })
+    }
+
+    /// Delivers work whose decision is committed, and records how it went:
+    /// delivered; failed transiently (it stays queued, and is retried every
+    /// `--delivery-retry-interval`); or refused, which fails a live
+    /// deployment with the connector's answer in its audit trail.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION when the connector refused the work; database failures.
+    /// `deployment` is any stored version of it (the work names its app and version).
+    pub(crate) async fn deliver(
+        &self,
+        deployment: &Deployment,
+        record: &DispatchRecord,
+        ctx: &ChangeContext,
+    ) -> AppResult<Deployment> {
+        let id = record.deployment_id;
+        let ring = record.ring;
+        let name = record.connector_name.as_str();
+        match self.connectors.deliver(deployment, record).await {
+            Ok(deployed) => {
+                let delivered = DispatchRecord { object_id: deployed.object_id.clone(), ..record.clone() };
+                let handover = Handover {
+                    connector: name.to_owned(),
+                    object_id: deployed.object_id,
+                    device_count: deployed.device_count,
+                };
+                let settle = OutboxWrite::Settle(&delivered, Delivery::Delivered);
+                self.mutate_with(id, None, ctx, Some(settle), |d, ctx| Ok(d.delivered(ring, &handover, ctx))).await
+            }
+            Err(DispatchError::Permanent { message, .. }) => {
+                let settle = OutboxWrite::Settle(record, Delivery::Refused);
+                let refused =
+                    self.mutate_with(id, None, ctx, Some(settle), |d, ctx| {
+                        Ok(d.delivery_refused(ring, name, &message, ctx))
+                    })
+                    .await?;
+                Err(AppError::FailedPrecondition(format!(
+                    "connector {name:?} refused to {} in {ring}: {message}; the deployment is now {}",
+                    record.operation, refused.status
+                )))
+            }
+            Err(
+                err @ (DispatchError::Transient { .. } | DispatchError::Open { .. } | DispatchError::NoConnector(_)),
+            ) => {
+                let error = err.to_string();
+                tracing::warn!(deployment = %id, connector = name, %error, "delivery failed; it stays queued");
+                self.mutate_with(id, None, ctx, None, |d, ctx| Ok(d.delivery_failed(ring, name, &error, ctx))).await
+            }
+            Err(DispatchError::Store(err)) => Err(err.into()),
+        }
+    }
+
+    /// Delivers what is still queued (a first attempt failed, or the server
+    /// stopped in between), oldest first.
+    pub async fn deliver_pending(&self) {
+        let pending = match self.store.pending_dispatches(PENDING_BATCH).await {
+            Ok(pending) => pending,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing queued deliveries");
+                return;
+            }
+        };
+        for record in pending {
+            let Some(_claim) = self.in_flight.claim(&record) else { continue };
+            let ctx = self.clock.context("dispatcher".to_owned(), String::new(), None);
+            let delivered = match self.store.get_deployment(record.deployment_id).await {
+                Ok(deployment) => self.deliver(&deployment, &record, &ctx).await,
+                Err(err) => Err(err.into()),
+            };
+            if let Err(err) = delivered {
+                tracing::info!(deployment = %record.deployment_id, error = %err, "queued delivery not completed");
+            }
+        }
+    }
+
+    /// Applies outcomes a connector reported on its own, as ReportRingOutcome
+    /// would. A report can overtake the commit of the dispatch it answers
+    /// (the ring has not started yet), or meet a database hiccup: then it is
+    /// retried for a few seconds rather than lost.
+    pub async fn record_reported_outcome(&self, reported: ReportedOutcome) {
+        const ATTEMPTS: u32 = 30;
+        for attempt in 1..=ATTEMPTS {
+            match self.apply_reported_outcome(&reported).await {
+                Err(AppError::Unavailable(_) | AppError::Aborted(_)) if attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(AppError::FailedPrecondition(_)) if attempt < ATTEMPTS && self.may_apply_later(&reported).await => {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(err) => {
+                    // The deployment moved on (e.g. rolled back) before the report arrived.
+                    tracing::info!(deployment = %reported.deployment_id, error = %err, "connector outcome not applied");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Whether a refused report may apply on another try: the ring has not
+    /// started yet, or started since and holds lower counts (or the
+    /// deployment cannot be read right now).
+    async fn may_apply_later(&self, reported: &ReportedOutcome) -> bool {
+        let counts = reported.counts;
+        match self.store.get_deployment(reported.deployment_id).await {
+            Ok(d) => {
+                !d.status.is_terminal()
+                    && d.current_ring <= reported.ring
+                    && d.progress(reported.ring).is_none_or(|p| {
+                        p.success_count <= counts.success_count
+                            && p.failure_count <= counts.failure_count
+                            && (p.success_count, p.failure_count) != (counts.success_count, counts.failure_count)
+                    })
+            }
+            Err(err) => !matches!(err, StoreError::NotFound(_)),
+        }
+    }
+
+    async fn apply_reported_outcome(&self, reported: &ReportedOutcome) -> AppResult<Deployment> {
+        let ctx = self.clock.context(format!("connector:{}", reported.connector), String::new(), None);
+        let outcome = Outcome {
+            ring: reported.ring,
+            success_count: reported.counts.success_count,
+            failure_count: reported.counts.failure_count,
+            rollback_validated: reported.rollback_validated,
+        };
+        self.record_outcome(reported.deployment_id, None, outcome, false, &ctx).await
+    }
+
+    /// Reads, mutates and saves a deployment. With an etag, a stale read is
+    /// ABORTED; without one, a lost race is retried on fresh state so that the
+    /// rules are always checked against what is stored.
+    pub async fn mutate(
+        &self,
+        id: Uuid,
+        etag: Option<i64>,
+        ctx: &ChangeContext,
+        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
+    ) -> AppResult<Deployment> {
+        self.mutate_with(id, etag, ctx, None, change).await
+    }
+
+    /// [`Deployments::mutate`], writing `outbox` in the same transaction
+    /// (saved even when the change records no event).
+    async fn mutate_with(
+        &self,
+        id: Uuid,
+        etag: Option<i64>,
+        ctx: &ChangeContext,
+        outbox: Option<OutboxWrite<'_>>,
+        change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
+    ) -> AppResult<Deployment> {
+        for _ in 0..MAX_MUTATION_ATTEMPTS {
+            let mut deployment = self.store.get_deployment(id).await?;
+            check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
+            let events = change(&mut deployment, ctx)?;
+            let saved = match outbox {
+                // Settled already (the ring's delivery state and the outbox row commit together).
+                None | Some(OutboxWrite::Settle(..)) if events.is_empty() => return Ok(deployment),
+                Some(outbox) => self.store.save_deployment_with(&deployment, &events, outbox).await,
+                None => self.store.save_deployment(&deployment, &events).await,
+            };
+            match saved {
+                Ok(saved) => {
+                    self.metrics.committed(&saved, &events);
+                    return Ok(saved);
+                }
+                Err(StoreError::RevisionConflict { .. }) if etag.is_none() => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(AppError::Aborted(format!("deployment {id} is changing too fast; retry")))
+    }
+}
+
+/// Hash of a create request's content: equal for a retry, different for a
+/// reuse of the request id with other content.
+fn fingerprint(new: &NewDeployment) -> String {
+    let canonical = serde_json::json!([
+        new.app_name,
+        new.version,
+        new.connector_type.as_label(),
+        new.connector_name,
+        new.target_ring.as_label(),
+        new.evidence_pack_id.to_string(),
+        new.submitter,
+        new.site_class.as_label(),
+        new.evidence,
+    ]);
+    Sha256::digest(canonical.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}

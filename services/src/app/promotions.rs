@@ -1,0 +1,296 @@
+//! Promotion use-cases: ring policies, gate evaluation, promotion (exactly
+//! once per ring step, idempotent by request id) and rollback.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{AppError, AppResult, Deployments, check_etag};
+use crate::connectors::Operation;
+use crate::domain::{
+    ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult, Ring,
+    RingPolicy, gate,
+};
+use crate::metrics::DeploymentMetrics;
+use crate::store::connectors::OutboxWrite;
+use crate::store::{Page, Store, StoreError};
+
+/// Retries of a rollback or policy update without etag that lost a race.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Promotion use-cases.
+#[derive(Clone)]
+pub struct Promotions {
+    store: Arc<Store>,
+    metrics: DeploymentMetrics,
+    /// Hands work to connectors and fails deployments they refuse.
+    deployments: Deployments,
+}
+
+impl Promotions {
+    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics, deployments: Deployments) -> Promotions {
+        Promotions { store, metrics, deployments }
+    }
+
+    /// # Errors
+    /// Database failures.
+    pub async fn policy(&self, ring: Ring) -> AppResult<RingPolicy> {
+        Ok(self.store.get_policy(ring).await?)
+    }
+
+    /// # Errors
+    /// Database failures.
+    pub async fn policies(&self) -> AppResult<Vec<RingPolicy>> {
+        Ok(self.store.list_policies().await?)
+    }
+
+    /// Changes `ring`'s policy to what `change` makes of the stored one,
+    /// recording who and why; without an etag a lost race is retried.
+    ///
+    /// # Errors
+    /// ABORTED for a stale etag; whatever `change` refuses; database failures.
+    pub async fn update_policy(
+        &self,
+        ring: Ring,
+        etag: Option<i64>,
+        ctx: &ChangeContext,
+        change: impl Fn(&RingPolicy) -> AppResult<RingPolicy>,
+    ) -> AppResult<RingPolicy> {
+        for _ in 0..MAX_ATTEMPTS {
+            let before = self.store.get_policy(ring).await?;
+            check_etag(etag, before.revision, format_args!("the {ring} policy"))?;
+            let after = change(&before)?;
+            match self.store.update_policy(&before, &after, ctx).await {
+                Ok(saved) => {
+                    self.metrics.policies_changed();
+                    return Ok(saved);
+                }
+                Err(StoreError::PolicyConflict { .. }) if etag.is_none() => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(AppError::Aborted(format!("the {ring} policy is changing too fast; retry")))
+    }
+
+    /// The gate of the deployment's current ring, judged at `ctx`'s time.
+    ///
+    /// # Errors
+    /// NOT_FOUND; database failures.
+    pub async fn evaluate_gate(&self, id: Uuid, now: chrono::DateTime<chrono::Utc>) -> AppResult<GateEvaluation> {
+        let deployment = self.store.get_deployment(id).await?;
+        let policy = self.store.get_policy(deployment.current_ring).await?;
+        let evaluation = gate::evaluate(&deployment, &policy, now);
+        self.metrics.gate_evaluated(&evaluation);
+        Ok(evaluation)
+    }
+
+    /// The promotions and rollbacks of one deployment, a page at a time.
+    ///
+    /// # Errors
+    /// NOT_FOUND; database failures.
+    pub async fn promotions_of(&self, id: Uuid, after: Option<i64>, limit: u64) -> AppResult<Page<Promotion>> {
+        self.store.get_deployment(id).await?;
+        Ok(self.store.list_promotions(id, after, limit).await?)
+    }
+
+    /// The answer to a call whose request id already has a recorded result.
+    async fn replay(
+        &self,
+        deployment_id: Uuid,
+        recorded: Promotion,
+        expected: &[PromotionResult],
+    ) -> AppResult<(Deployment, Promotion)> {
+        if recorded.deployment_id != deployment_id || !expected.contains(&recorded.result) {
+            return Err(AppError::AlreadyExists(format!(
+                "request_id {:?} was already used for another call (deployment {}, {}); use a new request_id",
+                recorded.request_id.as_deref().unwrap_or_default(),
+                recorded.deployment_id,
+                recorded.result.as_label()
+            )));
+        }
+        if let (PromotionResult::Blocked, Some(gate)) = (recorded.result, &recorded.gate) {
+            return Err(blocked(gate));
+        }
+        let deployment = self.store.get_deployment(deployment_id).await?;
+        Ok((deployment, recorded))
+    }
+
+    /// Promotes one step as `ctx.actor` (an operator's call or the controller).
+    ///
+    /// # Errors
+    /// As PromoteDeployment.
+    pub async fn promote_as(&self, step: Step, ctx: &ChangeContext) -> AppResult<(Deployment, Promotion)> {
+        let Step { id, request_id, etag, from_ring } = step;
+        let ctx = ctx.clone();
+        let expected = [PromotionResult::Promoted, PromotionResult::Blocked];
+        if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
+            return self.replay(id, recorded, &expected).await;
+        }
+        let mut deployment = self.store.get_deployment(id).await?;
+        check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
+        if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
+            return Err(DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into());
+        }
+        if deployment.status != DeploymentStatus::Deploying {
+            return Err(DeploymentError::NotPromotable { status: deployment.status }.into());
+        }
+        let policy = self.store.get_policy(deployment.current_ring).await?;
+        let evaluation = gate::evaluate(&deployment, &policy, ctx.now);
+        self.metrics.gate_evaluated(&evaluation);
+        let mut promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::Promoted);
+        promotion.to_ring = evaluation.next_ring;
+        promotion.gate = Some(evaluation.clone());
+
+        if !evaluation.passed {
+            promotion.result = PromotionResult::Blocked;
+            promotion.to_ring = evaluation.next_ring;
+            return match self.store.record_blocked_promotion(&promotion).await {
+                Ok(()) => {
+                    self.metrics.promotion(&promotion);
+                    Err(blocked(&evaluation))
+                }
+                Err(StoreError::RequestIdTaken(_)) => self.replay_raced(id, request_id, &expected).await,
+                Err(err) => Err(err.into()),
+            };
+        }
+
+        let queued = match evaluation.next_ring {
+            Some(next) => Some(self.deployments.queue(&deployment, next, Operation::Deploy).await?),
+            None => None,
+        };
+        let events = deployment.promote(&evaluation, queued.as_ref().map(|q| &q.handover), &ctx)?;
+        let outbox = queued.as_ref().map(|q| OutboxWrite::Queue(&q.record));
+        match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
+            Ok(saved) => {
+                self.metrics.committed(&saved, &events);
+                self.metrics.promotion(&promotion);
+                // The next ring's connector hears of it only once the promotion is durable.
+                let shown = match &queued {
+                    Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
+                    None => saved,
+                };
+                Ok((shown, promotion))
+            }
+            Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {
+                self.replay_raced(id, request_id, &expected).await
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// After losing a race: the winner's result when it carried our request
+    /// id (a concurrent retry), ABORTED otherwise.
+    async fn replay_raced(
+        &self,
+        id: Uuid,
+        request_id: Option<String>,
+        expected: &[PromotionResult],
+    ) -> AppResult<(Deployment, Promotion)> {
+        if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
+            return self.replay(id, recorded, expected).await;
+        }
+        let now = self.store.get_deployment(id).await?;
+        Err(AppError::Aborted(format!(
+            "a concurrent change won: deployment {id} is now {} in {}; read it again and retry",
+            now.status, now.current_ring
+        )))
+    }
+
+    async fn recorded(&self, request_id: Option<&str>) -> AppResult<Option<Promotion>> {
+        match request_id {
+            Some(request_id) => Ok(self.store.find_promotion(request_id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Rolls back as `ctx.actor` (an operator's call or the controller), with `ctx.reason`.
+    ///
+    /// # Errors
+    /// As RollbackDeployment.
+    pub async fn roll_back_as(&self, step: Step, ctx: &ChangeContext) -> AppResult<(Deployment, Promotion)> {
+        let Step { id, request_id, etag, from_ring } = step;
+        let ctx = ctx.clone();
+        let expected = [PromotionResult::RolledBack];
+        if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
+            return self.replay(id, recorded, &expected).await;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let mut deployment = self.store.get_deployment(id).await?;
+            check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
+            if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
+                return Err(
+                    DeploymentError::RingMoved { expected: expected_ring, current: deployment.current_ring }.into()
+                );
+            }
+            let promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::RolledBack);
+            deployment.status.check_transition(DeploymentStatus::RolledBack).map_err(DeploymentError::from)?;
+            let removal = match deployment.rings.is_empty() {
+                true => None,
+                false => {
+                    let ring = deployment.current_ring;
+                    Some(self.deployments.queue(&deployment, ring, Operation::Remove).await?)
+                }
+            };
+            let events = deployment.roll_back(removal.as_ref().map(|q| &q.handover), &ctx)?;
+            let outbox = removal.as_ref().map(|q| OutboxWrite::Queue(&q.record));
+            match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
+                Ok(saved) => {
+                    self.metrics.committed(&saved, &events);
+                    self.metrics.promotion(&promotion);
+                    // The removal reaches the connector only once the rollback is durable.
+                    let shown = match &removal {
+                        Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
+                        None => saved,
+                    };
+                    return Ok((shown, promotion));
+                }
+                Err(StoreError::RevisionConflict { .. }) if etag.is_none() && request_id.is_none() => continue,
+                Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {
+                    return self.replay_raced(id, request_id, &expected).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(AppError::Aborted(format!("deployment {id} is changing too fast; retry")))
+    }
+}
+
+/// Which deployment step a promotion or rollback is about.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: Uuid,
+    /// Client-chosen idempotency key.
+    pub request_id: Option<String>,
+    /// The revision the caller read.
+    pub etag: Option<i64>,
+    /// The ring the caller means to leave: another ring means someone else moved it.
+    pub from_ring: Option<Ring>,
+}
+
+fn new_promotion(
+    d: &Deployment,
+    ctx: &ChangeContext,
+    request_id: Option<String>,
+    result: PromotionResult,
+) -> Promotion {
+    Promotion {
+        id: Uuid::new_v4(),
+        deployment_id: d.id,
+        from_ring: d.current_ring,
+        to_ring: None,
+        result,
+        gate: None,
+        actor: ctx.actor.clone(),
+        reason: ctx.reason.clone(),
+        correlation_id: ctx.correlation_id.clone(),
+        request_id,
+        created_at: ctx.now,
+    }
+}
+
+/// FAILED_PRECONDITION naming every failed check.
+fn blocked(evaluation: &GateEvaluation) -> AppError {
+    let failed: Vec<_> = evaluation.failed_checks().map(|c| c.message.as_str()).collect();
+    let message = format!("the gate to leave {} did not pass: {}", evaluation.ring, failed.join("; "));
+    AppError::GateBlocked { message, evaluation: Box::new(evaluation.clone()) }
+}
