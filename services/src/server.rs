@@ -182,7 +182,8 @@ pub async fn serve(
         .build_v1alpha()?;
 
     if let Some(simulator) = options.simulator_connectors {
-        connectors::ensure_simulators(&store, simulator).await?;
+        let ctx = options.clock.context("system".to_owned(), "--simulator-connectors".to_owned(), None);
+        connectors::ensure_simulators(&store, simulator, &ctx).await?;
     }
     let metrics = DeploymentMetrics::new(telemetry.catalog.clone());
     let (outcomes_tx, outcomes_rx) = mpsc::channel(1024);

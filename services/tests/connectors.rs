@@ -26,7 +26,11 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-on_every_backend!(the_registry_validates_and_never_echoes_secrets, a_simulator_rollout_runs_from_lab_to_global);
+on_every_backend!(
+    the_registry_validates_and_never_echoes_secrets,
+    creates_are_idempotent_on_their_request_id,
+    a_simulator_rollout_runs_from_lab_to_global
+);
 
 fn connectors(server: &TestServer) -> ConnectorServiceClient<Channel> {
     ConnectorServiceClient::new(server.channel.clone())
@@ -35,7 +39,7 @@ fn connectors(server: &TestServer) -> ConnectorServiceClient<Channel> {
 fn http_connector(name: &str, endpoint: &str) -> pb::Connector {
     pb::Connector {
         name: name.into(),
-        r#type: pb::ConnectorType::Ansible.into(),
+        connector_type: pb::ConnectorType::Ansible.into(),
         driver: pb::ConnectorDriver::Http.into(),
         endpoint: endpoint.into(),
         auth_token: "s3cret-token".into(),
@@ -50,7 +54,7 @@ fn http_connector(name: &str, endpoint: &str) -> pb::Connector {
 }
 
 async fn create_connector(client: &mut ConnectorServiceClient<Channel>, connector: pb::Connector) -> pb::Connector {
-    let request = pb::CreateConnectorRequest { connector: Some(connector), request_id: String::new() };
+    let request = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
     client.create_connector(request).await.unwrap().into_inner().connector.unwrap()
 }
 
@@ -64,7 +68,8 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
 
     // The prober may have recorded health in between: compare the definition.
     let without_health = |c: pb::Connector| pb::Connector { health: None, ..c };
-    let fetched = client.get_connector(pb::GetConnectorRequest { name: "ansible-prod".into() }).await.unwrap();
+    let fetched =
+        client.get_connector(pb::GetConnectorRequest { connector_name: "ansible-prod".into() }).await.unwrap();
     assert_eq!(without_health(fetched.into_inner().connector.unwrap()), without_health(created.clone()));
     let listed = client.list_connectors(pb::ListConnectorsRequest::default()).await.unwrap().into_inner();
     assert!(listed.connectors.iter().all(|c| c.auth_token.is_empty()));
@@ -84,7 +89,10 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
     assert_eq!(names.len(), 6);
     assert!(rest.next_page_token.is_empty());
     let ansible_only = client
-        .list_connectors(pb::ListConnectorsRequest { r#type: pb::ConnectorType::Ansible.into(), ..Default::default() })
+        .list_connectors(pb::ListConnectorsRequest {
+            connector_type: pb::ConnectorType::Ansible.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -92,22 +100,29 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
 
     let duplicate = pb::CreateConnectorRequest {
         connector: Some(http_connector("ansible-prod", "http://x")),
-        request_id: String::new(),
+        ..Default::default()
     };
     assert_code(client.create_connector(duplicate).await, Code::AlreadyExists);
     let bad = pb::Connector { name: "Bad Name".into(), endpoint: String::new(), ..http_connector("x", "") };
     let status = assert_code(
-        client.create_connector(pb::CreateConnectorRequest { connector: Some(bad), request_id: String::new() }).await,
+        client.create_connector(pb::CreateConnectorRequest { connector: Some(bad), ..Default::default() }).await,
         Code::InvalidArgument,
     );
     let fields: Vec<_> =
         status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
     assert_eq!(fields, ["connector.name", "connector.endpoint"]);
 
+    // The etag lives on the resource in an update.
     let update = pb::UpdateConnectorRequest {
-        connector: Some(pb::Connector { name: "ansible-prod".into(), enabled: false, ..Default::default() }),
+        connector: Some(pb::Connector {
+            name: "ansible-prod".into(),
+            enabled: false,
+            etag: created.etag.clone(),
+            ..Default::default()
+        }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["enabled".into()] }),
-        etag: created.etag.clone(),
+        actor: "alice".into(),
+        reason: "maintenance".into(),
     };
     let updated = client.update_connector(update.clone()).await.unwrap().into_inner().connector.unwrap();
     assert!(!updated.enabled);
@@ -115,13 +130,100 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
     assert_eq!(updated.endpoint, "http://127.0.0.1:9");
     assert_code(client.update_connector(update).await, Code::Aborted);
 
-    let missing = client.get_connector(pb::GetConnectorRequest { name: "nope".into() }).await;
+    // A token belongs to its endpoint: moving the endpoint alone drops it.
+    let moved = pb::UpdateConnectorRequest {
+        connector: Some(pb::Connector {
+            name: "ansible-prod".into(),
+            endpoint: "http://elsewhere:8080".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["endpoint".into()] }),
+        ..Default::default()
+    };
+    let moved = client.update_connector(moved).await.unwrap().into_inner().connector.unwrap();
+    assert!(!moved.has_auth_token, "the token is not sent to a host its owner did not pick");
+
+    let missing = client.get_connector(pb::GetConnectorRequest { connector_name: "nope".into() }).await;
     assert_code(missing, Code::NotFound);
-    client
-        .delete_connector(pb::DeleteConnectorRequest { name: "ansible-prod".into(), etag: updated.etag })
-        .await
-        .unwrap();
-    assert_code(client.get_connector(pb::GetConnectorRequest { name: "ansible-prod".into() }).await, Code::NotFound);
+    let stale_delete = pb::DeleteConnectorRequest {
+        connector_name: "ansible-prod".into(),
+        etag: updated.etag.clone(),
+        ..Default::default()
+    };
+    assert_code(client.delete_connector(stale_delete).await, Code::Aborted);
+    let delete = pb::DeleteConnectorRequest {
+        connector_name: "ansible-prod".into(),
+        etag: moved.etag.clone(),
+        actor: "bob".into(),
+        reason: "retired".into(),
+    };
+    client.delete_connector(delete).await.unwrap();
+    assert_code(
+        client.get_connector(pb::GetConnectorRequest { connector_name: "ansible-prod".into() }).await,
+        Code::NotFound,
+    );
+
+    // Every change is in the log, with who, why, before and after, and never a token.
+    let request = pb::ListConnectorChangesRequest { connector_name: "ansible-prod".into(), ..Default::default() };
+    let changes = client.list_connector_changes(request).await.unwrap().into_inner().changes;
+    let kinds: Vec<_> = changes.iter().map(|c| c.kind()).collect();
+    use pb::ConnectorChangeKind as Kind;
+    assert_eq!(kinds, [Kind::Created, Kind::Updated, Kind::Updated, Kind::Deleted]);
+    assert!(changes.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert_eq!((changes[1].actor.as_str(), changes[1].reason.as_str()), ("alice", "maintenance"));
+    assert_eq!((changes[3].actor.as_str(), changes[3].reason.as_str()), ("bob", "retired"));
+    assert!(changes[0].before.is_none() && changes[3].after.is_none());
+    assert!(changes[1].before.as_ref().unwrap().enabled && !changes[1].after.as_ref().unwrap().enabled);
+    assert!(changes[0].after.as_ref().unwrap().has_auth_token && !changes[2].after.as_ref().unwrap().has_auth_token);
+    assert!(changes.iter().flat_map(|c| [&c.before, &c.after]).flatten().all(|c| c.auth_token.is_empty()));
+    let stored = server.store.list_connector_changes(Some("ansible-prod"), None, 10).await.unwrap();
+    assert_eq!(stored.items.len(), 4);
+    assert!(
+        stored
+            .items
+            .iter()
+            .flat_map(|c| [&c.before, &c.after])
+            .flatten()
+            .all(|d| d.auth_token.as_deref() != Some("s3cret-token")),
+        "the log never holds the token"
+    );
+    server.stop().await;
+}
+
+async fn creates_are_idempotent_on_their_request_id(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut client = connectors(&server);
+    let create = pb::CreateConnectorRequest {
+        connector: Some(http_connector("jamf-eu", "http://127.0.0.1:9")),
+        request_id: "create-jamf-eu".into(),
+        ..Default::default()
+    };
+    let first = client.create_connector(create.clone()).await.unwrap().into_inner().connector.unwrap();
+    let again = client.create_connector(create.clone()).await.unwrap().into_inner().connector.unwrap();
+    assert_eq!(again.etag, first.etag, "a retry returns what the first call created");
+    let other =
+        pb::CreateConnectorRequest { connector: Some(http_connector("jamf-eu", "http://other:1")), ..create.clone() };
+    assert_code(client.create_connector(other).await, Code::AlreadyExists);
+    let elsewhere =
+        pb::CreateConnectorRequest { connector: Some(http_connector("jamf-us", "http://127.0.0.1:9")), ..create };
+    assert_code(client.create_connector(elsewhere).await, Code::AlreadyExists);
+    let request = pb::ListConnectorChangesRequest { connector_name: "jamf-eu".into(), ..Default::default() };
+    assert_eq!(client.list_connector_changes(request).await.unwrap().into_inner().changes.len(), 1, "created once");
+
+    // A start with a request id: its retry answers with the deployment, not FAILED_PRECONDITION.
+    let mut deployments = server.deployments();
+    let created = deployments.create_deployment(create_request("start-once", "7zip", 10)).await.unwrap().into_inner();
+    let start = pb::StartDeploymentRequest {
+        deployment_id: created.deployment.unwrap().id,
+        request_id: "start-7zip".into(),
+        ..Default::default()
+    };
+    let started = deployments.start_deployment(start.clone()).await.unwrap().into_inner().deployment.unwrap();
+    let retried = deployments.start_deployment(start.clone()).await.unwrap().into_inner().deployment.unwrap();
+    assert_eq!(retried.id, started.id);
+    assert_eq!(retried.status(), pb::DeploymentStatus::Deploying);
+    let without_id = pb::StartDeploymentRequest { request_id: String::new(), ..start };
+    assert_code(deployments.start_deployment(without_id).await, Code::FailedPrecondition);
     server.stop().await;
 }
 
@@ -191,7 +293,8 @@ async fn approved(server: &TestServer, request_id: &str) -> pb::Deployment {
 }
 
 async fn start(server: &TestServer, id: &str) -> Result<pb::Deployment, tonic::Status> {
-    let request = pb::StartDeploymentRequest { id: id.to_owned(), actor: "ops".into(), ..Default::default() };
+    let request =
+        pb::StartDeploymentRequest { deployment_id: id.to_owned(), actor: "ops".into(), ..Default::default() };
     server.deployments().start_deployment(request).await.map(|r| r.into_inner().deployment.unwrap())
 }
 
@@ -220,8 +323,11 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
         status.message()
     );
     assert_eq!(deploys(), 1);
-    let failed =
-        server.deployments().get_deployment(pb::GetDeploymentRequest { id: refused.id.clone() }).await.unwrap();
+    let failed = server
+        .deployments()
+        .get_deployment(pb::GetDeploymentRequest { deployment_id: refused.id.clone() })
+        .await
+        .unwrap();
     let failed = failed.into_inner().deployment.unwrap();
     assert_eq!(failed.status(), pb::DeploymentStatus::Failed);
     assert!(failed.status_reason.contains("400"), "{}", failed.status_reason);
@@ -266,7 +372,7 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     assert_eq!(scrape(&server).await.value("circuit_breaker_state", &labels), 2.0);
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let mut request =
-        tonic::Request::new(pb::StartDeploymentRequest { id: deployment.id.clone(), ..Default::default() });
+        tonic::Request::new(pb::StartDeploymentRequest { deployment_id: deployment.id.clone(), ..Default::default() });
     request.metadata_mut().insert("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01").parse().unwrap());
     let started = server.deployments().start_deployment(request).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(started.status(), pb::DeploymentStatus::Deploying);
@@ -305,6 +411,30 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     let lab = &queued.ring_progress[0];
     assert_eq!(lab.delivery_state(), pb::DeliveryState::Pending);
     assert!(lab.delivery_error.contains("timed out"), "{}", lab.delivery_error);
+
+    // An operator resets the breaker, conditional on the state read; the reset is audited.
+    let failing = breaker(&server).await;
+    assert!(failing.consecutive_failures > 0);
+    let stale = pb::ResetCircuitBreakerRequest {
+        connector_name: "adapter".into(),
+        etag: "closed.0.0".into(),
+        ..Default::default()
+    };
+    assert_code(connectors(&server).reset_circuit_breaker(stale).await, Code::Aborted);
+    let reset = pb::ResetCircuitBreakerRequest {
+        connector_name: "adapter".into(),
+        etag: failing.etag.clone(),
+        actor: "oncall".into(),
+        reason: "adapter fixed".into(),
+    };
+    let closed = connectors(&server).reset_circuit_breaker(reset).await.unwrap().into_inner().breaker.unwrap();
+    assert_eq!((closed.state(), closed.consecutive_failures), (pb::CircuitBreakerState::Closed, 0));
+    assert_ne!(closed.etag, failing.etag);
+    let request = pb::ListConnectorChangesRequest { connector_name: "adapter".into(), ..Default::default() };
+    let changes = connectors(&server).list_connector_changes(request).await.unwrap().into_inner().changes;
+    let last = changes.last().unwrap();
+    assert_eq!(last.kind(), pb::ConnectorChangeKind::BreakerReset);
+    assert_eq!((last.actor.as_str(), last.reason.as_str()), ("oncall", "adapter fixed"));
     server.stop().await;
 }
 
@@ -314,17 +444,23 @@ async fn health_probes_follow_the_adapter() {
     let (endpoint, _adapter) = start_adapter().await;
     let mut client = connectors(&server);
     create_connector(&mut client, http_connector("adapter", &endpoint)).await;
-    let dead = pb::Connector { r#type: pb::ConnectorType::Jamf.into(), ..http_connector("dead", "http://127.0.0.1:9") };
+    let dead = pb::Connector {
+        connector_type: pb::ConnectorType::Jamf.into(),
+        ..http_connector("dead", "http://127.0.0.1:9")
+    };
     create_connector(&mut client, dead).await;
 
-    let healthy =
-        client.check_connector_health(pb::CheckConnectorHealthRequest { name: "adapter".into() }).await.unwrap();
+    let healthy = client
+        .check_connector_health(pb::CheckConnectorHealthRequest { connector_name: "adapter".into() })
+        .await
+        .unwrap();
     assert_eq!(healthy.into_inner().health.unwrap().status(), pb::ConnectorHealthStatus::Healthy);
-    let down = client.check_connector_health(pb::CheckConnectorHealthRequest { name: "dead".into() }).await.unwrap();
+    let down =
+        client.check_connector_health(pb::CheckConnectorHealthRequest { connector_name: "dead".into() }).await.unwrap();
     let down = down.into_inner().health.unwrap();
     assert_eq!(down.status(), pb::ConnectorHealthStatus::Unhealthy);
     assert!(down.last_error.contains("connection failed"), "{}", down.last_error);
-    let stored = client.get_connector(pb::GetConnectorRequest { name: "dead".into() }).await.unwrap();
+    let stored = client.get_connector(pb::GetConnectorRequest { connector_name: "dead".into() }).await.unwrap();
     assert_eq!(stored.into_inner().connector.unwrap().health.unwrap().status(), pb::ConnectorHealthStatus::Unhealthy);
 
     let m = scrape(&server).await;
@@ -342,7 +478,7 @@ async fn concurrent_starts_dispatch_once() {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let mut client = server.deployments();
-            let request = pb::StartDeploymentRequest { id: deployment.id.clone(), ..Default::default() };
+            let request = pb::StartDeploymentRequest { deployment_id: deployment.id.clone(), ..Default::default() };
             tokio::spawn(async move { client.start_deployment(request).await })
         })
         .collect();
@@ -366,7 +502,7 @@ async fn a_simulator_rollout_runs_from_lab_to_global(backend: Backend) {
     let server = start_server(backend).await;
     let simulator = pb::Connector {
         name: "sim-fast".into(),
-        r#type: pb::ConnectorType::Landscape.into(),
+        connector_type: pb::ConnectorType::Landscape.into(),
         driver: pb::ConnectorDriver::Simulator.into(),
         enabled: true,
         simulator: Some(pb::SimulatorConfig {
@@ -386,12 +522,12 @@ async fn a_simulator_rollout_runs_from_lab_to_global(backend: Backend) {
     };
     let created = deployments.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
     let mut watch = deployments
-        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: created.id.clone() })
+        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: created.id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
     let mut deployment = deployments
-        .start_deployment(pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() })
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()

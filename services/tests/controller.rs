@@ -31,7 +31,7 @@ async fn controlled_server(backend: Backend) -> (TestServer, ManualClock) {
 async fn simulator(server: &TestServer, name: &str, devices: i64, failure_rate: f64) {
     let connector = pb::Connector {
         name: name.into(),
-        r#type: pb::ConnectorType::Landscape.into(),
+        connector_type: pb::ConnectorType::Landscape.into(),
         driver: pb::ConnectorDriver::Simulator.into(),
         enabled: true,
         simulator: Some(pb::SimulatorConfig {
@@ -41,7 +41,7 @@ async fn simulator(server: &TestServer, name: &str, devices: i64, failure_rate: 
         }),
         ..Default::default()
     };
-    let request = pb::CreateConnectorRequest { connector: Some(connector), request_id: String::new() };
+    let request = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
     ConnectorServiceClient::new(server.channel.clone()).create_connector(request).await.unwrap();
 }
 
@@ -60,11 +60,11 @@ async fn started(
     };
     let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
     let watch = client
-        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: created.id.clone() })
+        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: created.id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
-    let start = pb::StartDeploymentRequest { id: created.id, ..Default::default() };
+    let start = pb::StartDeploymentRequest { deployment_id: created.id, ..Default::default() };
     (client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap(), watch)
 }
 
@@ -90,7 +90,7 @@ async fn wait_for(
 }
 
 async fn get(server: &TestServer, id: &str) -> pb::Deployment {
-    let request = pb::GetDeploymentRequest { id: id.to_owned() };
+    let request = pb::GetDeploymentRequest { deployment_id: id.to_owned() };
     server.deployments().get_deployment(request).await.unwrap().into_inner().deployment.unwrap()
 }
 
@@ -182,7 +182,7 @@ async fn a_paused_deployment_stays_past_its_bake_time_and_moves_after_resume() {
     let (deployment, mut watch) = started(&server, "sim", "paused").await;
     let mut client = server.deployments();
     let pause = pb::PauseDeploymentRequest {
-        id: deployment.id.clone(),
+        deployment_id: deployment.id.clone(),
         actor: "oncall".into(),
         reason: "freeze".into(),
         ..Default::default()
@@ -198,8 +198,11 @@ async fn a_paused_deployment_stays_past_its_bake_time_and_moves_after_resume() {
     assert_eq!(still.current_ring(), pb::Ring::Lab, "paused: not promoted past its bake time");
     assert!(still.next_action.contains("paused"), "{}", still.next_action);
 
-    let resume =
-        pb::ResumeDeploymentRequest { id: deployment.id.clone(), actor: "oncall".into(), ..Default::default() };
+    let resume = pb::ResumeDeploymentRequest {
+        deployment_id: deployment.id.clone(),
+        actor: "oncall".into(),
+        ..Default::default()
+    };
     client.resume_deployment(resume).await.unwrap();
     let promoted = wait_for(&mut watch, pb::DeploymentEventKind::RingPromoted, Some(pb::Ring::Canary)).await;
     assert_eq!(promoted.actor, "controller");
@@ -218,7 +221,7 @@ async fn a_silent_ring_is_flagged_stalled_not_moved() {
     assert_eq!(stalled.actor, "controller");
     assert!(stalled.reason.starts_with("no new outcomes on LAB for 1d"), "{}", stalled.reason);
     let now = get(&server, &deployment.id).await;
-    assert!(now.stalled_since.is_some());
+    assert!(now.stall_time.is_some());
     assert_eq!((now.status(), now.current_ring()), (pb::DeploymentStatus::Deploying, pb::Ring::Lab));
     evaluated(&server, "wait", 2.0).await;
     assert_eq!(scrape(&server).await.value("deployments_stalled", &[]), 1.0);
@@ -231,7 +234,7 @@ async fn a_manual_promotion_racing_the_controller_promotes_once() {
     simulator(&server, "sim", 200, 0.0).await;
     let (deployment, mut watch) = started(&server, "sim", "race").await;
     let mut client = server.deployments();
-    let pause = pb::PauseDeploymentRequest { id: deployment.id.clone(), ..Default::default() };
+    let pause = pb::PauseDeploymentRequest { deployment_id: deployment.id.clone(), ..Default::default() };
     client.pause_deployment(pause).await.unwrap();
     wait_for(&mut watch, pb::DeploymentEventKind::OutcomeReported, Some(pb::Ring::Lab)).await;
     time.advance(Duration::from_secs(2 * HOUR));
@@ -250,7 +253,7 @@ async fn a_manual_promotion_racing_the_controller_promotes_once() {
         })
         .collect();
     client
-        .resume_deployment(pb::ResumeDeploymentRequest { id: deployment.id.clone(), ..Default::default() })
+        .resume_deployment(pb::ResumeDeploymentRequest { deployment_id: deployment.id.clone(), ..Default::default() })
         .await
         .unwrap();
     for task in manual {

@@ -23,7 +23,7 @@ on_every_backend!(
 
 fn report(id: &str, ring: pb::Ring, success_count: i64, failure_count: i64) -> pb::ReportRingOutcomeRequest {
     pb::ReportRingOutcomeRequest {
-        id: id.to_owned(),
+        deployment_id: id.to_owned(),
         ring: ring.into(),
         success_count,
         failure_count,
@@ -45,7 +45,7 @@ async fn impossible_counts_are_invalid_and_change_nothing(backend: Backend) {
     let sum = client.report_ring_outcome(report(&deployment.id, pb::Ring::Lab, 6_000_000, 6_000_000)).await;
     assert_code(sum, Code::InvalidArgument);
 
-    let read = client.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    let read = client.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id.clone() }).await.unwrap();
     let read = read.into_inner().deployment.unwrap();
     assert_eq!(read.status(), pb::DeploymentStatus::Deploying);
     assert_eq!(read.ring_progress[0].success_count, 0, "nothing recorded");
@@ -66,7 +66,7 @@ async fn a_bad_report_is_corrected_with_an_audit_event(backend: Backend) {
     assert!(status.message().contains("CorrectRingOutcome"), "{}", status.message());
 
     let correction = |etag: &str, reason: &str| pb::CorrectRingOutcomeRequest {
-        id: deployment.id.clone(),
+        deployment_id: deployment.id.clone(),
         ring: pb::Ring::Lab.into(),
         success_count: 10,
         failure_count: 0,
@@ -111,7 +111,7 @@ async fn reports_for_a_ring_already_left_are_refused(backend: Backend) {
     let late = client.report_ring_outcome(report(&deployment.id, pb::Ring::Lab, 100, 900)).await;
     let status = assert_code(late, Code::FailedPrecondition);
     assert!(status.message().contains("current ring only"), "{}", status.message());
-    let read = client.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    let read = client.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id.clone() }).await.unwrap();
     let read = read.into_inner().deployment.unwrap();
     assert_eq!(read.ring_progress[0], lab_before, "LAB's figures stay as recorded");
     assert_eq!(read.etag, promoted.etag);
@@ -147,12 +147,12 @@ async fn control_characters_are_refused_in_every_text_field(backend: Backend) {
     };
     assert_bad_field(promotions.rollback_deployment(rollback).await, "reason");
     let fail = pb::FailDeploymentRequest {
-        id: deployment.id.clone(),
+        deployment_id: deployment.id.clone(),
         reason: "\u{1b}]8;;evil\u{7}".into(),
         ..Default::default()
     };
     assert_bad_field(client.fail_deployment(fail).await, "reason");
-    let read = client.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    let read = client.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id.clone() }).await.unwrap();
     assert_eq!(read.into_inner().deployment.unwrap().status(), pb::DeploymentStatus::Deploying);
     assert_eq!(events_of(&mut client, &deployment.id).await.len(), events_before, "nothing dispatched or recorded");
 
@@ -166,7 +166,7 @@ async fn control_characters_are_refused_in_every_text_field(backend: Backend) {
     assert_bad_field(promotions.update_ring_policy(update).await, "reason");
     let connector = pb::Connector {
         name: "jamf-nul".into(),
-        r#type: pb::ConnectorType::Jamf.into(),
+        connector_type: pb::ConnectorType::Jamf.into(),
         driver: pb::ConnectorDriver::Http.into(),
         endpoint: "http://127.0.0.1:9/\0".into(),
         enabled: true,
@@ -182,7 +182,7 @@ async fn echoed_input_stays_small(backend: Backend) {
     let mut connectors = eucora::v1::connector_service_client::ConnectorServiceClient::new(server.channel.clone());
     let long = "a".repeat(15_000);
     let status = assert_code(
-        connectors.get_connector(pb::GetConnectorRequest { name: long.clone() }).await,
+        connectors.get_connector(pb::GetConnectorRequest { connector_name: long.clone() }).await,
         Code::InvalidArgument,
     );
     assert!(status.message().len() < 500, "{} bytes echoed", status.message().len());
@@ -199,7 +199,7 @@ async fn small_validation_gaps_are_closed(backend: Backend) {
 
     let odd_timeout = pb::Connector {
         name: "jamf-odd".into(),
-        r#type: pb::ConnectorType::Jamf.into(),
+        connector_type: pb::ConnectorType::Jamf.into(),
         driver: pb::ConnectorDriver::Simulator.into(),
         enabled: true,
         call_timeout: Some(prost_types::Duration { seconds: 1, nanos: 2_000_000_000 }),
@@ -227,7 +227,9 @@ async fn small_validation_gaps_are_closed(backend: Backend) {
 
     // A page token for a deployment that does not exist: NOT_FOUND, not an empty page.
     let unknown = uuid::Uuid::new_v4().to_string();
-    let token = eucora_services::grpc::page_token::encode(5, &format!("deployment={unknown}"));
+    let scope =
+        eucora_services::grpc::page_token::Scope::new("deployment_events").with("deployment_id", Some(&unknown));
+    let token = scope.token(Some(5));
     let request = pb::ListDeploymentEventsRequest { deployment_id: unknown, page_token: token, ..Default::default() };
     assert_code(client.list_deployment_events(request).await, Code::NotFound);
 
@@ -271,7 +273,7 @@ async fn reports_past_the_connectors_device_count_are_refused(backend: Backend) 
     let mut connectors = eucora::v1::connector_service_client::ConnectorServiceClient::new(server.channel.clone());
     let simulator = pb::Connector {
         name: "landscape-100".into(),
-        r#type: pb::ConnectorType::Landscape.into(),
+        connector_type: pb::ConnectorType::Landscape.into(),
         driver: pb::ConnectorDriver::Simulator.into(),
         enabled: true,
         simulator: Some(pb::SimulatorConfig { device_count: 100, ..Default::default() }),
@@ -288,7 +290,7 @@ async fn reports_past_the_connectors_device_count_are_refused(backend: Backend) 
         ..create_request("devices-1", "libreoffice", 10)
     };
     let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
-    let start = pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() };
+    let start = pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() };
     let started = client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(started.ring_progress[0].expected_device_count, 100, "the platform said how many devices LAB has");
 

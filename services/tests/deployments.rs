@@ -22,6 +22,7 @@ on_every_backend!(
     concurrent_mutations_with_one_etag_have_one_winner,
     concurrent_mutations_without_etag_all_apply,
     watch_streams_every_later_event_in_order,
+    a_watch_resumes_from_a_sequence_and_list_events_pages_the_log,
     bad_input_gets_the_right_code,
     shutdown_ends_watch_streams_cleanly,
 );
@@ -42,7 +43,7 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
 
     let denied = client
         .approve_deployment(pb::ApproveDeploymentRequest {
-            id: created.id.clone(),
+            deployment_id: created.id.clone(),
             approver: "alice".into(),
             ..Default::default()
         })
@@ -51,7 +52,7 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
 
     let approved = client
         .approve_deployment(pb::ApproveDeploymentRequest {
-            id: created.id.clone(),
+            deployment_id: created.id.clone(),
             approver: "bob".into(),
             reason: "CAB-42".into(),
             etag: created.etag.clone(),
@@ -67,9 +68,9 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
 
     let started = client
         .start_deployment(pb::StartDeploymentRequest {
-            id: created.id.clone(),
+            deployment_id: created.id.clone(),
             actor: "ops".into(),
-            etag: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -81,7 +82,7 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
     assert_eq!(started.ring_progress.len(), 1);
 
     let report = |success, failure| pb::ReportRingOutcomeRequest {
-        id: created.id.clone(),
+        deployment_id: created.id.clone(),
         ring: pb::Ring::Lab.into(),
         success_count: success,
         failure_count: failure,
@@ -99,7 +100,7 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
 
     let completed = client
         .complete_deployment(pb::CompleteDeploymentRequest {
-            id: created.id.clone(),
+            deployment_id: created.id.clone(),
             actor: "ops".into(),
             ..Default::default()
         })
@@ -112,15 +113,18 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
     assert!(completed.end_time.is_some());
     let again = client
         .fail_deployment(pb::FailDeploymentRequest {
-            id: created.id.clone(),
+            deployment_id: created.id.clone(),
             reason: "late".into(),
             ..Default::default()
         })
         .await;
     assert_code(again, Code::FailedPrecondition);
 
-    let fetched =
-        client.get_deployment(pb::GetDeploymentRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    let fetched = client
+        .get_deployment(pb::GetDeploymentRequest { deployment_id: created.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     let fetched = fetched.deployment.unwrap();
     assert_eq!(fetched.next_action, "none: the deployment is COMPLETED");
     assert!(fetched.ring_progress[0].last_gate.is_some(), "Get shows the current ring's gate");
@@ -278,7 +282,11 @@ async fn pagination_walks_every_page_newest_first(backend: Backend) {
 async fn started_deployment(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
     let created = create(client, request_id, "office", 10).await;
     client
-        .start_deployment(pb::StartDeploymentRequest { id: created.id, actor: "ops".into(), etag: String::new() })
+        .start_deployment(pb::StartDeploymentRequest {
+            deployment_id: created.id,
+            actor: "ops".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -294,7 +302,7 @@ async fn concurrent_mutations_with_one_etag_have_one_winner(backend: Backend) {
         .map(|i| {
             let mut client = server.deployments();
             let request = pb::ReportRingOutcomeRequest {
-                id: deployment.id.clone(),
+                deployment_id: deployment.id.clone(),
                 ring: pb::Ring::Lab.into(),
                 success_count: 10 + i,
                 failure_count: 0,
@@ -329,7 +337,7 @@ async fn concurrent_mutations_without_etag_all_apply(backend: Backend) {
         .map(|i| {
             let mut client = server.deployments();
             let request = pb::ReportRingOutcomeRequest {
-                id: deployment.id.clone(),
+                deployment_id: deployment.id.clone(),
                 ring: pb::Ring::Lab.into(),
                 success_count: i * 10,
                 failure_count: 0,
@@ -345,7 +353,8 @@ async fn concurrent_mutations_without_etag_all_apply(backend: Backend) {
             Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message()),
         }
     }
-    let final_state = client.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    let final_state =
+        client.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id.clone() }).await.unwrap();
     assert_eq!(final_state.into_inner().deployment.unwrap().ring_progress[0].success_count, 120);
     let events = events_of(&mut client, &deployment.id).await;
     let reported: Vec<_> = events.iter().filter(|e| e.kind() == pb::DeploymentEventKind::OutcomeReported).collect();
@@ -363,6 +372,66 @@ async fn next_event(stream: &mut tonic::Streaming<pb::WatchDeploymentsResponse>)
         .expect("payload")
 }
 
+/// Every event of the fleet, read through ListEvents a page at a time from `after`.
+async fn list_all_events(client: &mut DeploymentServiceClient<Channel>, after: i64) -> Vec<pb::DeploymentEvent> {
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListEventsRequest { after_sequence: after, page_size: 3, page_token };
+        let page = client.list_events(request).await.unwrap().into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn a_watch_resumes_from_a_sequence_and_list_events_pages_the_log(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut client = server.deployments();
+    let first = create(&mut client, "resume-1", "zoom", 10).await;
+    let second = create(&mut client, "resume-2", "teams", 10).await;
+
+    // The whole log, in sequence order, across pages; and the part after a sequence.
+    let all = list_all_events(&mut client, 0).await;
+    assert_eq!(all.len(), 4, "two events per create: {all:?}");
+    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    let after_first = list_all_events(&mut client, all[1].sequence).await;
+    assert_eq!(after_first, all[2..].to_vec());
+    let bad = pb::ListEventsRequest { after_sequence: -1, ..Default::default() };
+    assert_code(client.list_events(bad).await, Code::InvalidArgument);
+
+    // A watcher that saw the first two events reconnects: it gets the rest
+    // from the store, then what happens next, each exactly once, in order.
+    let resume = pb::WatchDeploymentsRequest { after_sequence: all[1].sequence, ..Default::default() };
+    let mut resumed = client.watch_deployments(resume).await.unwrap().into_inner();
+    client
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: first.id.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let Payload::Event(event) = next_event(&mut resumed).await else { panic!("no lag expected") };
+        seen.push(event);
+    }
+    assert_eq!(seen[..2], all[2..], "the stored events it missed");
+    assert!(seen.windows(2).all(|w| w[0].sequence < w[1].sequence), "{seen:?}");
+    use pb::DeploymentEventKind as K;
+    assert_eq!(
+        seen[2..].iter().map(|e| (e.deployment_id.as_str(), e.kind())).collect::<Vec<_>>(),
+        [(first.id.as_str(), K::StatusChanged), (first.id.as_str(), K::Dispatched)]
+    );
+    // Resuming one deployment's stream replays only its events.
+    let one = pb::WatchDeploymentsRequest { deployment_id: second.id.clone(), after_sequence: 1 };
+    let mut only_second = client.watch_deployments(one).await.unwrap().into_inner();
+    for expected in [K::Created, K::StatusChanged] {
+        let Payload::Event(event) = next_event(&mut only_second).await else { panic!("no lag expected") };
+        assert_eq!((event.deployment_id.as_str(), event.kind()), (second.id.as_str(), expected));
+    }
+    server.stop().await;
+}
+
 async fn watch_streams_every_later_event_in_order(backend: Backend) {
     let server = start_server(backend).await;
     let mut client = server.deployments();
@@ -370,14 +439,17 @@ async fn watch_streams_every_later_event_in_order(backend: Backend) {
 
     let mut everything = client.watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap().into_inner();
     let mut only_before = client
-        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: before.id.clone() })
+        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: before.id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
     let _idle = client.watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap().into_inner();
 
     let after = create(&mut client, "watch-after", "teams", 10).await;
-    client.start_deployment(pb::StartDeploymentRequest { id: before.id.clone(), ..Default::default() }).await.unwrap();
+    client
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: before.id.clone(), ..Default::default() })
+        .await
+        .unwrap();
 
     let mut sequences = Vec::new();
     let mut kinds = Vec::new();
@@ -402,8 +474,12 @@ async fn watch_streams_every_later_event_in_order(backend: Backend) {
         assert_eq!((event.deployment_id.as_str(), event.kind()), (before.id.as_str(), expected));
     }
 
-    let unknown =
-        client.watch_deployments(pb::WatchDeploymentsRequest { deployment_id: uuid::Uuid::new_v4().to_string() }).await;
+    let unknown = client
+        .watch_deployments(pb::WatchDeploymentsRequest {
+            deployment_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        })
+        .await;
     assert_code(unknown, Code::NotFound);
     server.stop().await;
 }
@@ -477,14 +553,22 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
     }
 
     let unknown = uuid::Uuid::new_v4().to_string();
-    assert_code(client.get_deployment(pb::GetDeploymentRequest { id: unknown.clone() }).await, Code::NotFound);
     assert_code(
-        client.get_deployment(pb::GetDeploymentRequest { id: "not-a-uuid".into() }).await,
+        client.get_deployment(pb::GetDeploymentRequest { deployment_id: unknown.clone() }).await,
+        Code::NotFound,
+    );
+    assert_code(
+        client.get_deployment(pb::GetDeploymentRequest { deployment_id: "not-a-uuid".into() }).await,
         Code::InvalidArgument,
     );
-    assert_code(client.get_deployment(pb::GetDeploymentRequest { id: String::new() }).await, Code::InvalidArgument);
     assert_code(
-        client.start_deployment(pb::StartDeploymentRequest { id: unknown.clone(), ..Default::default() }).await,
+        client.get_deployment(pb::GetDeploymentRequest { deployment_id: String::new() }).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        client
+            .start_deployment(pb::StartDeploymentRequest { deployment_id: unknown.clone(), ..Default::default() })
+            .await,
         Code::NotFound,
     );
     assert_code(
@@ -514,15 +598,15 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
     let deployment = started_deployment(&mut client, "bad-mutations").await;
     let id = deployment.id.clone();
     let bad_reports = [
-        pb::ReportRingOutcomeRequest { id: id.clone(), ring: 0, success_count: 1, ..Default::default() },
+        pb::ReportRingOutcomeRequest { deployment_id: id.clone(), ring: 0, success_count: 1, ..Default::default() },
         pb::ReportRingOutcomeRequest {
-            id: id.clone(),
+            deployment_id: id.clone(),
             ring: pb::Ring::Lab.into(),
             success_count: -1,
             ..Default::default()
         },
         pb::ReportRingOutcomeRequest {
-            id: id.clone(),
+            deployment_id: id.clone(),
             ring: pb::Ring::Lab.into(),
             etag: "v?".into(),
             ..Default::default()
@@ -534,7 +618,7 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
     assert_code(
         client
             .report_ring_outcome(pb::ReportRingOutcomeRequest {
-                id: id.clone(),
+                deployment_id: id.clone(),
                 ring: pb::Ring::Pilot.into(),
                 ..Default::default()
             })
@@ -542,13 +626,13 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
         Code::FailedPrecondition,
     );
     assert_code(
-        client.fail_deployment(pb::FailDeploymentRequest { id: id.clone(), ..Default::default() }).await,
+        client.fail_deployment(pb::FailDeploymentRequest { deployment_id: id.clone(), ..Default::default() }).await,
         Code::InvalidArgument,
     );
     assert_code(
         client
             .approve_deployment(pb::ApproveDeploymentRequest {
-                id: id.clone(),
+                deployment_id: id.clone(),
                 approver: String::new(),
                 ..Default::default()
             })
@@ -558,7 +642,7 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
     assert_code(
         client
             .approve_deployment(pb::ApproveDeploymentRequest {
-                id: id.clone(),
+                deployment_id: id.clone(),
                 approver: "bob".into(),
                 ..Default::default()
             })
@@ -566,7 +650,13 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
         Code::FailedPrecondition,
     );
     assert_code(
-        client.fail_deployment(pb::FailDeploymentRequest { id, reason: "x".repeat(2001), ..Default::default() }).await,
+        client
+            .fail_deployment(pb::FailDeploymentRequest {
+                deployment_id: id,
+                reason: "x".repeat(2001),
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
     );
     server.stop().await;

@@ -98,7 +98,7 @@ async fn a_full_disk_loses_no_acknowledged_create_and_recovers() {
 
     // Everything acknowledged so far reads back while the disk is still full.
     for id in &acknowledged {
-        let request = pb::GetDeploymentRequest { id: id.clone() };
+        let request = pb::GetDeploymentRequest { deployment_id: id.clone() };
         client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} unreadable: {s:?}"));
     }
 
@@ -131,7 +131,7 @@ async fn a_full_disk_loses_no_acknowledged_create_and_recovers() {
     let server = start_server_on(database, Options::default()).await;
     let mut client = server.deployments();
     for id in &acknowledged {
-        let request = pb::GetDeploymentRequest { id: id.clone() };
+        let request = pb::GetDeploymentRequest { deployment_id: id.clone() };
         client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} lost: {s:?}"));
     }
     let mut listed = 0;

@@ -121,7 +121,7 @@ async fn hung_adapter() -> (tokio::task::JoinHandle<()>, String) {
 
 async fn last_check(server: &TestServer, name: &str) -> Option<prost_types::Timestamp> {
     let mut client = ConnectorServiceClient::new(server.channel.clone());
-    let connector = client.get_connector(pb::GetConnectorRequest { name: name.into() }).await.unwrap();
+    let connector = client.get_connector(pb::GetConnectorRequest { connector_name: name.into() }).await.unwrap();
     connector.into_inner().connector.unwrap().health.and_then(|h| h.last_check_time)
 }
 
@@ -137,7 +137,7 @@ async fn a_hung_adapter_delays_neither_other_probes_nor_shutdown() {
     let mut connectors = ConnectorServiceClient::new(server.channel.clone());
     let hung = pb::Connector {
         name: "ansible-hung".into(),
-        r#type: pb::ConnectorType::Ansible.into(),
+        connector_type: pb::ConnectorType::Ansible.into(),
         driver: pb::ConnectorDriver::Http.into(),
         endpoint,
         enabled: true,
@@ -166,7 +166,7 @@ async fn a_hung_adapter_delays_neither_other_probes_nor_shutdown() {
     };
     let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
     let start = tokio::spawn(async move {
-        client.start_deployment(pb::StartDeploymentRequest { id: created.id, ..Default::default() }).await
+        client.start_deployment(pb::StartDeploymentRequest { deployment_id: created.id, ..Default::default() }).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = Instant::now();

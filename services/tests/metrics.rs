@@ -41,7 +41,7 @@ async fn a_real_scrape_matches_the_telemetry_contract() {
     assert_code(
         client
             .approve_deployment(pb::ApproveDeploymentRequest {
-                id: firefox.id.clone(),
+                deployment_id: firefox.id.clone(),
                 approver: "alice".into(),
                 ..Default::default()
             })
@@ -50,16 +50,19 @@ async fn a_real_scrape_matches_the_telemetry_contract() {
     );
     client
         .approve_deployment(pb::ApproveDeploymentRequest {
-            id: firefox.id.clone(),
+            deployment_id: firefox.id.clone(),
             approver: "bob".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    client.start_deployment(pb::StartDeploymentRequest { id: firefox.id.clone(), ..Default::default() }).await.unwrap();
+    client
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: firefox.id.clone(), ..Default::default() })
+        .await
+        .unwrap();
     client
         .report_ring_outcome(pb::ReportRingOutcomeRequest {
-            id: firefox.id.clone(),
+            deployment_id: firefox.id.clone(),
             ring: pb::Ring::Lab.into(),
             success_count: 99,
             failure_count: 1,
@@ -68,14 +71,14 @@ async fn a_real_scrape_matches_the_telemetry_contract() {
         .await
         .unwrap();
     client
-        .complete_deployment(pb::CompleteDeploymentRequest { id: firefox.id.clone(), ..Default::default() })
+        .complete_deployment(pb::CompleteDeploymentRequest { deployment_id: firefox.id.clone(), ..Default::default() })
         .await
         .unwrap();
     // vlc: low risk, fails before starting.
     let vlc = create(&mut client, "m-vlc", "vlc", 20).await;
     client
         .fail_deployment(pb::FailDeploymentRequest {
-            id: vlc.id.clone(),
+            deployment_id: vlc.id.clone(),
             reason: "bad package".into(),
             ..Default::default()
         })
@@ -245,7 +248,11 @@ async fn promtool_accepts_a_real_scrape() {
     let mut client = server.deployments();
     let d = create(&mut client, "promtool", "promtool-app", 80).await;
     client
-        .approve_deployment(pb::ApproveDeploymentRequest { id: d.id, approver: "bob".into(), ..Default::default() })
+        .approve_deployment(pb::ApproveDeploymentRequest {
+            deployment_id: d.id,
+            approver: "bob".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let (_, _, body) = http_get(&server, "/metrics").await;
@@ -275,7 +282,10 @@ async fn current_deployments_thresholds_and_gate_checks_are_exported() {
     let mut client = server.deployments();
     create(&mut client, "cur-risky", "firefox", 70).await;
     let low = create(&mut client, "cur-low", "vlc", 10).await;
-    client.start_deployment(pb::StartDeploymentRequest { id: low.id.clone(), ..Default::default() }).await.unwrap();
+    client
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: low.id.clone(), ..Default::default() })
+        .await
+        .unwrap();
     let current = |status: &'static str| [("status", status), ("ring", "lab")];
     let m = scrape_until(&server, |m| {
         m.find("deployments_current", &current("deploying")).first().is_some_and(|s| s.value == 1.0)

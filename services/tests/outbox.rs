@@ -38,7 +38,7 @@ impl Witness {
     async fn observe(&self, operation: &'static str, id: &str) -> StatusCode {
         let channel = self.server.lock().unwrap().clone().expect("server set");
         let read = DeploymentServiceClient::new(channel)
-            .get_deployment(pb::GetDeploymentRequest { id: id.to_owned() })
+            .get_deployment(pb::GetDeploymentRequest { deployment_id: id.to_owned() })
             .await
             .expect("the adapter reads the deployment");
         let d = read.into_inner().deployment.unwrap();
@@ -74,7 +74,7 @@ async fn add_witness(server: &TestServer, endpoint: &str, witness: &Witness) {
     *witness.server.lock().unwrap() = Some(server.channel.clone());
     let connector = pb::Connector {
         name: "witness".into(),
-        r#type: pb::ConnectorType::Jamf.into(),
+        connector_type: pb::ConnectorType::Jamf.into(),
         driver: pb::ConnectorDriver::Http.into(),
         endpoint: endpoint.into(),
         enabled: true,
@@ -96,7 +96,7 @@ fn through_witness(request_id: &str) -> pb::CreateDeploymentRequest {
 
 async fn read(client: &mut DeploymentServiceClient<Channel>, id: &str) -> pb::Deployment {
     client
-        .get_deployment(pb::GetDeploymentRequest { id: id.to_owned() })
+        .get_deployment(pb::GetDeploymentRequest { deployment_id: id.to_owned() })
         .await
         .unwrap()
         .into_inner()
@@ -113,7 +113,7 @@ async fn the_connector_hears_of_work_only_after_its_decision_committed(backend: 
     let mut client = server.deployments();
     let created =
         client.create_deployment(through_witness("witness-1")).await.unwrap().into_inner().deployment.unwrap();
-    let start = pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() };
+    let start = pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() };
     let started = client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(started.ring_progress[0].connector_object_id, "obj-1");
     assert_eq!(started.ring_progress[0].expected_device_count, 500, "the adapter said how many devices LAB has");
@@ -154,7 +154,7 @@ async fn queued_work_is_delivered_by_the_dispatcher_and_survives_a_restart() {
     add_witness(&server, &endpoint, &witness).await;
     let mut client = server.deployments();
     let created = client.create_deployment(through_witness("queued-1")).await.unwrap().into_inner().deployment.unwrap();
-    let start = pb::StartDeploymentRequest { id: created.id.clone(), ..Default::default() };
+    let start = pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() };
     let queued = client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(queued.status(), pb::DeploymentStatus::Deploying);
     assert_eq!(queued.ring_progress[0].delivery_state(), pb::DeliveryState::Pending);
@@ -203,7 +203,8 @@ async fn the_dispatcher_leaves_work_in_flight_to_its_call() {
         };
         let rolled_back = promotions.rollback_deployment(rollback).await.unwrap_or_else(|s| panic!("{n}: {s:?}"));
         let rolled_back = rolled_back.into_inner().deployment.unwrap();
-        let read = deployments.get_deployment(pb::GetDeploymentRequest { id: started.id.clone() }).await.unwrap();
+        let read =
+            deployments.get_deployment(pb::GetDeploymentRequest { deployment_id: started.id.clone() }).await.unwrap();
         assert_eq!(read.into_inner().deployment.unwrap().etag, rolled_back.etag, "{n}: changed after the call");
     }
     server.stop().await;

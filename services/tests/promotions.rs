@@ -97,11 +97,11 @@ async fn policies_have_design_defaults_and_validated_audited_updates(backend: Ba
     assert_code(promotions.update_ring_policy(zero_limit).await, Code::InvalidArgument);
 
     let update = pb::UpdateRingPolicyRequest {
+        // `policy.etag` (here the one read) makes the update conditional.
         policy: Some(pb::RingPolicy { min_sample_size: 500, min_success_rate: 0.1, ..pilot.clone() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["min_sample_size".into()] }),
         actor: "sre-lead".into(),
         reason: "bigger PILOT sample".into(),
-        etag: pilot.etag.clone(),
     };
     let updated = promotions.update_ring_policy(update.clone()).await.unwrap().into_inner().policy.unwrap();
     assert_eq!(updated.min_sample_size, 500);
@@ -112,14 +112,18 @@ async fn policies_have_design_defaults_and_validated_audited_updates(backend: Ba
     assert_eq!(fetched.into_inner().policy.unwrap(), updated);
     assert_code(promotions.get_ring_policy(pb::GetRingPolicyRequest { ring: 0 }).await, Code::InvalidArgument);
 
-    let changes = server.store.policy_changes(eucora_services::domain::Ring::Pilot).await.unwrap();
-    assert_eq!(changes.len(), 1);
-    let (actor, reason, before, after) = &changes[0];
-    assert_eq!((actor.as_str(), reason.as_str()), ("sre-lead", "bigger PILOT sample"));
-    assert!(
-        before.contains("\"min_sample_size\":50") && after.contains("\"min_sample_size\":500"),
-        "{before} → {after}"
-    );
+    // The change log, through its RPC: one change of PILOT, with who, why, before and after.
+    let request = pb::ListRingPolicyChangesRequest { ring: pb::Ring::Pilot.into(), ..Default::default() };
+    let changes = promotions.list_ring_policy_changes(request).await.unwrap().into_inner();
+    assert_eq!(changes.changes.len(), 1, "{changes:?}");
+    assert!(changes.next_page_token.is_empty());
+    let change = &changes.changes[0];
+    assert_eq!((change.actor.as_str(), change.reason.as_str()), ("sre-lead", "bigger PILOT sample"));
+    assert_eq!(change.ring(), pb::Ring::Pilot);
+    assert_eq!(change.before.as_ref().unwrap(), pilot, "the policy before, as it was read");
+    assert_eq!(change.after.as_ref().unwrap(), &updated, "the policy after, as the update answered");
+    let other_ring = pb::ListRingPolicyChangesRequest { ring: pb::Ring::Canary.into(), ..Default::default() };
+    assert!(promotions.list_ring_policy_changes(other_ring).await.unwrap().into_inner().changes.is_empty());
     server.stop().await;
 }
 
@@ -194,7 +198,7 @@ async fn a_blocked_promotion_says_why(backend: Backend) {
     let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
     let deployment = started(&mut deployments, "blocked").await;
     let report = pb::ReportRingOutcomeRequest {
-        id: deployment.id.clone(),
+        deployment_id: deployment.id.clone(),
         ring: pb::Ring::Lab.into(),
         success_count: 90,
         failure_count: 10,
@@ -226,7 +230,8 @@ async fn a_blocked_promotion_says_why(backend: Backend) {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].result(), pb::PromotionResult::Blocked);
     assert_eq!(recorded[0].to_ring(), pb::Ring::Canary);
-    let unchanged = deployments.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    let unchanged =
+        deployments.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id.clone() }).await.unwrap();
     let unchanged = unchanged.into_inner().deployment.unwrap();
     assert_eq!(unchanged.current_ring(), pb::Ring::Lab);
     let gate = unchanged.ring_progress[0].last_gate.clone().expect("the current ring's gate");
@@ -294,10 +299,10 @@ async fn a_cab_rejection_stops_the_deployment(backend: Backend) {
     let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
     let risky = create(&mut deployments, "cab-reject", "kernel-driver", 90).await;
     let self_reject =
-        pb::RejectDeploymentRequest { id: risky.id.clone(), approver: "alice".into(), ..Default::default() };
+        pb::RejectDeploymentRequest { deployment_id: risky.id.clone(), approver: "alice".into(), ..Default::default() };
     assert_code(deployments.reject_deployment(self_reject).await, Code::PermissionDenied);
     let reject = pb::RejectDeploymentRequest {
-        id: risky.id.clone(),
+        deployment_id: risky.id.clone(),
         approver: "cab-chair".into(),
         reason: "no rollback plan".into(),
         ..Default::default()
@@ -305,7 +310,9 @@ async fn a_cab_rejection_stops_the_deployment(backend: Backend) {
     let rejected = deployments.reject_deployment(reject).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(rejected.status(), pb::DeploymentStatus::Rejected);
     assert_code(
-        deployments.start_deployment(pb::StartDeploymentRequest { id: risky.id.clone(), ..Default::default() }).await,
+        deployments
+            .start_deployment(pb::StartDeploymentRequest { deployment_id: risky.id.clone(), ..Default::default() })
+            .await,
         Code::FailedPrecondition,
     );
     assert_code(promotions.promote_deployment(promote_request(&rejected)).await, Code::FailedPrecondition);
@@ -415,13 +422,13 @@ async fn two_server_processes_on_one_postgres_promote_exactly_once() {
     // A simulator that reports nothing: the test reports the outcomes.
     let quiet = pb::Connector {
         name: "quiet-simulator".into(),
-        r#type: pb::ConnectorType::Intune.into(),
+        connector_type: pb::ConnectorType::Intune.into(),
         driver: pb::ConnectorDriver::Simulator.into(),
         enabled: true,
         simulator: Some(pb::SimulatorConfig { device_count: 0, ..Default::default() }),
         ..Default::default()
     };
-    let create = pb::CreateConnectorRequest { connector: Some(quiet), request_id: String::new() };
+    let create = pb::CreateConnectorRequest { connector: Some(quiet), ..Default::default() };
     ConnectorServiceClient::new(a.clone()).create_connector(create).await.unwrap();
     let mut deployments = DeploymentServiceClient::new(a.clone());
     let deployment = started(&mut deployments, "two-processes").await;
@@ -434,7 +441,8 @@ async fn two_server_processes_on_one_postgres_promote_exactly_once() {
 
     let recorded = promotions_of(&mut RingPromotionServiceClient::new(b), &deployment.id).await;
     assert_eq!(recorded.iter().filter(|p| p.result() == pb::PromotionResult::Promoted).count(), 1);
-    let moved = deployments.get_deployment(pb::GetDeploymentRequest { id: deployment.id.clone() }).await.unwrap();
+    let moved =
+        deployments.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id.clone() }).await.unwrap();
     assert_eq!(moved.into_inner().deployment.unwrap().current_ring(), pb::Ring::Canary);
 
     let mut promoted = 0.0;

@@ -63,7 +63,8 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
     assert_eq!(risky.risk_score, 55);
     assert!(risky.requires_cab_approval);
     assert_eq!(risky.status(), pb::DeploymentStatus::AwaitingCab);
-    let fetched = deployments.get_deployment(pb::GetDeploymentRequest { id: risky.id.clone() }).await.unwrap();
+    let fetched =
+        deployments.get_deployment(pb::GetDeploymentRequest { deployment_id: risky.id.clone() }).await.unwrap();
     let explained: Vec<_> = fetched
         .into_inner()
         .deployment
@@ -100,21 +101,26 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
     assert_eq!(listed.len(), 1);
     assert!(listed[0].active);
     let strict = pb::RiskModel { name: "strict".into(), threshold: 20, ..listed[0].clone() };
-    let created = models
-        .create_risk_model(pb::CreateRiskModelRequest {
-            model: Some(strict),
-            actor: "risk-officer".into(),
-            reason: "tighter".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let create = pb::CreateRiskModelRequest {
+        model: Some(strict.clone()),
+        actor: "risk-officer".into(),
+        reason: "tighter".into(),
+        request_id: "risk-strict-1".into(),
+    };
+    let created = models.create_risk_model(create.clone()).await.unwrap().into_inner().model.unwrap();
     assert_eq!((created.version, created.active), (2, false));
+    // A retry returns the version it created; the same request id for another model is refused.
+    let retried = models.create_risk_model(create.clone()).await.unwrap().into_inner().model.unwrap();
+    assert_eq!(retried.version, 2, "a retry creates nothing new");
+    let other = pb::CreateRiskModelRequest { model: Some(pb::RiskModel { threshold: 30, ..strict }), ..create };
+    assert_code(models.create_risk_model(other).await, Code::AlreadyExists);
+    // Activation is conditional on the etag of the version read.
+    let stale = pb::ActivateRiskModelRequest { version: 2, etag: listed[0].etag.clone(), ..Default::default() };
+    assert_code(models.activate_risk_model(stale).await, Code::Aborted);
     let activated = models
         .activate_risk_model(pb::ActivateRiskModelRequest {
             version: 2,
+            etag: created.etag.clone(),
             actor: "risk-officer".into(),
             reason: "Q4".into(),
         })
@@ -135,7 +141,7 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
     assert_eq!(later.risk_score, 27);
     assert!(later.requires_cab_approval, "27 > the new threshold of 20");
     let earlier = deployments
-        .get_deployment(pb::GetDeploymentRequest { id: a.id.clone() })
+        .get_deployment(pb::GetDeploymentRequest { deployment_id: a.id.clone() })
         .await
         .unwrap()
         .into_inner()

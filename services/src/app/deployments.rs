@@ -21,8 +21,9 @@ use crate::domain::{
     NewDeployment, NewEvent, Outcome, Ring, controller, gate,
 };
 use crate::metrics::DeploymentMetrics;
+use crate::store::audit::RequestKey;
 use crate::store::connectors::{DispatchRecord, OutboxWrite};
-use crate::store::{CreateOutcome, DeploymentFilter, Page, Store, StoreError, StoredEvent};
+use crate::store::{Alongside, CreateOutcome, DeploymentFilter, Page, Store, StoreError, StoredEvent};
 
 /// Queued deliveries retried per round.
 const PENDING_BATCH: u64 = 100;
@@ -192,7 +193,16 @@ impl Deployments {
     /// # Errors
     /// Database failures.
     pub async fn events(&self, id: Uuid, after: Option<i64>, limit: u64) -> AppResult<Page<StoredEvent>> {
-        Ok(self.store.list_events(id, after, limit).await?)
+        Ok(self.store.list_events(Some(id), after, limit).await?)
+    }
+
+    /// Stored events after sequence `after`, in sequence order: of one
+    /// deployment (`Some`), or of all.
+    ///
+    /// # Errors
+    /// NOT_FOUND for an unknown deployment; database failures.
+    pub async fn events_after(&self, deployment: Option<Uuid>, after: i64, limit: u64) -> AppResult<Page<StoredEvent>> {
+        Ok(self.store.list_events(deployment, Some(after), limit).await?)
     }
 
     /// A feed of every event committed from now on, for one deployment
@@ -215,24 +225,57 @@ impl Deployments {
 
     /// Starts a created (or approved) deployment in its first ring, handing
     /// the work to its connector once the decision is durable. A retried
-    /// start whose work is still queued delivers it.
+    /// start whose work is still queued delivers it; with a request id, a
+    /// retry of a start that succeeded returns the deployment.
     ///
     /// # Errors
-    /// FAILED_PRECONDITION from the state machine or the connector; ABORTED for a stale etag.
-    pub async fn start(&self, id: Uuid, etag: Option<i64>, ctx: &ChangeContext) -> AppResult<Deployment> {
+    /// FAILED_PRECONDITION from the state machine or the connector; ABORTED
+    /// for a stale etag; ALREADY_EXISTS for a request id used for another call.
+    pub async fn start(
+        &self,
+        id: Uuid,
+        etag: Option<i64>,
+        request_id: Option<&str>,
+        ctx: &ChangeContext,
+    ) -> AppResult<Deployment> {
+        let key = request_id.map(|request_id| RequestKey {
+            operation: "start_deployment",
+            request_id: request_id.to_owned(),
+            fingerprint: super::fingerprint(&(id, etag, &ctx.actor)),
+        });
+        let replay = match &key {
+            Some(key) => super::replayed(&self.store, key).await?.is_some(),
+            None => false,
+        };
         let current = self.store.get_deployment(id).await?;
-        check_etag(etag, current.revision, format_args!("deployment {}", current.id))?;
+        if !replay {
+            check_etag(etag, current.revision, format_args!("deployment {}", current.id))?;
+        }
         if current.status == DeploymentStatus::Deploying
             && let Some((record, Delivery::Pending)) =
                 self.store.find_dispatch(current.id, current.current_ring, "deploy").await?
         {
             return self.deliver(&current, &record, ctx).await;
         }
+        if replay {
+            return Ok(current);
+        }
         // Refuse before anything reaches the connector.
         current.status.check_transition(DeploymentStatus::Deploying).map_err(DeploymentError::from)?;
         let queued = self.queue(&current, current.current_ring, Operation::Deploy).await?;
-        let outbox = Some(OutboxWrite::Queue(&queued.record));
-        let started = self.mutate_with(id, etag, ctx, outbox, |d, ctx| d.start(&queued.handover, ctx)).await?;
+        let alongside = Alongside {
+            outbox: Some(OutboxWrite::Queue(&queued.record)),
+            request: key.as_ref(),
+            ..Alongside::default()
+        };
+        let started = match self.mutate_with(id, etag, ctx, alongside, |d, ctx| d.start(&queued.handover, ctx)).await {
+            // A concurrent retry with the same request id may have started it.
+            Err(err @ AppError::Aborted(_)) if let Some(key) = &key => match super::replayed(&self.store, key).await? {
+                Some(_) => return Ok(self.store.get_deployment(id).await?),
+                None => return Err(err),
+            },
+            started => started?,
+        };
         // The connector hears of the work only once the decision is durable.
         self.deliver(&started, &queued.record, ctx).await
     }
@@ -316,12 +359,15 @@ impl Deployments {
                     device_count: deployed.device_count,
                 };
                 let settle = OutboxWrite::Settle(&delivered, Delivery::Delivered);
-                self.mutate_with(id, None, ctx, Some(settle), |d, ctx| Ok(d.delivered(ring, &handover, ctx))).await
+                self.mutate_with(id, None, ctx, Alongside::outbox(settle), |d, ctx| {
+                    Ok(d.delivered(ring, &handover, ctx))
+                })
+                .await
             }
             Err(DispatchError::Permanent { message, .. }) => {
                 let settle = OutboxWrite::Settle(record, Delivery::Refused);
-                let refused =
-                    self.mutate_with(id, None, ctx, Some(settle), |d, ctx| {
+                let refused = self
+                    .mutate_with(id, None, ctx, Alongside::outbox(settle), |d, ctx| {
                         Ok(d.delivery_refused(ring, name, &message, ctx))
                     })
                     .await?;
@@ -335,7 +381,10 @@ impl Deployments {
             ) => {
                 let error = err.to_string();
                 tracing::warn!(deployment = %id, connector = name, %error, "delivery failed; it stays queued");
-                self.mutate_with(id, None, ctx, None, |d, ctx| Ok(d.delivery_failed(ring, name, &error, ctx))).await
+                self.mutate_with(id, None, ctx, Alongside::default(), |d, ctx| {
+                    Ok(d.delivery_failed(ring, name, &error, ctx))
+                })
+                .await
             }
             Err(DispatchError::Store(err)) => Err(err.into()),
         }
@@ -428,29 +477,29 @@ impl Deployments {
         ctx: &ChangeContext,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> AppResult<Deployment> {
-        self.mutate_with(id, etag, ctx, None, change).await
+        self.mutate_with(id, etag, ctx, Alongside::default(), change).await
     }
 
-    /// [`Deployments::mutate`], writing `outbox` in the same transaction
-    /// (saved even when the change records no event).
+    /// [`Deployments::mutate`], writing what `alongside` says in the same
+    /// transaction (an outbox queue write is saved even when the change
+    /// records no event).
     async fn mutate_with(
         &self,
         id: Uuid,
         etag: Option<i64>,
         ctx: &ChangeContext,
-        outbox: Option<OutboxWrite<'_>>,
+        alongside: Alongside<'_>,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> AppResult<Deployment> {
         for _ in 0..MAX_MUTATION_ATTEMPTS {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
             let events = change(&mut deployment, ctx)?;
-            let saved = match outbox {
-                // Settled already (the ring's delivery state and the outbox row commit together).
-                None | Some(OutboxWrite::Settle(..)) if events.is_empty() => return Ok(deployment),
-                Some(outbox) => self.store.save_deployment_with(&deployment, &events, outbox).await,
-                None => self.store.save_deployment(&deployment, &events).await,
-            };
+            // Settled already (the ring's delivery state and the outbox row commit together).
+            if events.is_empty() && !matches!(alongside.outbox, Some(OutboxWrite::Queue(_))) {
+                return Ok(deployment);
+            }
+            let saved = self.store.save_deployment_with(&deployment, &events, alongside).await;
             match saved {
                 Ok(saved) => {
                     self.metrics.committed(&saved, &events);

@@ -76,6 +76,9 @@ impl From<StoreError> for AppError {
             StoreError::RiskModelNotFound(version) => {
                 AppError::NotFound(format!("risk model version {version} not found"))
             }
+            StoreError::RiskModelConflict { version, expected } => AppError::Aborted(format!(
+                "risk model version {version} changed since etag {expected:?} was read; get it again and retry"
+            )),
             StoreError::ConnectorNotFound(name) => AppError::NotFound(format!("connector {name:?} not found")),
             StoreError::ConnectorExists(name) => {
                 AppError::AlreadyExists(format!("connector {name:?} already exists; update it or pick another name"))

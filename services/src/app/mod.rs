@@ -15,6 +15,8 @@ pub use error::{AppError, AppResult, FieldViolation};
 pub use promotions::{Promotions, Step};
 pub use risk::RiskModels;
 
+use crate::store::audit::RequestKey;
+
 /// ABORTED when the caller's etag is not the current revision of `what`.
 ///
 /// # Errors
@@ -25,5 +27,28 @@ pub fn check_etag(etag: Option<i64>, current: i64, what: impl std::fmt::Display)
             "etag \"{etag}\" is stale: {what} is at \"{current}\"; get it again and retry"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Hash of a request's content: equal for a retry, different for a reuse
+/// of its request id with other content.
+pub(crate) fn fingerprint(content: &impl serde::Serialize) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(content).expect("request content serializes");
+    Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The target of a request id's first use, when `key` is a retry of it.
+///
+/// # Errors
+/// ALREADY_EXISTS when the request id was used with other content; database failures.
+pub(crate) async fn replayed(store: &crate::store::Store, key: &RequestKey) -> AppResult<Option<String>> {
+    match store.find_request(key.operation, &key.request_id).await? {
+        None => Ok(None),
+        Some(first) if first.fingerprint == key.fingerprint => Ok(Some(first.target)),
+        Some(first) => Err(AppError::AlreadyExists(format!(
+            "request_id {:?} was already used for {} with different content; use a new request_id",
+            key.request_id, first.target
+        ))),
     }
 }

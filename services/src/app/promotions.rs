@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::{AppError, AppResult, Deployments, check_etag};
 use crate::connectors::Operation;
 use crate::domain::{
-    ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult, Ring,
-    RingPolicy, gate,
+    Change, ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult,
+    Ring, RingPolicy, gate,
 };
 use crate::metrics::DeploymentMetrics;
 use crate::store::connectors::OutboxWrite;
@@ -70,6 +70,19 @@ impl Promotions {
             }
         }
         Err(AppError::Aborted(format!("the {ring} policy is changing too fast; retry")))
+    }
+
+    /// The ring policy change log after sequence `after`, of one ring or all.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn policy_changes(
+        &self,
+        ring: Option<Ring>,
+        after: Option<i64>,
+        limit: u64,
+    ) -> AppResult<Page<Change<RingPolicy>>> {
+        Ok(self.store.list_policy_changes(ring, after, limit).await?)
     }
 
     /// The gate of the deployment's current ring, judged at `ctx`'s time.

@@ -126,7 +126,7 @@ async fn one_call(rpc: Rpc, channel: &Channel, seed: Option<&str>, worker: usize
             create(&mut DeploymentServiceClient::new(channel.clone()), &id).await?;
         }
         Rpc::Get => {
-            let request = pb::GetDeploymentRequest { id: seed.unwrap_or_default().to_owned() };
+            let request = pb::GetDeploymentRequest { deployment_id: seed.unwrap_or_default().to_owned() };
             DeploymentServiceClient::new(channel.clone()).get_deployment(request).await?;
         }
         Rpc::List => {

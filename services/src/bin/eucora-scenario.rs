@@ -49,7 +49,7 @@ fn evidence(risky: bool) -> pb::EvidencePack {
 fn simulator(name: &str, connector_type: pb::ConnectorType, failure_rate: f64, device_count: i64) -> pb::Connector {
     pb::Connector {
         name: name.into(),
-        r#type: connector_type.into(),
+        connector_type: connector_type.into(),
         driver: pb::ConnectorDriver::Simulator.into(),
         enabled: true,
         simulator: Some(pb::SimulatorConfig { latency: None, failure_rate, device_count }),
@@ -80,8 +80,11 @@ fn new_deployment(
 impl Clients {
     async fn create_and_start(&mut self, request: pb::CreateDeploymentRequest) -> anyhow::Result<String> {
         let created = self.deployments.create_deployment(request).await?.into_inner().deployment.context("created")?;
-        let start =
-            pb::StartDeploymentRequest { id: created.id.clone(), actor: "scenario".into(), ..Default::default() };
+        let start = pb::StartDeploymentRequest {
+            deployment_id: created.id.clone(),
+            actor: "scenario".into(),
+            ..Default::default()
+        };
         self.deployments.start_deployment(start).await?;
         Ok(created.id)
     }
@@ -93,7 +96,7 @@ impl Clients {
     }
 
     async fn get(&mut self, id: &str) -> anyhow::Result<pb::Deployment> {
-        let request = pb::GetDeploymentRequest { id: id.into() };
+        let request = pb::GetDeploymentRequest { deployment_id: id.into() };
         self.deployments.get_deployment(request).await?.into_inner().deployment.context("deployment")
     }
 
@@ -187,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     // An HTTP adapter that is not there: retried starts open its breaker.
     let down = pb::Connector {
         name: "ansible-down".into(),
-        r#type: pb::ConnectorType::Ansible.into(),
+        connector_type: pb::ConnectorType::Ansible.into(),
         driver: pb::ConnectorDriver::Http.into(),
         endpoint: "http://127.0.0.1:9".into(),
         enabled: true,
@@ -198,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
     let terraform =
         c.create_and_start(new_deployment("terraform", pb::ConnectorType::Ansible, "ansible-down", false)).await?;
     for _ in 0..2 {
-        let retry = pb::StartDeploymentRequest { id: terraform.clone(), ..Default::default() };
+        let retry = pb::StartDeploymentRequest { deployment_id: terraform.clone(), ..Default::default() };
         c.deployments.start_deployment(retry).await?;
     }
     let breaker = pb::GetCircuitBreakerRequest { connector_name: "ansible-down".into() };

@@ -27,7 +27,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::breaker::{BreakerState, CircuitBreaker};
 use crate::domain::connector::{ConnectorDef, Driver as DriverKind, Health, SimulatorConfig};
-use crate::domain::{ConnectorType, Delivery, Deployment, Ring};
+use crate::domain::{ChangeContext, ConnectorType, Delivery, Deployment, Ring};
 use crate::store::connectors::DispatchRecord;
 use crate::store::{Store, StoreError};
 
@@ -168,6 +168,15 @@ impl Default for RetryPolicy {
 pub struct BreakerView {
     pub state: BreakerState,
     pub breaker: CircuitBreaker,
+}
+
+impl BreakerView {
+    /// Opaque version of the breaker's state: it changes with every
+    /// transition and every failure counted.
+    pub fn etag(&self) -> String {
+        let opened = self.breaker.opened_at().map_or(0, |at| at.timestamp_millis());
+        format!("{}.{}.{opened}", self.state.as_label(), self.breaker.consecutive_failures())
+    }
 }
 
 type CachedDriver = (i64, Arc<dyn Driver>);
@@ -415,11 +424,19 @@ impl Connectors {
         self.with_breaker(def, |b| BreakerView { state: b.state(self.clock.now()), breaker: b.clone() })
     }
 
-    /// Closes the breaker (operator action).
-    pub fn reset_breaker(&self, def: &ConnectorDef) -> BreakerView {
+    /// Closes the breaker (operator action), if it is still at `etag` when
+    /// one is given; otherwise returns, as the error, the breaker as it is.
+    ///
+    /// # Errors
+    /// The breaker changed since `etag` was read.
+    pub fn reset_breaker(&self, def: &ConnectorDef, etag: Option<&str>) -> Result<BreakerView, BreakerView> {
         self.with_breaker(def, |b| {
+            let current = BreakerView { state: b.state(self.clock.now()), breaker: b.clone() };
+            if etag.is_some_and(|etag| etag != current.etag()) {
+                return Err(current);
+            }
             b.reset();
-            BreakerView { state: b.state(self.clock.now()), breaker: b.clone() }
+            Ok(BreakerView { state: b.state(self.clock.now()), breaker: b.clone() })
         })
     }
 
@@ -512,8 +529,12 @@ impl Connectors {
 ///
 /// # Errors
 /// Database failures.
-pub async fn ensure_simulators(store: &Store, simulator: SimulatorConfig) -> Result<(), StoreError> {
-    let now = Utc::now();
+pub async fn ensure_simulators(
+    store: &Store,
+    simulator: SimulatorConfig,
+    ctx: &ChangeContext,
+) -> Result<(), StoreError> {
+    let now = ctx.now;
     for connector_type in ConnectorType::ALL {
         let def = ConnectorDef {
             name: format!("simulator-{}", connector_type.as_label()),
@@ -530,7 +551,7 @@ pub async fn ensure_simulators(store: &Store, simulator: SimulatorConfig) -> Res
             created_at: now,
             updated_at: now,
         };
-        match store.create_connector(&def).await {
+        match store.create_connector(&def, None, ctx).await {
             Ok(()) | Err(StoreError::ConnectorExists(_)) => {}
             Err(err) => return Err(err),
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 /// Breaker settings; DESIGN's defaults are 5 failures and 60 s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct BreakerConfig {
     pub fail_max: u32,
     pub reset_timeout: Duration,

@@ -10,7 +10,8 @@ use super::breaker::BreakerConfig;
 use super::deployment::ConnectorType;
 
 /// How the control plane reaches the platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Driver {
     /// JSON over HTTP to an execution-plane adapter.
     Http,
@@ -32,7 +33,7 @@ impl Driver {
 }
 
 /// What the simulator driver pretends.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct SimulatorConfig {
     /// Time each call takes, and the delay before outcomes are reported.
     pub latency: Duration,
@@ -48,7 +49,7 @@ impl Default for SimulatorConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Health {
     pub healthy: bool,
     pub last_error: Option<String>,
@@ -56,7 +57,7 @@ pub struct Health {
 }
 
 /// A registered connector.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ConnectorDef {
     /// Unique: lower-case letters, digits and '-'.
     pub name: String,
@@ -96,6 +97,20 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 impl ConnectorDef {
+    /// What a create request says of the connector: the definition without
+    /// what the server sets, and without the token's value (whether one is
+    /// set still counts), so that its fingerprint can be stored.
+    pub fn requested_content(&self) -> ConnectorDef {
+        ConnectorDef {
+            auth_token: self.auth_token.as_ref().map(|_| String::new()),
+            health: None,
+            revision: 0,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+            ..self.clone()
+        }
+    }
+
     /// Every problem with the definition, as (field, description), with
     /// fields under `connector.`.
     pub fn problems(&self) -> Vec<(&'static str, String)> {

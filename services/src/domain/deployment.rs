@@ -12,7 +12,8 @@ use super::ring::Ring;
 use super::risk::{Assessment, Evidence};
 
 /// The endpoint-management platform a connector talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ConnectorType {
     Intune,
     Jamf,

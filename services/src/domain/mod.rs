@@ -3,6 +3,7 @@
 //! connector definitions and the circuit breaker. No I/O, no tonic, no
 //! sea-orm: the store persists what these functions decide.
 
+pub mod audit;
 pub mod breaker;
 pub mod connector;
 pub mod controller;
@@ -13,6 +14,7 @@ pub mod promotion;
 pub mod ring;
 pub mod risk;
 
+pub use audit::{Change, ChangeKind};
 pub use deployment::{
     ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES,
     NewDeployment, NewEvent, Outcome, RingProgress, SiteClass,

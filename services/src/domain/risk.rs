@@ -134,6 +134,17 @@ pub struct RiskModel {
 }
 
 impl RiskModel {
+    /// Opaque version of the model's state: only activation changes a model.
+    pub fn etag(&self) -> String {
+        let activated = self.activated_at.map_or(0, |at| at.timestamp_millis());
+        format!("{}.{}.{activated}", self.version, if self.active { "active" } else { "inactive" })
+    }
+
+    /// What a create request says of the model: the fields the server does not set.
+    pub fn requested_content(&self) -> impl Serialize + '_ {
+        (&self.name, &self.factors, self.threshold)
+    }
+
     /// The model the first migration installs: DESIGN's eight factors, threshold 50.
     pub fn default_model(now: DateTime<Utc>) -> RiskModel {
         RiskModel {

@@ -8,14 +8,16 @@ use eucora::v1 as pb;
 use eucora::v1::connector_service_server::ConnectorService;
 use tonic::{Request, Response, Status};
 
+use super::change_context;
 use super::convert::{self, duration_to_proto, timestamp};
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, truncate};
-use super::{change_context, page_token};
+use super::page_token::Scope;
+use super::validate::{MAX_ACTOR_LEN, MAX_ETAG_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
 use crate::app::{AppError, AppResult, ConnectorRegistry};
 use crate::clock::stored_time;
 use crate::connectors::BreakerView;
 use crate::domain::breaker::{BreakerConfig, BreakerState};
 use crate::domain::connector::{ConnectorDef, Driver, Health, NAME_RULE, SimulatorConfig, is_valid_name};
+use crate::domain::{Change, ChangeKind};
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
@@ -76,7 +78,7 @@ fn connector_from_input(
         None => ConnectorDef {
             name: input.name.clone(),
             connector_type: v
-                .enumeration::<pb::ConnectorType>("connector.type", input.r#type, true)
+                .enumeration::<pb::ConnectorType>("connector.connector_type", input.connector_type, true)
                 .and_then(convert::connector_type_from_proto)
                 .unwrap_or(crate::domain::ConnectorType::Intune),
             driver: v
@@ -107,10 +109,14 @@ fn connector_from_input(
         def.endpoint = v.optional_text("connector.endpoint", &input.endpoint, 2048);
     }
     // The token is write-only: an update leaves it alone unless it sends one
-    // or names `auth_token` in the mask (empty then clears it).
+    // or names `auth_token` in the mask (empty then clears it). A token is
+    // for the endpoint it was given with: moving the endpoint drops it, so
+    // that it is never sent to a host its owner did not pick.
     let token_named = paths.iter().any(|p| p == "auth_token");
     if wanted("auth_token") && (base.is_none() || !input.auth_token.is_empty() || token_named) {
         def.auth_token = v.optional_text("connector.auth_token", &input.auth_token, MAX_TOKEN_LEN);
+    } else if base.is_some_and(|base| base.endpoint != def.endpoint) {
+        def.auth_token = None;
     }
     if wanted("enabled") {
         def.enabled = input.enabled;
@@ -177,7 +183,7 @@ fn breaker_config_to_proto(config: BreakerConfig) -> pb::CircuitBreakerConfig {
 fn connector_to_proto(def: &ConnectorDef) -> pb::Connector {
     pb::Connector {
         name: def.name.clone(),
-        r#type: convert::connector_type_to_proto(def.connector_type).into(),
+        connector_type: convert::connector_type_to_proto(def.connector_type).into(),
         driver: match def.driver {
             Driver::Http => pb::ConnectorDriver::Http,
             Driver::Simulator => pb::ConnectorDriver::Simulator,
@@ -215,7 +221,36 @@ fn breaker_to_proto(name: &str, view: &BreakerView) -> pb::CircuitBreaker {
         open_time: view.breaker.opened_at().map(timestamp),
         next_attempt_time: view.breaker.retry_at().map(timestamp),
         last_error: view.breaker.last_error().unwrap_or_default().to_owned(),
+        etag: view.etag(),
     }
+}
+
+fn change_kind_to_proto(kind: ChangeKind) -> pb::ConnectorChangeKind {
+    match kind {
+        ChangeKind::Created => pb::ConnectorChangeKind::Created,
+        ChangeKind::Updated => pb::ConnectorChangeKind::Updated,
+        ChangeKind::Deleted => pb::ConnectorChangeKind::Deleted,
+        ChangeKind::BreakerReset => pb::ConnectorChangeKind::BreakerReset,
+    }
+}
+
+fn change_to_proto(change: &Change<ConnectorDef>) -> pb::ConnectorChange {
+    pb::ConnectorChange {
+        sequence: change.seq,
+        connector_name: change.after.as_ref().or(change.before.as_ref()).map(|d| d.name.clone()).unwrap_or_default(),
+        kind: change_kind_to_proto(change.kind).into(),
+        before: change.before.as_ref().map(connector_to_proto),
+        after: change.after.as_ref().map(connector_to_proto),
+        actor: change.actor.clone(),
+        reason: change.reason.clone(),
+        correlation_id: change.correlation_id.clone(),
+        create_time: Some(timestamp(change.at)),
+    }
+}
+
+/// Who changes a connector and why, validated.
+fn audit_fields(v: &mut Violations, actor: &str, reason: &str) -> (Option<String>, Option<String>) {
+    (v.optional_text("actor", actor, MAX_ACTOR_LEN), v.optional_text("reason", reason, MAX_REASON_LEN))
 }
 
 #[tonic::async_trait]
@@ -224,13 +259,17 @@ impl ConnectorService for ConnectorApi {
         &self,
         request: Request<pb::CreateConnectorRequest>,
     ) -> Result<Response<pb::CreateConnectorResponse>, Status> {
-        let Some(input) = request.get_ref().connector.as_ref() else {
+        let req = request.get_ref();
+        let Some(input) = req.connector.as_ref() else {
             return Err(AppError::invalid("connector", "is required").into());
         };
+        let mut v = Violations::new();
+        let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
+        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
+        v.finish()?;
         let def = connector_from_input(input, None, &[], self.now())?;
-        // A retried create (it carries a request id) of the same definition returns it.
-        let retry = !request.get_ref().request_id.is_empty();
-        let def = self.app.create(def, retry).await?;
+        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let def = self.app.create(def, request_id.as_deref(), &ctx).await?;
         Ok(Response::new(pb::CreateConnectorResponse { connector: Some(connector_to_proto(&def)) }))
     }
 
@@ -238,7 +277,7 @@ impl ConnectorService for ConnectorApi {
         &self,
         request: Request<pb::GetConnectorRequest>,
     ) -> Result<Response<pb::GetConnectorResponse>, Status> {
-        let def = self.app.get(valid_name("name", &request.get_ref().name)?).await?;
+        let def = self.app.get(valid_name("connector_name", &request.get_ref().connector_name)?).await?;
         Ok(Response::new(pb::GetConnectorResponse { connector: Some(connector_to_proto(&def)) }))
     }
 
@@ -249,19 +288,17 @@ impl ConnectorService for ConnectorApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-        let connector_type =
-            v.enumeration::<pb::ConnectorType>("type", req.r#type, false).and_then(convert::connector_type_from_proto);
+        let connector_type = v
+            .enumeration::<pb::ConnectorType>("connector_type", req.connector_type, false)
+            .and_then(convert::connector_type_from_proto);
         v.finish()?;
-        let filters_key = format!("connectors type={:?}", connector_type.map(|t| t.as_label()));
-        let after = page_token::decode_text(&req.page_token, &filters_key)?;
+        let scope = Scope::new("connectors").with("connector_type", connector_type.map(|t| t.as_label()));
+        let after: Option<String> = scope.key(&req.page_token)?;
         let (connectors, more) = self.app.list(connector_type, after.as_deref(), limit).await?;
-        let next_page_token = match (more, connectors.last()) {
-            (true, Some(last)) => page_token::encode_text(&last.name, &filters_key),
-            _ => String::new(),
-        };
+        let last = connectors.last().filter(|_| more).map(|last| last.name.as_str());
         Ok(Response::new(pb::ListConnectorsResponse {
             connectors: connectors.iter().map(connector_to_proto).collect(),
-            next_page_token,
+            next_page_token: scope.token(last),
         }))
     }
 
@@ -274,13 +311,17 @@ impl ConnectorService for ConnectorApi {
             return Err(AppError::invalid("connector", "is required").into());
         };
         let mut v = Violations::new();
-        let etag = v.etag("etag", if req.etag.is_empty() { &input.etag } else { &req.etag });
+        let etag = v.etag("connector.etag", &input.etag);
+        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
         v.finish()?;
         let name = valid_name("connector.name", &input.name)?;
         let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
         let now = self.now();
-        let saved =
-            self.app.update(name, etag, |current| connector_from_input(input, Some(current), &paths, now)).await?;
+        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let saved = self
+            .app
+            .update(name, etag, &ctx, |current| connector_from_input(input, Some(current), &paths, now))
+            .await?;
         Ok(Response::new(pb::UpdateConnectorResponse { connector: Some(connector_to_proto(&saved)) }))
     }
 
@@ -291,8 +332,11 @@ impl ConnectorService for ConnectorApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let etag = v.etag("etag", &req.etag);
+        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
         v.finish()?;
-        self.app.delete(valid_name("name", &req.name)?, etag).await?;
+        let name = valid_name("connector_name", &req.connector_name)?;
+        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        self.app.delete(name, etag, &ctx).await?;
         Ok(Response::new(pb::DeleteConnectorResponse {}))
     }
 
@@ -300,7 +344,7 @@ impl ConnectorService for ConnectorApi {
         &self,
         request: Request<pb::CheckConnectorHealthRequest>,
     ) -> Result<Response<pb::CheckConnectorHealthResponse>, Status> {
-        let (_, health) = self.app.probe(valid_name("name", &request.get_ref().name)?).await?;
+        let (_, health) = self.app.probe(valid_name("connector_name", &request.get_ref().connector_name)?).await?;
         Ok(Response::new(pb::CheckConnectorHealthResponse { health: Some(health_to_proto(Some(&health))) }))
     }
 
@@ -318,12 +362,32 @@ impl ConnectorService for ConnectorApi {
     ) -> Result<Response<pb::ResetCircuitBreakerResponse>, Status> {
         let req = request.get_ref();
         let mut v = Violations::new();
-        let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
-        let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
+        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
+        let etag = v.optional_text("etag", &req.etag, MAX_ETAG_LEN);
         v.finish()?;
         let name = valid_name("connector_name", &req.connector_name)?;
-        let (def, view) =
-            self.app.reset_breaker(name, &change_context(self.app.clock(), &request, actor, reason)).await?;
+        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let (def, view) = self.app.reset_breaker(name, etag.as_deref(), &ctx).await?;
         Ok(Response::new(pb::ResetCircuitBreakerResponse { breaker: Some(breaker_to_proto(&def.name, &view)) }))
+    }
+
+    async fn list_connector_changes(
+        &self,
+        request: Request<pb::ListConnectorChangesRequest>,
+    ) -> Result<Response<pb::ListConnectorChangesResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+        v.finish()?;
+        let name = match req.connector_name.as_str() {
+            "" => None,
+            name => Some(valid_name("connector_name", name)?),
+        };
+        let scope = Scope::new("connector_changes").with("connector_name", name);
+        let page = self.app.changes(name, scope.key(&req.page_token)?, limit).await?;
+        Ok(Response::new(pb::ListConnectorChangesResponse {
+            changes: page.items.iter().map(change_to_proto).collect(),
+            next_page_token: scope.token(page.next_after),
+        }))
     }
 }

@@ -124,7 +124,7 @@ pub fn deployment_to_proto(d: &Deployment) -> pb::Deployment {
         etag: etag(d.revision),
         connector_name: d.connector_name.clone().unwrap_or_default(),
         paused: d.paused,
-        stalled_since: d.stalled_since.map(timestamp),
+        stall_time: d.stalled_since.map(timestamp),
         next_action: String::new(),
         next_action_time: None,
         evidence: Some(super::risk::evidence_to_proto(&d.evidence)),

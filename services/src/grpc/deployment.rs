@@ -14,8 +14,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::convert::{self, deployment_to_proto, event_to_proto};
-use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use super::page_token::Scope;
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
 use super::{change_context, fitting};
 use crate::app::{AppResult, Deployments, Shown, Watch};
 use crate::domain::connector::{NAME_RULE, is_valid_name};
@@ -26,7 +26,6 @@ use crate::store::DeploymentFilter;
 
 const MAX_APP_NAME_LEN: usize = 200;
 const MAX_VERSION_LEN: usize = 100;
-const MAX_REQUEST_ID_LEN: usize = 128;
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
 const DEFAULT_EVENT_PAGE_SIZE: u64 = 100;
@@ -152,7 +151,7 @@ impl<'a> MutationFields<'a> {
 
     /// Validates the fields, reporting them with any violations already in `v`.
     fn validate(self, mut v: Violations) -> AppResult<ValidMutation> {
-        let id = v.uuid("id", self.id);
+        let id = v.uuid("deployment_id", self.id);
         let (actor_field, actor) = self.actor;
         let actor = if self.actor_required {
             Some(v.required_text(actor_field, actor, MAX_ACTOR_LEN))
@@ -224,14 +223,12 @@ struct ValidMutation {
     etag: Option<i64>,
 }
 
-fn list_filters_key(filter: &DeploymentFilter) -> String {
-    format!(
-        "status={:?};ring={:?};app={:?};connector={:?}",
-        filter.status.map(|s| s.as_label()),
-        filter.ring.map(|r| r.as_label()),
-        filter.app_name,
-        filter.connector_type.map(|c| c.as_label())
-    )
+fn list_scope(filter: &DeploymentFilter) -> Scope {
+    Scope::new("deployments")
+        .with("status", filter.status.map(|s| s.as_label()))
+        .with("ring", filter.ring.map(|r| r.as_label()))
+        .with("app_name", filter.app_name.as_deref())
+        .with("connector_type", filter.connector_type.map(|c| c.as_label()))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchDeploymentsResponse, Status>> + Send>>;
@@ -253,7 +250,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::GetDeploymentResponse>, Status> {
         let mut v = Violations::new();
-        let id = v.uuid("id", &request.get_ref().id);
+        let id = v.uuid("deployment_id", &request.get_ref().deployment_id);
         v.finish()?;
         let shown = self.app.get(id).await?;
         Ok(Response::new(pb::GetDeploymentResponse { deployment: Some(shown_to_proto(&shown)) }))
@@ -277,14 +274,14 @@ impl DeploymentService for DeploymentApi {
                 .and_then(convert::connector_type_from_proto),
         };
         v.finish()?;
-        let filters_key = list_filters_key(&filter);
-        let after = page_token::decode(&req.page_token, &filters_key)?;
+        let scope = list_scope(&filter);
+        let after = scope.key(&req.page_token)?;
         let page = self.app.list(&filter, after, limit).await?;
         let shown = page.items.iter().map(shown_to_proto).collect();
         let page = fitting(page.with_items(shown));
         Ok(Response::new(pb::ListDeploymentsResponse {
             deployments: page.items,
-            next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
+            next_page_token: scope.token(page.next_after),
         }))
     }
 
@@ -293,7 +290,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::ApproveDeploymentRequest>,
     ) -> Result<Response<pb::ApproveDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::cab(&req.id, &req.approver, &req.reason, &req.etag);
+        let fields = MutationFields::cab(&req.deployment_id, &req.approver, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::approve).await?;
         Ok(Response::new(pb::ApproveDeploymentResponse { deployment }))
     }
@@ -303,7 +300,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::RejectDeploymentRequest>,
     ) -> Result<Response<pb::RejectDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::cab(&req.id, &req.approver, &req.reason, &req.etag);
+        let fields = MutationFields::cab(&req.deployment_id, &req.approver, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::reject).await?;
         Ok(Response::new(pb::RejectDeploymentResponse { deployment }))
     }
@@ -313,9 +310,11 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::StartDeploymentRequest>,
     ) -> Result<Response<pb::StartDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(Violations::new())?;
+        let mut v = Violations::new();
+        let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
+        let valid = MutationFields::lifecycle(&req.deployment_id, &req.actor, "", &req.etag).validate(v)?;
         let ctx = self.context(&request, valid.actor, valid.reason);
-        let deployment = self.app.start(valid.id, valid.etag, &ctx).await?;
+        let deployment = self.app.start(valid.id, valid.etag, request_id.as_deref(), &ctx).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
 
@@ -326,7 +325,7 @@ impl DeploymentService for DeploymentApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let counts = RingCounts::validate(&mut v, req.ring, req.success_count, req.failure_count);
-        let valid = MutationFields::lifecycle(&req.id, &req.actor, "", &req.etag).validate(v)?;
+        let valid = MutationFields::lifecycle(&req.deployment_id, &req.actor, "", &req.etag).validate(v)?;
         let deployment = self.record_outcome(&request, valid, counts.outcome(req.rollback_validated), false).await?;
         Ok(Response::new(pb::ReportRingOutcomeResponse { deployment }))
     }
@@ -344,7 +343,8 @@ impl DeploymentService for DeploymentApi {
                 "is required: read the deployment and pass its etag, so the correction applies to what was read",
             );
         }
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
+        let fields =
+            MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag).reason_required();
         let valid = fields.validate(v)?;
         let deployment = self.record_outcome(&request, valid, counts.outcome(false), true).await?;
         Ok(Response::new(pb::CorrectRingOutcomeResponse { deployment }))
@@ -355,7 +355,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::CompleteDeploymentRequest>,
     ) -> Result<Response<pb::CompleteDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
+        let fields = MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::complete).await?;
         Ok(Response::new(pb::CompleteDeploymentResponse { deployment }))
     }
@@ -365,7 +365,8 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::FailDeploymentRequest>,
     ) -> Result<Response<pb::FailDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag).reason_required();
+        let fields =
+            MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag).reason_required();
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::fail).await?;
         Ok(Response::new(pb::FailDeploymentResponse { deployment }))
     }
@@ -375,7 +376,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::PauseDeploymentRequest>,
     ) -> Result<Response<pb::PauseDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
+        let fields = MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::pause).await?;
         Ok(Response::new(pb::PauseDeploymentResponse { deployment }))
     }
@@ -385,7 +386,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::ResumeDeploymentRequest>,
     ) -> Result<Response<pb::ResumeDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.id, &req.actor, &req.reason, &req.etag);
+        let fields = MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::resume).await?;
         Ok(Response::new(pb::ResumeDeploymentResponse { deployment }))
     }
@@ -399,15 +400,32 @@ impl DeploymentService for DeploymentApi {
         let id = v.uuid("deployment_id", &req.deployment_id);
         let limit = v.page_size("page_size", req.page_size, DEFAULT_EVENT_PAGE_SIZE, MAX_EVENT_PAGE_SIZE);
         v.finish()?;
-        let filters_key = format!("deployment={id}");
-        let after = page_token::decode(&req.page_token, &filters_key)?;
+        let scope = Scope::new("deployment_events").with("deployment_id", Some(id));
+        let after = scope.key(&req.page_token)?;
         let page = self.app.events(id, after, limit).await?;
         let events = page.items.iter().map(event_to_proto).collect();
         let page = fitting(page.with_items(events));
         Ok(Response::new(pb::ListDeploymentEventsResponse {
             events: page.items,
-            next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
+            next_page_token: scope.token(page.next_after),
         }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let limit = v.page_size("page_size", req.page_size, DEFAULT_EVENT_PAGE_SIZE, MAX_EVENT_PAGE_SIZE);
+        let start = v.sequence("after_sequence", req.after_sequence);
+        v.finish()?;
+        let scope = Scope::new("events").with("after_sequence", Some(start));
+        let after = scope.key(&req.page_token)?.unwrap_or(start);
+        let page = self.app.events_after(None, after, limit).await?;
+        let events = page.items.iter().map(event_to_proto).collect();
+        let page = fitting(page.with_items(events));
+        Ok(Response::new(pb::ListEventsResponse { events: page.items, next_page_token: scope.token(page.next_after) }))
     }
 
     type WatchDeploymentsStream = WatchStream;
@@ -416,42 +434,82 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::WatchDeploymentsRequest>,
     ) -> Result<Response<Self::WatchDeploymentsStream>, Status> {
-        let deployment_id = request.get_ref().deployment_id.as_str();
+        let req = request.get_ref();
         let mut v = Violations::new();
-        let filter = (!deployment_id.is_empty()).then(|| v.uuid("deployment_id", deployment_id));
+        let filter = (!req.deployment_id.is_empty()).then(|| v.uuid("deployment_id", &req.deployment_id));
+        let after_sequence = v.sequence("after_sequence", req.after_sequence);
         v.finish()?;
         let watch = self.app.watch(filter).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward_events(watch, tx, self.app.shutdown().clone()));
+        let resume = (after_sequence > 0).then_some(after_sequence);
+        tokio::spawn(forward_events(self.app.clone(), watch, resume, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Copies the committed-event feed to one watcher until it disconnects or the
-/// server shuts down. A watcher slower than the feed only delays itself: the
-/// feed drops what it cannot buffer for it, and it is told how many it missed.
-async fn forward_events(
-    mut watch: Watch,
-    tx: mpsc::Sender<Result<pb::WatchDeploymentsResponse, Status>>,
-    shutdown: CancellationToken,
-) {
+type WatchSender = mpsc::Sender<Result<pb::WatchDeploymentsResponse, Status>>;
+
+/// Copies events to one watcher until it disconnects or the server shuts
+/// down: first the stored ones after `resume` (when set), then the
+/// committed-event feed, skipping what the stored pages already carried. A
+/// watcher slower than the feed only delays itself: the feed drops what it
+/// cannot buffer for it, and it is told how many it missed.
+async fn forward_events(app: Deployments, mut watch: Watch, resume: Option<i64>, tx: WatchSender) {
     use pb::watch_deployments_response::Payload;
+    let shutdown = app.shutdown().clone();
     let filter = watch.deployment;
+    // The feed was subscribed before the stored pages are read: an event
+    // committed meanwhile is in both, and is sent once.
+    let mut last_sent = 0;
+    if let Some(mut after) = resume {
+        loop {
+            let page = match app.events_after(filter, after, DEFAULT_EVENT_PAGE_SIZE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    let _ = tx.send(Err(err.into())).await;
+                    return;
+                }
+            };
+            for stored in &page.items {
+                let message = pb::WatchDeploymentsResponse { payload: Some(Payload::Event(event_to_proto(stored))) };
+                if !send(&tx, Ok(message), &shutdown).await {
+                    return;
+                }
+                last_sent = stored.seq;
+            }
+            match page.next_after {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+    }
     loop {
         let payload = tokio::select! {
             () = shutdown.cancelled() => return,
             () = tx.closed() => return,
             received = watch.feed.recv() => match received {
-                Ok(stored) if filter.is_none_or(|id| id == stored.event.deployment_id) => Payload::Event(event_to_proto(&stored)),
+                Ok(stored) if stored.seq > last_sent && filter.is_none_or(|id| id == stored.event.deployment_id) => {
+                    Payload::Event(event_to_proto(&stored))
+                }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => Payload::MissedEventCount(i64::try_from(missed).unwrap_or(i64::MAX)),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        let message = Ok(pb::WatchDeploymentsResponse { payload: Some(payload) });
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            sent = tx.send(message) => if sent.is_err() { return },
+        if !send(&tx, Ok(pb::WatchDeploymentsResponse { payload: Some(payload) }), &shutdown).await {
+            return;
         }
+    }
+}
+
+/// False once the watcher is gone or the server is shutting down.
+async fn send(
+    tx: &WatchSender,
+    message: Result<pb::WatchDeploymentsResponse, Status>,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        sent = tx.send(message) => sent.is_ok(),
     }
 }

@@ -8,13 +8,12 @@ use tonic::{Request, Response, Status};
 
 use super::change_context;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
-use super::page_token;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations, truncate};
+use super::page_token::Scope;
+use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
 use crate::app::{AppError, AppResult, Promotions, Step};
 use crate::clock::Clock;
-use crate::domain::{ChangeContext, Deployment, Promotion, Ring, RingPolicy};
+use crate::domain::{Change, ChangeContext, Deployment, Promotion, Ring, RingPolicy};
 
-const MAX_REQUEST_ID_LEN: usize = 128;
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
 
@@ -78,7 +77,7 @@ impl PromotionApi {
         let ring = v.enumeration::<pb::Ring>("policy.ring", update.ring, true).and_then(convert::ring_from_proto);
         let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
         let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
-        let etag = v.etag("etag", if req.etag.is_empty() { &update.etag } else { &req.etag });
+        let etag = v.etag("policy.etag", &update.etag);
         let paths: Vec<String> = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
         for path in &paths {
             if !POLICY_FIELDS.contains(&path.as_str()) {
@@ -191,6 +190,20 @@ fn apply_policy_update(before: &RingPolicy, update: &pb::RingPolicy, paths: &[St
     Ok(after)
 }
 
+fn policy_change_to_proto(change: &Change<RingPolicy>) -> pb::RingPolicyChange {
+    let ring = change.after.as_ref().or(change.before.as_ref()).map(|p| p.ring);
+    pb::RingPolicyChange {
+        sequence: change.seq,
+        ring: ring.map_or(pb::Ring::Unspecified, convert::ring_to_proto).into(),
+        before: change.before.as_ref().map(policy_to_proto),
+        after: change.after.as_ref().map(policy_to_proto),
+        actor: change.actor.clone(),
+        reason: change.reason.clone(),
+        correlation_id: change.correlation_id.clone(),
+        create_time: Some(convert::timestamp(change.at)),
+    }
+}
+
 fn shown(deployment: &Deployment, promotion: &Promotion) -> (pb::Deployment, pb::Promotion) {
     (deployment_to_proto(deployment), promotion_to_proto(promotion))
 }
@@ -266,12 +279,28 @@ impl RingPromotionService for PromotionApi {
         let id = v.uuid("deployment_id", &req.deployment_id);
         let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
         v.finish()?;
-        let filters_key = format!("promotions={id}");
-        let after = page_token::decode(&req.page_token, &filters_key)?;
-        let page = self.app.promotions_of(id, after, limit).await?;
+        let scope = Scope::new("promotions").with("deployment_id", Some(id));
+        let page = self.app.promotions_of(id, scope.key(&req.page_token)?, limit).await?;
         Ok(Response::new(pb::ListPromotionsResponse {
             promotions: page.items.iter().map(promotion_to_proto).collect(),
-            next_page_token: page.next_after.map(|after| page_token::encode(after, &filters_key)).unwrap_or_default(),
+            next_page_token: scope.token(page.next_after),
+        }))
+    }
+
+    async fn list_ring_policy_changes(
+        &self,
+        request: Request<pb::ListRingPolicyChangesRequest>,
+    ) -> Result<Response<pb::ListRingPolicyChangesResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let ring = v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(convert::ring_from_proto);
+        let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+        v.finish()?;
+        let scope = Scope::new("ring_policy_changes").with("ring", ring.map(Ring::as_label));
+        let page = self.app.policy_changes(ring, scope.key(&req.page_token)?, limit).await?;
+        Ok(Response::new(pb::ListRingPolicyChangesResponse {
+            changes: page.items.iter().map(policy_change_to_proto).collect(),
+            next_page_token: scope.token(page.next_after),
         }))
     }
 }

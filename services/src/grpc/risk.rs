@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::change_context;
 use super::convert::timestamp;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, Violations};
+use super::validate::{MAX_ACTOR_LEN, MAX_ETAG_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
 use crate::app::{AppError, AppResult, RiskModels};
 use crate::clock::Clock;
 use crate::domain::ChangeContext;
@@ -151,10 +151,11 @@ fn model_to_proto(m: &RiskModel) -> pb::RiskModel {
         active: m.active,
         create_time: Some(timestamp(m.created_at)),
         activate_time: m.activated_at.map(timestamp),
+        etag: m.etag(),
     }
 }
 
-fn model_from_proto(m: &pb::RiskModel) -> AppResult<RiskModel> {
+fn model_from_proto(m: &pb::RiskModel, now: chrono::DateTime<chrono::Utc>) -> AppResult<RiskModel> {
     let mut v = Violations::new();
     let factors = m
         .factors
@@ -179,7 +180,7 @@ fn model_from_proto(m: &pb::RiskModel) -> AppResult<RiskModel> {
         factors,
         threshold,
         active: false,
-        created_at: chrono::Utc::now(),
+        created_at: now,
         activated_at: None,
     };
     for (field, problem) in model.problems() {
@@ -236,9 +237,12 @@ impl RiskModelService for RiskApi {
         let Some(input) = req.model.as_ref() else {
             return Err(AppError::invalid("model", "is required").into());
         };
-        let model = model_from_proto(input)?;
+        let mut v = Violations::new();
+        let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
+        v.finish()?;
+        let model = model_from_proto(input, self.clock.now())?;
         let ctx = self.model_change(&request, &req.actor, &req.reason)?;
-        let created = self.app.create(&model, &ctx).await?;
+        let created = self.app.create(&model, request_id.as_deref(), &ctx).await?;
         Ok(Response::new(pb::CreateRiskModelResponse { model: Some(model_to_proto(&created)) }))
     }
 
@@ -247,8 +251,11 @@ impl RiskModelService for RiskApi {
         request: Request<pb::ActivateRiskModelRequest>,
     ) -> Result<Response<pb::ActivateRiskModelResponse>, Status> {
         let req = request.get_ref();
+        let mut v = Violations::new();
+        let etag = v.optional_text("etag", &req.etag, MAX_ETAG_LEN);
+        v.finish()?;
         let ctx = self.model_change(&request, &req.actor, &req.reason)?;
-        let model = self.app.activate(req.version, &ctx).await?;
+        let model = self.app.activate(req.version, etag.as_deref(), &ctx).await?;
         Ok(Response::new(pb::ActivateRiskModelResponse { model: Some(model_to_proto(&model)) }))
     }
 }

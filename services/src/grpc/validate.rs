@@ -11,6 +11,10 @@ use crate::app::{AppError, FieldViolation};
 pub const MAX_REASON_LEN: usize = 2000;
 /// Longest actor / submitter / approver name accepted.
 pub const MAX_ACTOR_LEN: usize = 200;
+/// Longest client-chosen idempotency key.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Longer than any etag the server hands out.
+pub const MAX_ETAG_LEN: usize = 64;
 
 /// Collects field violations; [`Violations::finish`] turns them into an error.
 #[derive(Debug, Default)]
@@ -118,6 +122,15 @@ impl Violations {
                 None
             }
         }
+    }
+
+    /// A position in the event log: 0 (the start) or a sequence a previous answer carried.
+    pub fn sequence(&mut self, field: &str, value: i64) -> i64 {
+        if value < 0 {
+            self.add(field, format!("must not be negative (got {value})"));
+            return 0;
+        }
+        value
     }
 
     /// A page size in 0..; 0 means `default`, larger than `max` is capped.

@@ -5,14 +5,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
 use uuid::Uuid;
 
+use super::audit::{RequestKey, log_connector_change, record_request};
 use super::entity::{connector, dispatch};
 use super::{Store, StoreError, StoreResult, parse};
 use crate::domain::breaker::BreakerConfig;
 use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
-use crate::domain::{ConnectorType, Delivery, Ring};
+use crate::domain::{ChangeContext, ChangeKind, ConnectorType, Delivery, Ring};
 
 /// Work handed to a connector for one deployment and ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +30,33 @@ pub struct DispatchRecord {
 }
 
 impl Store {
+    /// Stores a new connector and logs its creation (with the request id
+    /// that asked for it, when given), in one transaction.
+    ///
     /// # Errors
-    /// [`StoreError::ConnectorExists`] or database failures.
-    pub async fn create_connector(&self, def: &ConnectorDef) -> StoreResult<()> {
+    /// [`StoreError::ConnectorExists`], [`StoreError::RequestIdTaken`] or database failures.
+    pub async fn create_connector(
+        &self,
+        def: &ConnectorDef,
+        request: Option<&RequestKey>,
+        ctx: &ChangeContext,
+    ) -> StoreResult<()> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
-            match connector::Entity::insert(connector_row(def)).exec_without_returning(&self.db).await {
-                Ok(_) => Ok(()),
+            let txn = self.db.begin().await?;
+            match connector::Entity::insert(connector_row(def)).exec_without_returning(&txn).await {
+                Ok(_) => {}
                 Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                    Err(StoreError::ConnectorExists(def.name.clone()))
+                    return Err(StoreError::ConnectorExists(def.name.clone()));
                 }
-                Err(err) => Err(err.into()),
+                Err(err) => return Err(err.into()),
             }
+            if let Some(key) = request {
+                record_request(&txn, key, &def.name, ctx).await?;
+            }
+            log_connector_change(&txn, ChangeKind::Created, None, Some(def), ctx).await?;
+            txn.commit().await?;
+            Ok(())
         })
         .await
     }
@@ -99,15 +117,21 @@ impl Store {
         .await
     }
 
-    /// Saves `def` (its `revision` is the one it was read at); health is kept.
+    /// Saves `after` in place of `before` (the version it was read at) and
+    /// logs the change; health is kept.
     ///
     /// # Errors
     /// [`StoreError::ConnectorConflict`], [`StoreError::ConnectorNotFound`] or database failures.
-    pub async fn update_connector(&self, def: &ConnectorDef) -> StoreResult<ConnectorDef> {
+    pub async fn update_connector(
+        &self,
+        before: &ConnectorDef,
+        after: &ConnectorDef,
+        ctx: &ChangeContext,
+    ) -> StoreResult<ConnectorDef> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
-            let mut saved = def.clone();
-            saved.revision = def.revision + 1;
+            let txn = self.db.begin().await?;
+            let saved = ConnectorDef { revision: before.revision + 1, ..after.clone() };
             let mut row = connector_row(&saved);
             row.healthy = NotSet;
             row.health_error = NotSet;
@@ -115,36 +139,55 @@ impl Store {
             row.created_at = NotSet;
             let updated = connector::Entity::update_many()
                 .set(row)
-                .filter(connector::Column::Name.eq(def.name.as_str()))
-                .filter(connector::Column::Revision.eq(def.revision))
-                .exec(&self.db)
+                .filter(connector::Column::Name.eq(before.name.as_str()))
+                .filter(connector::Column::Revision.eq(before.revision))
+                .exec(&txn)
                 .await?;
             if updated.rows_affected == 0 {
-                self.get_connector(&def.name).await?;
-                return Err(StoreError::ConnectorConflict { name: def.name.clone(), expected: def.revision });
+                drop(txn);
+                self.get_connector(&before.name).await?;
+                return Err(StoreError::ConnectorConflict { name: before.name.clone(), expected: before.revision });
             }
+            log_connector_change(&txn, ChangeKind::Updated, Some(before), Some(&saved), ctx).await?;
+            txn.commit().await?;
             Ok(saved)
         })
         .await
     }
 
+    /// Deletes `def` if it is still at the version read, and logs the deletion.
+    ///
     /// # Errors
-    /// [`StoreError::ConnectorConflict`] on a stale revision, [`StoreError::ConnectorNotFound`], or database failures.
-    pub async fn delete_connector(&self, name: &str, revision: Option<i64>) -> StoreResult<()> {
+    /// [`StoreError::ConnectorConflict`] when it changed since, [`StoreError::ConnectorNotFound`], or database failures.
+    pub async fn delete_connector(&self, def: &ConnectorDef, ctx: &ChangeContext) -> StoreResult<()> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
-            let mut delete = connector::Entity::delete_many().filter(connector::Column::Name.eq(name));
-            if let Some(revision) = revision {
-                delete = delete.filter(connector::Column::Revision.eq(revision));
+            let txn = self.db.begin().await?;
+            let deleted = connector::Entity::delete_many()
+                .filter(connector::Column::Name.eq(def.name.as_str()))
+                .filter(connector::Column::Revision.eq(def.revision))
+                .exec(&txn)
+                .await?;
+            if deleted.rows_affected == 0 {
+                drop(txn);
+                self.get_connector(&def.name).await?;
+                return Err(StoreError::ConnectorConflict { name: def.name.clone(), expected: def.revision });
             }
-            if delete.exec(&self.db).await?.rows_affected == 0 {
-                self.get_connector(name).await?;
-                return Err(StoreError::ConnectorConflict {
-                    name: name.to_owned(),
-                    expected: revision.unwrap_or_default(),
-                });
-            }
+            log_connector_change(&txn, ChangeKind::Deleted, Some(def), None, ctx).await?;
+            txn.commit().await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Logs that an operator reset `def`'s circuit breaker.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn log_breaker_reset(&self, def: &ConnectorDef, ctx: &ChangeContext) -> StoreResult<()> {
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            log_connector_change(&self.db, ChangeKind::BreakerReset, Some(def), Some(def), ctx).await
         })
         .await
     }
@@ -267,7 +310,7 @@ fn from_millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn connector_row(d: &ConnectorDef) -> connector::ActiveModel {
+pub(super) fn connector_row(d: &ConnectorDef) -> connector::ActiveModel {
     connector::ActiveModel {
         name: Set(d.name.clone()),
         connector_type: Set(d.connector_type.as_label().to_owned()),
@@ -290,7 +333,7 @@ fn connector_row(d: &ConnectorDef) -> connector::ActiveModel {
     }
 }
 
-fn connector_from_row(row: connector::Model) -> StoreResult<ConnectorDef> {
+pub(super) fn connector_from_row(row: connector::Model) -> StoreResult<ConnectorDef> {
     let health = match (row.healthy, row.health_checked_at) {
         (Some(healthy), Some(checked_at)) => Some(Health { healthy, last_error: row.health_error, checked_at }),
         _ => None,

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateRiskTables),
             Box::new(CreateHealthProbe),
             Box::new(AddDeliveryState),
+            Box::new(CreateAuditAndRequestTables),
         ]
     }
 }
@@ -777,6 +778,90 @@ impl MigrationTrait for AddDeliveryState {
                     .if_not_exists()
                     .table(C::Dispatches)
                     .col(C::State)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Connector changes are audited like everything else, and request ids of
+/// creates and side-effecting calls without a table of their own are kept
+/// with what they were first used for.
+struct CreateAuditAndRequestTables;
+
+impl MigrationName for CreateAuditAndRequestTables {
+    fn name(&self) -> &str {
+        "m20261202_000008_create_audit_and_request_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ConnectorChanges {
+    Table,
+    Seq,
+    ConnectorName,
+    Kind,
+    Actor,
+    Reason,
+    CorrelationId,
+    Before,
+    After,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Requests {
+    Table,
+    Operation,
+    RequestId,
+    Fingerprint,
+    Target,
+    CreatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAuditAndRequestTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use ConnectorChanges as C;
+        manager
+            .create_table(
+                Table::create()
+                    .table(C::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(C::Seq))
+                    .col(string(C::ConnectorName))
+                    .col(string(C::Kind))
+                    .col(string(C::Actor))
+                    .col(text(C::Reason))
+                    .col(string(C::CorrelationId))
+                    .col(text_null(C::Before))
+                    .col(text_null(C::After))
+                    .col(timestamp_with_time_zone(C::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_connector_changes_name")
+                    .if_not_exists()
+                    .table(C::Table)
+                    .col(C::ConnectorName)
+                    .col(C::Seq)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Requests::Table)
+                    .if_not_exists()
+                    .col(string(Requests::Operation))
+                    .col(string(Requests::RequestId))
+                    .col(string(Requests::Fingerprint))
+                    .col(string(Requests::Target))
+                    .col(timestamp_with_time_zone(Requests::CreatedAt))
+                    .primary_key(Index::create().col(Requests::Operation).col(Requests::RequestId))
                     .to_owned(),
             )
             .await

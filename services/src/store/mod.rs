@@ -13,6 +13,7 @@
 //! call's deadline) and tells the health probe when the database failed;
 //! SQLite writes are refused once the file opened is no longer at its path.
 
+pub mod audit;
 pub mod connectors;
 pub mod entity;
 pub mod migration;
@@ -60,6 +61,9 @@ pub enum StoreError {
     PolicyConflict { ring: Ring, expected: i64 },
     #[error("risk model version {0} not found")]
     RiskModelNotFound(i32),
+    /// A risk model was activated or deactivated since it was read.
+    #[error("risk model version {version} changed since etag {expected:?} was read")]
+    RiskModelConflict { version: i32, expected: String },
     #[error("connector {0:?} not found")]
     ConnectorNotFound(String),
     #[error("connector {0:?} already exists")]
@@ -149,6 +153,24 @@ pub struct StoredEvent {
     pub seq: i64,
     pub app_name: String,
     pub event: NewEvent,
+}
+
+/// What a deployment save writes in its transaction besides the deployment
+/// and its events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Alongside<'a> {
+    /// The promotion attempt that moved it.
+    pub promotion: Option<&'a Promotion>,
+    pub outbox: Option<OutboxWrite<'a>>,
+    /// The request id of the call that made the change.
+    pub request: Option<&'a audit::RequestKey>,
+}
+
+impl<'a> Alongside<'a> {
+    /// Just an outbox write.
+    pub fn outbox(outbox: OutboxWrite<'a>) -> Alongside<'a> {
+        Alongside { outbox: Some(outbox), ..Alongside::default() }
+    }
 }
 
 /// Filters of ListDeployments; `None` matches everything.
@@ -597,30 +619,30 @@ impl Store {
     /// [`StoreError::RevisionConflict`] when the row changed since it was read,
     /// or database failures.
     pub async fn save_deployment(&self, deployment: &Deployment, events: &[NewEvent]) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, None, None).await }).await
+        self.guard(async { self.save_with(deployment, events, Alongside::default()).await }).await
     }
 
-    /// [`Store::save_deployment`], writing `outbox` in the same transaction:
-    /// the work a decision hands to a connector is queued with it, and the
-    /// end of a delivery is recorded with its outcome.
+    /// [`Store::save_deployment`], with what `alongside` says in the same
+    /// transaction: the work a decision hands to a connector is queued with
+    /// it, the end of a delivery is recorded with its outcome, the request id
+    /// of the call that made the change is kept.
     ///
     /// # Errors
-    /// As [`Store::save_deployment`].
+    /// As [`Store::save_deployment`], and [`StoreError::RequestIdTaken`].
     pub async fn save_deployment_with(
         &self,
         deployment: &Deployment,
         events: &[NewEvent],
-        outbox: OutboxWrite<'_>,
+        alongside: Alongside<'_>,
     ) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, None, Some(outbox)).await }).await
+        self.guard(async { self.save_with(deployment, events, alongside).await }).await
     }
 
     async fn save_with(
         &self,
         deployment: &Deployment,
         events: &[NewEvent],
-        promotion: Option<&Promotion>,
-        outbox: Option<OutboxWrite<'_>>,
+        Alongside { promotion, outbox, request }: Alongside<'_>,
     ) -> StoreResult<Deployment> {
         let _guard = self.lock_writes().await?;
         let txn = self.db.begin().await?;
@@ -658,37 +680,43 @@ impl Store {
         if let Some(outbox) = outbox {
             connectors::write_outbox(&txn, outbox, saved.updated_at).await?;
         }
+        if let Some(key) = request {
+            audit::record_request_at(&txn, key, &saved.id.to_string(), saved.updated_at).await?;
+        }
         txn.commit().await?;
         self.publish(stored);
         Ok(saved)
     }
 
-    /// The audit trail of one deployment, oldest first, after sequence `after`.
+    /// Events in sequence order after sequence `after`: one deployment's
+    /// audit trail (`Some`), or every deployment's.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown deployment, or database failures.
     pub async fn list_events(
         &self,
-        deployment_id: Uuid,
+        deployment_id: Option<Uuid>,
         after: Option<i64>,
         limit: u64,
     ) -> StoreResult<Page<StoredEvent>> {
         self.guard(async {
-            let id = deployment_id.to_string();
-            let mut query =
-                deployment_event::Entity::find().filter(deployment_event::Column::DeploymentId.eq(id.as_str()));
+            let mut query = deployment_event::Entity::find();
+            if let Some(id) = deployment_id {
+                query = query.filter(deployment_event::Column::DeploymentId.eq(id.to_string()));
+            }
             if let Some(after) = after {
                 query = query.filter(deployment_event::Column::Seq.gt(after));
             }
             let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
-            if rows.is_empty()
+            if let Some(id) = deployment_id
+                && rows.is_empty()
                 && deployment::Entity::find()
-                    .filter(deployment::Column::Id.eq(id.as_str()))
+                    .filter(deployment::Column::Id.eq(id.to_string()))
                     .one(&self.db)
                     .await?
                     .is_none()
             {
-                return Err(StoreError::NotFound(deployment_id));
+                return Err(StoreError::NotFound(id));
             }
             Page::from_rows(rows, limit, |row| row.seq, event_from_row)
         })

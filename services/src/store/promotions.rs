@@ -84,29 +84,13 @@ impl Store {
                 actor: Set(change.actor.clone()),
                 reason: Set(change.reason.clone()),
                 correlation_id: Set(change.correlation_id.clone()),
-                before: Set(policy_json(before).to_string()),
-                after: Set(policy_json(&saved).to_string()),
+                before: Set(super::audit::policy_json(before)),
+                after: Set(super::audit::policy_json(&saved)),
                 created_at: Set(change.now),
             };
             ring_policy_change::Entity::insert(audit).exec_without_returning(&txn).await?;
             txn.commit().await?;
             Ok(saved)
-        })
-        .await
-    }
-
-    /// The change log of one ring's policy, oldest first: (actor, reason, before JSON, after JSON).
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn policy_changes(&self, ring: Ring) -> StoreResult<Vec<(String, String, String, String)>> {
-        self.guard(async {
-            let rows = ring_policy_change::Entity::find()
-                .filter(ring_policy_change::Column::Ring.eq(ring.as_label()))
-                .order_by_asc(ring_policy_change::Column::Seq)
-                .all(&self.db)
-                .await?;
-            Ok(rows.into_iter().map(|r| (r.actor, r.reason, r.before, r.after)).collect())
         })
         .await
     }
@@ -125,7 +109,8 @@ impl Store {
         promotion: &Promotion,
         outbox: Option<OutboxWrite<'_>>,
     ) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, Some(promotion), outbox).await }).await
+        let alongside = super::Alongside { promotion: Some(promotion), outbox, request: None };
+        self.guard(async { self.save_with(deployment, events, alongside).await }).await
     }
 
     /// Records a blocked promotion attempt (the deployment is unchanged).
@@ -208,7 +193,7 @@ fn duration(seconds: i64) -> Duration {
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
-fn policy_row(p: &RingPolicy) -> ring_policy::ActiveModel {
+pub(super) fn policy_row(p: &RingPolicy) -> ring_policy::ActiveModel {
     ring_policy::ActiveModel {
         ring: Set(p.ring.as_label().to_owned()),
         min_success_rate: Set(p.min_success_rate),
@@ -229,7 +214,7 @@ fn policy_row(p: &RingPolicy) -> ring_policy::ActiveModel {
     }
 }
 
-fn policy_from_row(row: ring_policy::Model) -> StoreResult<RingPolicy> {
+pub(super) fn policy_from_row(row: ring_policy::Model) -> StoreResult<RingPolicy> {
     Ok(RingPolicy {
         ring: parse(&row.ring, "ring", Ring::from_label)?,
         min_success_rate: row.min_success_rate,
@@ -247,25 +232,6 @@ fn policy_from_row(row: ring_policy::Model) -> StoreResult<RingPolicy> {
         stall_timeout: duration(row.stall_timeout_seconds),
         revision: row.revision,
         updated_at: row.updated_at,
-    })
-}
-
-fn policy_json(p: &RingPolicy) -> Value {
-    json!({
-        "min_success_rate": p.min_success_rate,
-        "min_sample_size": p.min_sample_size,
-        "online_compliance_limit_seconds": p.online_compliance_limit.as_secs(),
-        "intermittent_compliance_limit_seconds": p.intermittent_compliance_limit.as_secs(),
-        "air_gapped_compliance_limit_seconds": p.air_gapped_compliance_limit.as_secs(),
-        "require_cab_approval": p.require_cab_approval,
-        "require_evidence_pack": p.require_evidence_pack,
-        "require_rollback_validated": p.require_rollback_validated,
-        "bake_time_seconds": p.bake_time.as_secs(),
-        "auto_promote": p.auto_promote,
-        "rollback_failure_rate": p.rollback_failure_rate,
-        "rollback_min_sample": p.rollback_min_sample,
-        "stall_timeout_seconds": p.stall_timeout.as_secs(),
-        "revision": p.revision,
     })
 }
 

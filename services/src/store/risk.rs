@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
+use super::audit::{RequestKey, record_request};
 use super::entity::{deployment, risk_model, risk_model_event};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::risk::{Factor, History, RiskModel};
@@ -56,7 +57,12 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn create_risk_model(&self, model: &RiskModel, change: &ChangeContext) -> StoreResult<RiskModel> {
+    pub async fn create_risk_model(
+        &self,
+        model: &RiskModel,
+        request: Option<&RequestKey>,
+        change: &ChangeContext,
+    ) -> StoreResult<RiskModel> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
@@ -76,6 +82,9 @@ impl Store {
                 activated_at: Set(None),
             };
             risk_model::Entity::insert(row).exec_without_returning(&txn).await?;
+            if let Some(key) = request {
+                record_request(&txn, key, &created.version.to_string(), change).await?;
+            }
             audit(&txn, created.version, "created", change).await?;
             txn.commit().await?;
             Ok(created)
@@ -83,15 +92,29 @@ impl Store {
         .await
     }
 
-    /// Makes `version` the only active model, with an audit event.
+    /// Makes `version` the only active model, with an audit event; when
+    /// `etag` is given, only if the model is still at it.
     ///
     /// # Errors
-    /// [`StoreError::RiskModelNotFound`] or database failures.
-    pub async fn activate_risk_model(&self, version: i32, change: &ChangeContext) -> StoreResult<RiskModel> {
+    /// [`StoreError::RiskModelNotFound`], [`StoreError::RiskModelConflict`] or database failures.
+    pub async fn activate_risk_model(
+        &self,
+        version: i32,
+        etag: Option<&str>,
+        change: &ChangeContext,
+    ) -> StoreResult<RiskModel> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
-            risk_model::Entity::find_by_id(version).one(&txn).await?.ok_or(StoreError::RiskModelNotFound(version))?;
+            let row = risk_model::Entity::find_by_id(version)
+                .one(&txn)
+                .await?
+                .ok_or(StoreError::RiskModelNotFound(version))?;
+            if let Some(etag) = etag
+                && model_from_row(row)?.etag() != etag
+            {
+                return Err(StoreError::RiskModelConflict { version, expected: etag.to_owned() });
+            }
             risk_model::Entity::update_many()
                 .col_expr(risk_model::Column::Active, false.into())
                 .filter(risk_model::Column::Active.eq(true))

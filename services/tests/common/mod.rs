@@ -407,7 +407,7 @@ pub async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: 
     let request =
         pb::CreateDeploymentRequest { target_ring: pb::Ring::Global.into(), ..create_request(request_id, "edge", 20) };
     let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
-    let start = pb::StartDeploymentRequest { id: created.id, ..Default::default() };
+    let start = pb::StartDeploymentRequest { deployment_id: created.id, ..Default::default() };
     client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap()
 }
 
@@ -415,7 +415,7 @@ pub async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: 
 pub async fn report_healthy(client: &mut DeploymentServiceClient<Channel>, deployment: &pb::Deployment) {
     let ring = deployment.current_ring();
     let request = pb::ReportRingOutcomeRequest {
-        id: deployment.id.clone(),
+        deployment_id: deployment.id.clone(),
         ring: ring.into(),
         success_count: sample_for(ring),
         failure_count: 0,

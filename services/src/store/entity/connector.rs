@@ -1,8 +1,9 @@
 //! `connectors`: registered execution-plane connectors.
+//! A row (its token redacted) is also the JSON form of a connector in its change log.
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "connectors")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]

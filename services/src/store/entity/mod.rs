@@ -2,10 +2,12 @@
 //! the domain's lower snake case labels; timestamps are UTC.
 
 pub mod connector;
+pub mod connector_change;
 pub mod deployment;
 pub mod deployment_event;
 pub mod dispatch;
 pub mod promotion;
+pub mod request;
 pub mod ring_policy;
 pub mod ring_policy_change;
 pub mod ring_progress;

@@ -1,8 +1,9 @@
 //! `ring_policies`: the gate policy of each ring, seeded with DESIGN's defaults.
+//! A row is also the JSON form of a policy in its change log.
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "ring_policies")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
