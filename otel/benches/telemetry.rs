@@ -8,7 +8,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use eucora_otel::catalog::{RingLabel, StatusLabel, buckets};
+use eucora_otel::catalog::buckets;
+
+const RINGS: [&str; 5] = ["lab", "canary", "pilot", "department", "global"];
 use eucora_otel::{Catalog, MetricsPipeline, ServiceIdentity};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
@@ -76,7 +78,7 @@ fn record(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("catalog_counter_add", threads), |b| {
             b.iter_custom(|iters| {
                 on_threads(threads, iters, |i| {
-                    catalog.deployment_entered(StatusLabel::Approved, RingLabel::Canary, &apps[i as usize % APPS], true)
+                    catalog.deployment_entered("approved", "canary", &apps[i as usize % APPS], true)
                 })
             })
         });
@@ -116,12 +118,10 @@ fn render(c: &mut Criterion) {
         // Counter series: 5 rings × 2 CAB values × N/10 apps.
         for i in 0..series {
             let app = format!("app-{:05}", i / 10);
-            let ring = RingLabel::ALL[i % 5];
+            let ring = RINGS[i % 5];
             let cab = (i / 5) % 2 == 0;
-            catalog.deployment_entered(StatusLabel::Approved, ring, &app, cab);
-            raw.deployments
-                .with_label_values(&["approved", ring.as_str(), &app, if cab { "true" } else { "false" }])
-                .inc();
+            catalog.deployment_entered("approved", ring, &app, cab);
+            raw.deployments.with_label_values(&["approved", ring, &app, if cab { "true" } else { "false" }]).inc();
         }
         group.bench_with_input(BenchmarkId::new("bridge", series), &series, |b, _| {
             b.iter(|| black_box(pipeline.render().unwrap().1.len()))

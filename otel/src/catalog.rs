@@ -14,11 +14,16 @@
 //!
 //! # Labels
 //! Label values are lower snake case (`awaiting_cab`, `rolled_back`,
-//! `air_gapped`), booleans are `true`/`false`. Every label is bounded by an
-//! enum here except `app_name`, which the dashboards group by: instruments
-//! carrying it get a cardinality limit of [`APP_SERIES_LIMIT`] instead of the
-//! SDK's default 2,000 (reached at about 25 apps), so an estate with
-//! thousands of apps does not fold into `otel_metric_overflow`.
+//! `air_gapped`), booleans are `true`/`false`. Values of the domain's
+//! vocabulary (rings, statuses, connector types, gate checks, controller
+//! decisions) arrive as [`Label`]s — `&'static str`, so bounded by what the
+//! binary contains; values only telemetry knows (check verdicts, error
+//! types, pool states) are enums here. Open-ended are `app_name`, which the
+//! dashboards group by — instruments carrying it get a cardinality limit of
+//! [`APP_SERIES_LIMIT`] instead of the SDK's default 2,000 (reached at about
+//! 25 apps), so an estate with thousands of apps does not fold into
+//! `otel_metric_overflow` — and the connector name of breaker series, bounded
+//! by the registry.
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
@@ -67,7 +72,13 @@ pub mod buckets {
     pub const RPC_SECONDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 }
 
-/// Declares a label enum with its lower snake case values.
+/// A label value from the recording side's own vocabulary (a ring, a
+/// status, a connector type: the domain's lower snake case labels). Being
+/// `&'static`, it is compiled into the binary, so the set of values a label
+/// can take is finite without this crate mirroring the domain's enums.
+pub type Label = &'static str;
+
+/// Declares a label enum, of this catalog's own vocabulary, with its lower snake case values.
 macro_rules! label_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $value:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -86,68 +97,16 @@ macro_rules! label_enum {
 }
 
 label_enum!(
-    /// Kinds of promotion gate checks.
-    GateCheckLabel {
-        SuccessRate => "success_rate",
-        SampleSize => "sample_size",
-        TimeToCompliance => "time_to_compliance",
-        CabApproval => "cab_approval",
-        EvidencePack => "evidence_pack",
-        RollbackValidated => "rollback_validated",
-    }
-);
-label_enum!(
     /// Verdict of one gate check.
     CheckResultLabel { Pass => "pass", Fail => "fail" }
-);
-label_enum!(
-    /// `ring`, `from_ring`, `to_ring`.
-    RingLabel { Lab => "lab", Canary => "canary", Pilot => "pilot", Department => "department", Global => "global" }
-);
-label_enum!(
-    /// `status` of `deployment_total` and `deployment_duration_seconds`: the status entered.
-    StatusLabel {
-        Pending => "pending",
-        AwaitingCab => "awaiting_cab",
-        Approved => "approved",
-        Rejected => "rejected",
-        Deploying => "deploying",
-        Completed => "completed",
-        Failed => "failed",
-        RolledBack => "rolled_back",
-    }
-);
-label_enum!(
-    /// `status` of `ring_promotion_total`.
-    PromotionLabel { Promoted => "promoted", Blocked => "blocked", RolledBack => "rolled_back" }
-);
-label_enum!(
-    /// `connector_type`.
-    ConnectorTypeLabel { Intune => "intune", Jamf => "jamf", Sccm => "sccm", Landscape => "landscape", Ansible => "ansible" }
 );
 label_enum!(
     /// `error_type` of `circuit_breaker_failures_total`.
     ErrorTypeLabel { Transient => "transient", Permanent => "permanent" }
 );
 label_enum!(
-    /// `operation` of `connector_operation_duration_seconds`.
-    OperationLabel { Deploy => "deploy", Status => "status", Remove => "remove", Health => "health" }
-);
-label_enum!(
     /// `status` of `connector_operation_duration_seconds`.
     OperationStatusLabel { Success => "success", Failure => "failure" }
-);
-label_enum!(
-    /// Value of `circuit_breaker_state`: 0 = CLOSED, 1 = OPEN, 2 = HALF_OPEN.
-    BreakerStateLabel { Closed => "closed", Open => "open", HalfOpen => "half_open" }
-);
-label_enum!(
-    /// `result` of `controller_evaluations_total`: what the controller decided.
-    DecisionLabel { Promote => "promote", RollBack => "roll_back", FlagStalled => "flag_stalled", Wait => "wait", Skip => "skip" }
-);
-label_enum!(
-    /// `action` of `controller_actions_total`.
-    ControllerActionLabel { Promote => "promote", RollBack => "roll_back", FlagStalled => "flag_stalled" }
 );
 label_enum!(
     /// `status` of `controller_actions_total`.
@@ -157,17 +116,6 @@ label_enum!(
     /// `state` of `db_connection_pool_size`.
     PoolStateLabel { Idle => "idle", InUse => "in_use", Max => "max" }
 );
-
-impl BreakerStateLabel {
-    /// The gauge value DESIGN §4 assigns to the state.
-    pub fn gauge_value(self) -> i64 {
-        match self {
-            BreakerStateLabel::Closed => 0,
-            BreakerStateLabel::Open => 1,
-            BreakerStateLabel::HalfOpen => 2,
-        }
-    }
-}
 
 fn bool_label(value: bool) -> &'static str {
     if value { "true" } else { "false" }
@@ -298,37 +246,33 @@ impl Catalog {
     }
 
     /// How many deployments are now in `status` with `ring` as their current ring.
-    pub fn deployments_current(&self, status: StatusLabel, ring: RingLabel, count: u64) {
+    pub fn deployments_current(&self, status: Label, ring: Label, count: u64) {
         self.deployments_current.record(
             i64::try_from(count).unwrap_or(i64::MAX),
-            &[KeyValue::new("status", status.as_str()), KeyValue::new("ring", ring.as_str())],
+            &[KeyValue::new("status", status), KeyValue::new("ring", ring)],
         );
     }
 
     /// The success rate `ring`'s gate requires now.
-    pub fn gate_threshold(&self, ring: RingLabel, min_success_rate: f64) {
-        self.gate_threshold.record(min_success_rate, &[KeyValue::new("ring", ring.as_str())]);
+    pub fn gate_threshold(&self, ring: Label, min_success_rate: f64) {
+        self.gate_threshold.record(min_success_rate, &[KeyValue::new("ring", ring)]);
     }
 
     /// One gate check of `ring` was evaluated.
-    pub fn gate_check(&self, ring: RingLabel, check: GateCheckLabel, result: CheckResultLabel) {
+    pub fn gate_check(&self, ring: Label, check: Label, result: CheckResultLabel) {
         self.gate_checks.add(
             1,
-            &[
-                KeyValue::new("ring", ring.as_str()),
-                KeyValue::new("check", check.as_str()),
-                KeyValue::new("result", result.as_str()),
-            ],
+            &[KeyValue::new("ring", ring), KeyValue::new("check", check), KeyValue::new("result", result.as_str())],
         );
     }
 
     /// A deployment entered `status`.
-    pub fn deployment_entered(&self, status: StatusLabel, ring: RingLabel, app_name: &str, requires_cab: bool) {
+    pub fn deployment_entered(&self, status: Label, ring: Label, app_name: &str, requires_cab: bool) {
         self.deployment.add(
             1,
             &[
-                KeyValue::new("status", status.as_str()),
-                KeyValue::new("ring", ring.as_str()),
+                KeyValue::new("status", status),
+                KeyValue::new("ring", ring),
                 KeyValue::new("app_name", app_name.to_owned()),
                 KeyValue::new("requires_cab", bool_label(requires_cab)),
             ],
@@ -336,21 +280,21 @@ impl Catalog {
     }
 
     /// A deployment reached terminal `status` `seconds` after it started deploying.
-    pub fn deployment_finished(&self, status: StatusLabel, ring: RingLabel, app_name: &str, seconds: f64) {
+    pub fn deployment_finished(&self, status: Label, ring: Label, app_name: &str, seconds: f64) {
         self.deployment_duration.record(
             seconds,
             &[
-                KeyValue::new("ring", ring.as_str()),
+                KeyValue::new("ring", ring),
                 KeyValue::new("app_name", app_name.to_owned()),
-                KeyValue::new("status", status.as_str()),
+                KeyValue::new("status", status),
             ],
         );
     }
 
     /// A ring of an app's deployment became compliant `seconds` after it started.
-    pub fn compliance_reached(&self, ring: RingLabel, app_name: &str, seconds: f64) {
+    pub fn compliance_reached(&self, ring: Label, app_name: &str, seconds: f64) {
         self.time_to_compliance
-            .record(seconds, &[KeyValue::new("ring", ring.as_str()), KeyValue::new("app_name", app_name.to_owned())]);
+            .record(seconds, &[KeyValue::new("ring", ring), KeyValue::new("app_name", app_name.to_owned())]);
     }
 
     /// A deployment was created with `risk_score`.
@@ -358,55 +302,50 @@ impl Catalog {
         self.risk_score.record(u64::from(risk_score), &[KeyValue::new("requires_cab", bool_label(requires_cab))]);
     }
 
-    pub fn ring_promotion(&self, from: RingLabel, to: RingLabel, result: PromotionLabel) {
-        self.ring_promotion.add(
-            1,
-            &[
-                KeyValue::new("from_ring", from.as_str()),
-                KeyValue::new("to_ring", to.as_str()),
-                KeyValue::new("status", result.as_str()),
-            ],
-        );
+    pub fn ring_promotion(&self, from: Label, to: Label, result: Label) {
+        self.ring_promotion
+            .add(1, &[KeyValue::new("from_ring", from), KeyValue::new("to_ring", to), KeyValue::new("status", result)]);
     }
 
-    pub fn gate_evaluated(&self, ring: RingLabel, success_rate: f64) {
-        self.gate_success_rate.record(success_rate, &[KeyValue::new("ring", ring.as_str())]);
+    pub fn gate_evaluated(&self, ring: Label, success_rate: f64) {
+        self.gate_success_rate.record(success_rate, &[KeyValue::new("ring", ring)]);
     }
 
-    pub fn breaker_state(&self, service: &str, connector_type: ConnectorTypeLabel, state: BreakerStateLabel) {
+    /// The state of `service`'s breaker as DESIGN §4 numbers it: 0 closed, 1 open, 2 half open.
+    pub fn breaker_state(&self, service: &str, connector_type: Label, state: i64) {
         self.breaker_state.record(
-            state.gauge_value(),
-            &[KeyValue::new("service", service.to_owned()), KeyValue::new("connector_type", connector_type.as_str())],
+            state,
+            &[KeyValue::new("service", service.to_owned()), KeyValue::new("connector_type", connector_type)],
         );
     }
 
-    pub fn breaker_failure(&self, service: &str, connector_type: ConnectorTypeLabel, error_type: ErrorTypeLabel) {
+    pub fn breaker_failure(&self, service: &str, connector_type: Label, error_type: ErrorTypeLabel) {
         self.breaker_failures.add(
             1,
             &[
                 KeyValue::new("service", service.to_owned()),
-                KeyValue::new("connector_type", connector_type.as_str()),
+                KeyValue::new("connector_type", connector_type),
                 KeyValue::new("error_type", error_type.as_str()),
             ],
         );
     }
 
-    pub fn connector_health(&self, connector_type: ConnectorTypeLabel, healthy: bool) {
-        self.connector_health.record(i64::from(healthy), &[KeyValue::new("connector_type", connector_type.as_str())]);
+    pub fn connector_health(&self, connector_type: Label, healthy: bool) {
+        self.connector_health.record(i64::from(healthy), &[KeyValue::new("connector_type", connector_type)]);
     }
 
     pub fn connector_operation(
         &self,
-        connector_type: ConnectorTypeLabel,
-        operation: OperationLabel,
+        connector_type: Label,
+        operation: Label,
         status: OperationStatusLabel,
         seconds: f64,
     ) {
         self.connector_operation.record(
             seconds,
             &[
-                KeyValue::new("connector_type", connector_type.as_str()),
-                KeyValue::new("operation", operation.as_str()),
+                KeyValue::new("connector_type", connector_type),
+                KeyValue::new("operation", operation),
                 KeyValue::new("status", status.as_str()),
             ],
         );
@@ -422,14 +361,13 @@ impl Catalog {
     }
 
     /// The controller evaluated a deployment and decided `decision`.
-    pub fn controller_evaluated(&self, decision: DecisionLabel) {
-        self.controller_evaluations.add(1, &[KeyValue::new("result", decision.as_str())]);
+    pub fn controller_evaluated(&self, decision: Label) {
+        self.controller_evaluations.add(1, &[KeyValue::new("result", decision)]);
     }
 
     /// The controller acted on its own.
-    pub fn controller_acted(&self, action: ControllerActionLabel, status: ActionStatusLabel) {
-        self.controller_actions
-            .add(1, &[KeyValue::new("action", action.as_str()), KeyValue::new("status", status.as_str())]);
+    pub fn controller_acted(&self, action: Label, status: ActionStatusLabel) {
+        self.controller_actions.add(1, &[KeyValue::new("action", action), KeyValue::new("status", status.as_str())]);
     }
 
     /// Deploying deployments currently flagged stalled.
@@ -438,8 +376,8 @@ impl Catalog {
     }
 
     /// A deployment left `ring` after `seconds` in it.
-    pub fn ring_left(&self, ring: RingLabel, seconds: f64) {
-        self.ring_duration.record(seconds, &[KeyValue::new("ring", ring.as_str())]);
+    pub fn ring_left(&self, ring: Label, seconds: f64) {
+        self.ring_duration.record(seconds, &[KeyValue::new("ring", ring)]);
     }
 
     /// One finished gRPC call (OpenTelemetry RPC semantic conventions).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eucora_otel::Catalog;
-use eucora_otel::catalog::{ActionStatusLabel, ControllerActionLabel, DecisionLabel};
+use eucora_otel::catalog::ActionStatusLabel;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -129,41 +129,36 @@ impl Controller {
         let now = stored_time(self.clock.now());
         let evaluation = gate::evaluate(deployment, policy, now);
         let decision = decide(deployment, policy, &evaluation, now);
-        self.catalog.controller_evaluated(decision_label(&decision));
+        let action = decision.as_label();
+        self.catalog.controller_evaluated(action);
         let ctx = |reason: String| ChangeContext { now, ..self.clock.context(ACTOR.to_owned(), reason, None) };
         let step = Step { id: deployment.id, request_id: None, etag: None, from_ring: Some(deployment.current_ring) };
-        let (action, result): (ControllerActionLabel, AppResult<Option<Deployment>>) = match decision {
+        let result: AppResult<Option<Deployment>> = match decision {
             Decision::Promote => {
                 let reason = format!(
                     "gate passed and {} baked {}",
                     deployment.current_ring,
                     gate::human_duration(policy.bake_time)
                 );
-                let result = self.promotions.promote_as(step, &ctx(reason)).await;
-                (ControllerActionLabel::Promote, result.map(|_| None))
+                self.promotions.promote_as(step, &ctx(reason)).await.map(|_| None)
             }
-            Decision::RollBack { reason } => {
-                let result = self.promotions.roll_back_as(step, &ctx(reason)).await;
-                (ControllerActionLabel::RollBack, result.map(|_| None))
-            }
-            Decision::FlagStalled { reason } => {
-                let result = self
-                    .deployments
-                    .mutate(deployment.id, Some(deployment.revision), &ctx(reason), |d, ctx| d.flag_stalled(ctx))
-                    .await;
-                (ControllerActionLabel::FlagStalled, result.map(Some))
-            }
+            Decision::RollBack { reason } => self.promotions.roll_back_as(step, &ctx(reason)).await.map(|_| None),
+            Decision::FlagStalled { reason } => self
+                .deployments
+                .mutate(deployment.id, Some(deployment.revision), &ctx(reason), |d, ctx| d.flag_stalled(ctx))
+                .await
+                .map(Some),
             Decision::Wait { .. } | Decision::Skip { .. } => return Some(deployment.clone()),
         };
         match result {
             Ok(after) => {
-                tracing::info!(deployment = %deployment.id, action = action.as_str(), "controller acted");
+                tracing::info!(deployment = %deployment.id, action, "controller acted");
                 self.catalog.controller_acted(action, ActionStatusLabel::Done);
                 after
             }
             Err(err) => {
                 // Someone else acted first, a connector is down, …: the next evaluation retries.
-                tracing::info!(deployment = %deployment.id, action = action.as_str(), error = %err, "controller action did not happen");
+                tracing::info!(deployment = %deployment.id, action, error = %err, "controller action did not happen");
                 self.catalog.controller_acted(action, ActionStatusLabel::Failed);
                 None
             }
@@ -175,14 +170,4 @@ impl Controller {
 fn wakes_controller(event: &StoredEvent) -> bool {
     matches!(event.event.kind, EventKind::OutcomeReported | EventKind::RingPromoted | EventKind::Resumed)
         || (event.event.kind == EventKind::StatusChanged && event.event.to_status == DeploymentStatus::Deploying)
-}
-
-fn decision_label(decision: &Decision) -> DecisionLabel {
-    match decision {
-        Decision::Promote => DecisionLabel::Promote,
-        Decision::RollBack { .. } => DecisionLabel::RollBack,
-        Decision::FlagStalled { .. } => DecisionLabel::FlagStalled,
-        Decision::Wait { .. } => DecisionLabel::Wait,
-        Decision::Skip { .. } => DecisionLabel::Skip,
-    }
 }

@@ -1,7 +1,9 @@
 //! EUCORA control plane server.
 //!
 //! # Layout
-//! - [`domain`]: rings, the lifecycle state machine, deployment rules (pure).
+//! - [`domain`]: the `eucora-core` crate — rings, the lifecycle state
+//!   machine, deployment rules, gates, breaker, risk (pure: its Cargo
+//!   dependencies leave it no I/O).
 //! - [`app`]: the use-cases (domain in, domain out, one error); everything
 //!   that acts — RPCs, the controller, connector callbacks — goes through it.
 //! - [`store`]: sea-orm entities, migrations, the event feed.
@@ -22,7 +24,7 @@ pub mod config;
 pub mod connectors;
 pub mod controller;
 pub mod deadline;
-pub mod domain;
+pub use eucora_core as domain;
 pub mod grpc;
 pub mod metrics;
 pub mod net;

@@ -6,60 +6,24 @@
 //! counts in `promotion_gate_checks_total`. `deployments_current` and
 //! `promotion_gate_threshold` are read from the store (on start, shortly after
 //! each change, and every minute for other replicas' changes), never summed
-//! in memory, so they stay right across restarts. Also maps domain values to
-//! the catalog's bounded label enums.
+//! in memory, so they stay right across restarts. Label values are the
+//! domain's own lower snake case labels.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use eucora_otel::Catalog;
-use eucora_otel::catalog::{CheckResultLabel, GateCheckLabel, PromotionLabel, RingLabel, StatusLabel};
+use eucora_otel::catalog::CheckResultLabel;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{
-    CheckKind, Deployment, DeploymentStatus, EventKind, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring,
-};
+use crate::domain::{Deployment, DeploymentStatus, EventKind, GateEvaluation, NewEvent, Promotion, Ring};
 use crate::store::Store;
 
 /// How long after a change the stored counts are read again (changes in a
 /// burst are counted once), and how often regardless.
 const RECOUNT_DELAY: Duration = Duration::from_secs(1);
 const RECOUNT_INTERVAL: Duration = Duration::from_secs(60);
-
-pub fn check_label(kind: CheckKind) -> GateCheckLabel {
-    match kind {
-        CheckKind::SuccessRate => GateCheckLabel::SuccessRate,
-        CheckKind::SampleSize => GateCheckLabel::SampleSize,
-        CheckKind::TimeToCompliance => GateCheckLabel::TimeToCompliance,
-        CheckKind::CabApproval => GateCheckLabel::CabApproval,
-        CheckKind::EvidencePack => GateCheckLabel::EvidencePack,
-        CheckKind::RollbackValidated => GateCheckLabel::RollbackValidated,
-    }
-}
-
-pub fn ring_label(ring: Ring) -> RingLabel {
-    match ring {
-        Ring::Lab => RingLabel::Lab,
-        Ring::Canary => RingLabel::Canary,
-        Ring::Pilot => RingLabel::Pilot,
-        Ring::Department => RingLabel::Department,
-        Ring::Global => RingLabel::Global,
-    }
-}
-
-pub fn status_label(status: DeploymentStatus) -> StatusLabel {
-    match status {
-        DeploymentStatus::Pending => StatusLabel::Pending,
-        DeploymentStatus::AwaitingCab => StatusLabel::AwaitingCab,
-        DeploymentStatus::Approved => StatusLabel::Approved,
-        DeploymentStatus::Rejected => StatusLabel::Rejected,
-        DeploymentStatus::Deploying => StatusLabel::Deploying,
-        DeploymentStatus::Completed => StatusLabel::Completed,
-        DeploymentStatus::Failed => StatusLabel::Failed,
-        DeploymentStatus::RolledBack => StatusLabel::RolledBack,
-    }
-}
 
 /// Deployment instruments, fed with committed changes.
 #[derive(Debug, Clone)]
@@ -95,10 +59,10 @@ impl DeploymentMetrics {
     async fn recount(&self, store: &Store) {
         match store.deployment_counts().await {
             Ok(counts) => {
-                for status in DeploymentStatus::ALL {
-                    for ring in Ring::ALL {
+                for &status in DeploymentStatus::ALL {
+                    for &ring in Ring::ALL {
                         let count = counts.iter().find(|(s, r, _)| (*s, *r) == (status, ring)).map_or(0, |c| c.2);
-                        self.catalog.deployments_current(status_label(status), ring_label(ring), count);
+                        self.catalog.deployments_current(status.as_label(), ring.as_label(), count);
                     }
                 }
             }
@@ -107,7 +71,7 @@ impl DeploymentMetrics {
         match store.list_policies().await {
             Ok(policies) => {
                 for policy in policies {
-                    self.catalog.gate_threshold(ring_label(policy.ring), policy.min_success_rate);
+                    self.catalog.gate_threshold(policy.ring.as_label(), policy.min_success_rate);
                 }
             }
             Err(err) => tracing::warn!(error = %err, "reading ring policies for promotion_gate_threshold"),
@@ -133,15 +97,15 @@ impl DeploymentMetrics {
                     self.entered(deployment, event);
                     if let (true, Some(progress)) = (event.to_status.is_terminal(), deployment.progress(event.ring)) {
                         self.catalog.ring_left(
-                            ring_label(event.ring),
+                            event.ring.as_label(),
                             (event.at - progress.started_at).as_seconds_f64().max(0.0),
                         );
                     }
                     if let (true, Some(started)) = (event.to_status.is_terminal(), deployment.deploy_started_at) {
                         let seconds = (event.at - started).as_seconds_f64().max(0.0);
                         self.catalog.deployment_finished(
-                            status_label(event.to_status),
-                            ring_label(event.ring),
+                            event.to_status.as_label(),
+                            event.ring.as_label(),
                             app,
                             seconds,
                         );
@@ -150,7 +114,7 @@ impl DeploymentMetrics {
                 EventKind::OutcomeReported | EventKind::OutcomeCorrected => {
                     let reached_now = deployment.progress(event.ring).filter(|p| p.compliant_at == Some(event.at));
                     if let Some(seconds) = reached_now.and_then(|p| p.time_to_compliance()) {
-                        self.catalog.compliance_reached(ring_label(event.ring), app, seconds.as_seconds_f64().max(0.0));
+                        self.catalog.compliance_reached(event.ring.as_label(), app, seconds.as_seconds_f64().max(0.0));
                     }
                 }
                 EventKind::RingPromoted => {
@@ -158,7 +122,7 @@ impl DeploymentMetrics {
                     let left = deployment.rings.iter().find(|p| p.promoted_at == Some(event.at) && p.ring < event.ring);
                     if let Some(left) = left {
                         self.catalog
-                            .ring_left(ring_label(left.ring), (event.at - left.started_at).as_seconds_f64().max(0.0));
+                            .ring_left(left.ring.as_label(), (event.at - left.started_at).as_seconds_f64().max(0.0));
                     }
                 }
                 EventKind::Dispatched
@@ -174,48 +138,27 @@ impl DeploymentMetrics {
     /// A gate was evaluated: its ring's observed success rate becomes current.
     pub fn gate_evaluated(&self, evaluation: &GateEvaluation) {
         if let Some(rate) = evaluation.success_rate() {
-            self.catalog.gate_evaluated(ring_label(evaluation.ring), rate);
+            self.catalog.gate_evaluated(evaluation.ring.as_label(), rate);
         }
         for check in &evaluation.checks {
             let result = if check.passed { CheckResultLabel::Pass } else { CheckResultLabel::Fail };
-            self.catalog.gate_check(ring_label(evaluation.ring), check_label(check.kind), result);
+            self.catalog.gate_check(evaluation.ring.as_label(), check.kind.as_label(), result);
         }
     }
 
     /// A promotion attempt was recorded. Completions (leaving the target
     /// ring) and rollbacks have no next ring: `to_ring` repeats `from_ring`.
     pub fn promotion(&self, promotion: &Promotion) {
-        let result = match promotion.result {
-            PromotionResult::Promoted => PromotionLabel::Promoted,
-            PromotionResult::Blocked => PromotionLabel::Blocked,
-            PromotionResult::RolledBack => PromotionLabel::RolledBack,
-        };
         let to = promotion.to_ring.unwrap_or(promotion.from_ring);
-        self.catalog.ring_promotion(ring_label(promotion.from_ring), ring_label(to), result);
+        self.catalog.ring_promotion(promotion.from_ring.as_label(), to.as_label(), promotion.result.as_label());
     }
 
     fn entered(&self, deployment: &Deployment, event: &NewEvent) {
         self.catalog.deployment_entered(
-            status_label(event.to_status),
-            ring_label(event.ring),
+            event.to_status.as_label(),
+            event.ring.as_label(),
             &deployment.app_name,
             deployment.requires_cab_approval,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use eucora_otel::catalog::{RingLabel, StatusLabel};
-
-    #[test]
-    fn every_domain_value_has_its_label() {
-        let rings: Vec<_> = Ring::ALL.iter().map(|r| ring_label(*r).as_str()).collect();
-        assert_eq!(rings, RingLabel::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>());
-        for status in DeploymentStatus::ALL {
-            assert_eq!(status_label(status).as_str(), status.as_label());
-        }
-        assert_eq!(StatusLabel::ALL.len(), DeploymentStatus::ALL.len());
     }
 }

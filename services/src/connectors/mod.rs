@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use eucora_otel::Catalog;
-use eucora_otel::catalog::{
-    BreakerStateLabel, ConnectorTypeLabel, ErrorTypeLabel, OperationLabel, OperationStatusLabel,
-};
+use eucora_otel::catalog::{ErrorTypeLabel, OperationStatusLabel};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -74,7 +72,8 @@ pub struct RingCounts {
     pub failure_count: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Operation {
     Deploy,
     Status,
@@ -83,22 +82,9 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// `operation` of the connector metrics; also the outbox's and idempotency keys' word.
     pub fn as_label(self) -> &'static str {
-        match self {
-            Operation::Deploy => "deploy",
-            Operation::Status => "status",
-            Operation::Remove => "remove",
-            Operation::Health => "health",
-        }
-    }
-
-    fn metric_label(self) -> OperationLabel {
-        match self {
-            Operation::Deploy => OperationLabel::Deploy,
-            Operation::Status => OperationLabel::Status,
-            Operation::Remove => OperationLabel::Remove,
-            Operation::Health => OperationLabel::Health,
-        }
+        self.into()
     }
 }
 
@@ -361,7 +347,7 @@ impl Connectors {
         self.with_breaker(def, |breaker| breaker.acquire(self.clock.now()))
             .map_err(|rejected| DispatchError::Open { name: def.name.clone(), retry_at: rejected.retry_at })?;
         let result = self.timed(def, operation, call(driver.clone())).await;
-        let connector_type = type_label(def.connector_type);
+        let connector_type = def.connector_type.as_label();
         match &result {
             Ok(_) => self.with_breaker(def, CircuitBreaker::on_success),
             Err(CallError::Transient(message)) => {
@@ -398,7 +384,7 @@ impl Connectors {
         };
         let status = if result.is_ok() { OperationStatusLabel::Success } else { OperationStatusLabel::Failure };
         let seconds = started.elapsed().as_secs_f64();
-        self.catalog.connector_operation(type_label(def.connector_type), operation.metric_label(), status, seconds);
+        self.catalog.connector_operation(def.connector_type.as_label(), operation.as_label(), status, seconds);
         result
     }
 
@@ -413,8 +399,8 @@ impl Connectors {
         let result = f(breaker);
         self.catalog.breaker_state(
             &def.name,
-            type_label(def.connector_type),
-            state_label(breaker.state(self.clock.now())),
+            def.connector_type.as_label(),
+            breaker.state(self.clock.now()).gauge_value(),
         );
         result
     }
@@ -453,7 +439,7 @@ impl Connectors {
     pub async fn probe(&self, def: &ConnectorDef) -> Result<Health, StoreError> {
         let driver = self.driver(def);
         let result = self.timed(def, Operation::Health, driver.health()).await;
-        let connector_type = type_label(def.connector_type);
+        let connector_type = def.connector_type.as_label();
         let health = Health {
             healthy: result.is_ok(),
             last_error: result.err().map(|e| e.to_string()),
@@ -535,7 +521,7 @@ pub async fn ensure_simulators(
     ctx: &ChangeContext,
 ) -> Result<(), StoreError> {
     let now = ctx.now;
-    for connector_type in ConnectorType::ALL {
+    for &connector_type in ConnectorType::ALL {
         let def = ConnectorDef {
             name: format!("simulator-{}", connector_type.as_label()),
             connector_type,
@@ -557,22 +543,4 @@ pub async fn ensure_simulators(
         }
     }
     Ok(())
-}
-
-pub fn type_label(connector_type: ConnectorType) -> ConnectorTypeLabel {
-    match connector_type {
-        ConnectorType::Intune => ConnectorTypeLabel::Intune,
-        ConnectorType::Jamf => ConnectorTypeLabel::Jamf,
-        ConnectorType::Sccm => ConnectorTypeLabel::Sccm,
-        ConnectorType::Landscape => ConnectorTypeLabel::Landscape,
-        ConnectorType::Ansible => ConnectorTypeLabel::Ansible,
-    }
-}
-
-fn state_label(state: BreakerState) -> BreakerStateLabel {
-    match state {
-        BreakerState::Closed => BreakerStateLabel::Closed,
-        BreakerState::Open => BreakerStateLabel::Open,
-        BreakerState::HalfOpen => BreakerStateLabel::HalfOpen,
-    }
 }

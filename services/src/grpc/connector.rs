@@ -9,15 +9,16 @@ use eucora::v1::connector_service_server::ConnectorService;
 use tonic::{Request, Response, Status};
 
 use super::change_context;
+use super::convert::Wire;
 use super::convert::{self, duration_to_proto, timestamp};
 use super::page_token::Scope;
 use super::validate::{MAX_ACTOR_LEN, MAX_ETAG_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
 use crate::app::{AppError, AppResult, ConnectorRegistry};
 use crate::clock::stored_time;
 use crate::connectors::BreakerView;
-use crate::domain::breaker::{BreakerConfig, BreakerState};
+use crate::domain::breaker::BreakerConfig;
 use crate::domain::connector::{ConnectorDef, Driver, Health, NAME_RULE, SimulatorConfig, is_valid_name};
-use crate::domain::{Change, ChangeKind};
+use crate::domain::{Change, ConnectorType};
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
@@ -52,14 +53,6 @@ fn valid_name<'a>(field: &str, name: &'a str) -> AppResult<&'a str> {
     Ok(name)
 }
 
-fn driver_from_proto(driver: pb::ConnectorDriver) -> Option<Driver> {
-    match driver {
-        pb::ConnectorDriver::Unspecified => None,
-        pb::ConnectorDriver::Http => Some(Driver::Http),
-        pb::ConnectorDriver::Simulator => Some(Driver::Simulator),
-    }
-}
-
 /// Fields UpdateConnector may change (`update_mask` paths).
 const UPDATABLE: &[&str] = &["endpoint", "auth_token", "enabled", "call_timeout", "breaker", "simulator"];
 
@@ -79,11 +72,11 @@ fn connector_from_input(
             name: input.name.clone(),
             connector_type: v
                 .enumeration::<pb::ConnectorType>("connector.connector_type", input.connector_type, true)
-                .and_then(convert::connector_type_from_proto)
+                .and_then(ConnectorType::from_proto)
                 .unwrap_or(crate::domain::ConnectorType::Intune),
             driver: v
                 .enumeration::<pb::ConnectorDriver>("connector.driver", input.driver, true)
-                .and_then(driver_from_proto)
+                .and_then(Driver::from_proto)
                 .unwrap_or(Driver::Http),
             endpoint: None,
             auth_token: None,
@@ -183,12 +176,8 @@ fn breaker_config_to_proto(config: BreakerConfig) -> pb::CircuitBreakerConfig {
 fn connector_to_proto(def: &ConnectorDef) -> pb::Connector {
     pb::Connector {
         name: def.name.clone(),
-        connector_type: convert::connector_type_to_proto(def.connector_type).into(),
-        driver: match def.driver {
-            Driver::Http => pb::ConnectorDriver::Http,
-            Driver::Simulator => pb::ConnectorDriver::Simulator,
-        }
-        .into(),
+        connector_type: def.connector_type.to_proto().into(),
+        driver: def.driver.to_proto().into(),
         endpoint: def.endpoint.clone().unwrap_or_default(),
         auth_token: String::new(),
         has_auth_token: def.auth_token.is_some(),
@@ -210,12 +199,7 @@ fn connector_to_proto(def: &ConnectorDef) -> pb::Connector {
 fn breaker_to_proto(name: &str, view: &BreakerView) -> pb::CircuitBreaker {
     pb::CircuitBreaker {
         connector_name: name.to_owned(),
-        state: match view.state {
-            BreakerState::Closed => pb::CircuitBreakerState::Closed,
-            BreakerState::Open => pb::CircuitBreakerState::Open,
-            BreakerState::HalfOpen => pb::CircuitBreakerState::HalfOpen,
-        }
-        .into(),
+        state: view.state.to_proto().into(),
         consecutive_failures: i32::try_from(view.breaker.consecutive_failures()).unwrap_or(i32::MAX),
         config: Some(breaker_config_to_proto(view.breaker.config())),
         open_time: view.breaker.opened_at().map(timestamp),
@@ -225,20 +209,11 @@ fn breaker_to_proto(name: &str, view: &BreakerView) -> pb::CircuitBreaker {
     }
 }
 
-fn change_kind_to_proto(kind: ChangeKind) -> pb::ConnectorChangeKind {
-    match kind {
-        ChangeKind::Created => pb::ConnectorChangeKind::Created,
-        ChangeKind::Updated => pb::ConnectorChangeKind::Updated,
-        ChangeKind::Deleted => pb::ConnectorChangeKind::Deleted,
-        ChangeKind::BreakerReset => pb::ConnectorChangeKind::BreakerReset,
-    }
-}
-
 fn change_to_proto(change: &Change<ConnectorDef>) -> pb::ConnectorChange {
     pb::ConnectorChange {
         sequence: change.seq,
         connector_name: change.after.as_ref().or(change.before.as_ref()).map(|d| d.name.clone()).unwrap_or_default(),
-        kind: change_kind_to_proto(change.kind).into(),
+        kind: change.kind.to_proto().into(),
         before: change.before.as_ref().map(connector_to_proto),
         after: change.after.as_ref().map(connector_to_proto),
         actor: change.actor.clone(),
@@ -290,7 +265,7 @@ impl ConnectorService for ConnectorApi {
         let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
         let connector_type = v
             .enumeration::<pb::ConnectorType>("connector_type", req.connector_type, false)
-            .and_then(convert::connector_type_from_proto);
+            .and_then(ConnectorType::from_proto);
         v.finish()?;
         let scope = Scope::new("connectors").with("connector_type", connector_type.map(|t| t.as_label()));
         let after: Option<String> = scope.key(&req.page_token)?;

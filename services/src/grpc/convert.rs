@@ -4,8 +4,11 @@
 use chrono::{DateTime, Utc};
 use eucora::v1 as pb;
 
+use crate::domain::breaker::BreakerState;
+use crate::domain::connector::Driver;
+use crate::domain::risk::FactorKind;
 use crate::domain::{
-    CheckKind, ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion,
+    ChangeKind, CheckKind, ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion,
     PromotionResult, Ring, RingPolicy, RingProgress, SiteClass,
 };
 use crate::store::StoredEvent;
@@ -14,86 +17,63 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
-pub fn ring_to_proto(ring: Ring) -> pb::Ring {
-    match ring {
-        Ring::Lab => pb::Ring::Lab,
-        Ring::Canary => pb::Ring::Canary,
-        Ring::Pilot => pb::Ring::Pilot,
-        Ring::Department => pb::Ring::Department,
-        Ring::Global => pb::Ring::Global,
-    }
+/// A domain enum and the generated proto enum that carries it on the wire.
+/// Both live in other crates, so `From`/`TryFrom` cannot join them here:
+/// this trait does, declared once per pair by [`wire_enum!`].
+pub trait Wire: Sized + Copy {
+    type Proto: Copy + TryFrom<i32> + Into<i32>;
+
+    fn to_proto(self) -> Self::Proto;
+
+    /// `None` for the proto's `*_UNSPECIFIED`.
+    fn from_proto(proto: Self::Proto) -> Option<Self>;
 }
 
-/// `None` for `RING_UNSPECIFIED`.
-pub fn ring_from_proto(ring: pb::Ring) -> Option<Ring> {
-    match ring {
-        pb::Ring::Unspecified => None,
-        pb::Ring::Lab => Some(Ring::Lab),
-        pb::Ring::Canary => Some(Ring::Canary),
-        pb::Ring::Pilot => Some(Ring::Pilot),
-        pb::Ring::Department => Some(Ring::Department),
-        pb::Ring::Global => Some(Ring::Global),
-    }
+/// Declares a [`Wire`] pair whose variants share their names; both matches
+/// are exhaustive, so a variant added on either side fails the build.
+macro_rules! wire_enum {
+    ($domain:ty => $proto:ty { $($variant:ident),+ $(,)? }) => {
+        impl Wire for $domain {
+            type Proto = $proto;
+
+            fn to_proto(self) -> $proto {
+                match self {
+                    $(<$domain>::$variant => <$proto>::$variant),+
+                }
+            }
+
+            fn from_proto(proto: $proto) -> Option<Self> {
+                match proto {
+                    <$proto>::Unspecified => None,
+                    $(<$proto>::$variant => Some(<$domain>::$variant)),+
+                }
+            }
+        }
+    };
 }
 
-pub fn status_to_proto(status: DeploymentStatus) -> pb::DeploymentStatus {
-    match status {
-        DeploymentStatus::Pending => pb::DeploymentStatus::Pending,
-        DeploymentStatus::AwaitingCab => pb::DeploymentStatus::AwaitingCab,
-        DeploymentStatus::Approved => pb::DeploymentStatus::Approved,
-        DeploymentStatus::Rejected => pb::DeploymentStatus::Rejected,
-        DeploymentStatus::Deploying => pb::DeploymentStatus::Deploying,
-        DeploymentStatus::Completed => pb::DeploymentStatus::Completed,
-        DeploymentStatus::Failed => pb::DeploymentStatus::Failed,
-        DeploymentStatus::RolledBack => pb::DeploymentStatus::RolledBack,
-    }
-}
-
-pub fn status_from_proto(status: pb::DeploymentStatus) -> Option<DeploymentStatus> {
-    DeploymentStatus::ALL.into_iter().find(|s| status_to_proto(*s) == status)
-}
-
-pub fn connector_type_to_proto(connector_type: ConnectorType) -> pb::ConnectorType {
-    match connector_type {
-        ConnectorType::Intune => pb::ConnectorType::Intune,
-        ConnectorType::Jamf => pb::ConnectorType::Jamf,
-        ConnectorType::Sccm => pb::ConnectorType::Sccm,
-        ConnectorType::Landscape => pb::ConnectorType::Landscape,
-        ConnectorType::Ansible => pb::ConnectorType::Ansible,
-    }
-}
-
-pub fn connector_type_from_proto(connector_type: pb::ConnectorType) -> Option<ConnectorType> {
-    ConnectorType::ALL.into_iter().find(|t| connector_type_to_proto(*t) == connector_type)
-}
-
-pub fn site_class_to_proto(site_class: SiteClass) -> pb::SiteClass {
-    match site_class {
-        SiteClass::Online => pb::SiteClass::Online,
-        SiteClass::Intermittent => pb::SiteClass::Intermittent,
-        SiteClass::AirGapped => pb::SiteClass::AirGapped,
-    }
-}
-
-pub fn site_class_from_proto(site_class: pb::SiteClass) -> Option<SiteClass> {
-    SiteClass::ALL.into_iter().find(|s| site_class_to_proto(*s) == site_class)
-}
-
-fn event_kind_to_proto(kind: EventKind) -> pb::DeploymentEventKind {
-    match kind {
-        EventKind::Created => pb::DeploymentEventKind::Created,
-        EventKind::StatusChanged => pb::DeploymentEventKind::StatusChanged,
-        EventKind::OutcomeReported => pb::DeploymentEventKind::OutcomeReported,
-        EventKind::RingPromoted => pb::DeploymentEventKind::RingPromoted,
-        EventKind::Dispatched => pb::DeploymentEventKind::Dispatched,
-        EventKind::Paused => pb::DeploymentEventKind::Paused,
-        EventKind::Resumed => pb::DeploymentEventKind::Resumed,
-        EventKind::Stalled => pb::DeploymentEventKind::Stalled,
-        EventKind::OutcomeCorrected => pb::DeploymentEventKind::OutcomeCorrected,
-        EventKind::Delivered => pb::DeploymentEventKind::Delivered,
-        EventKind::DeliveryFailed => pb::DeploymentEventKind::DeliveryFailed,
-    }
-}
+wire_enum!(Ring => pb::Ring { Lab, Canary, Pilot, Department, Global });
+wire_enum!(DeploymentStatus => pb::DeploymentStatus {
+    Pending, AwaitingCab, Approved, Rejected, Deploying, Completed, Failed, RolledBack,
+});
+wire_enum!(ConnectorType => pb::ConnectorType { Intune, Jamf, Sccm, Landscape, Ansible });
+wire_enum!(SiteClass => pb::SiteClass { Online, Intermittent, AirGapped });
+wire_enum!(EventKind => pb::DeploymentEventKind {
+    Created, StatusChanged, OutcomeReported, RingPromoted, Dispatched, Paused, Resumed, Stalled, OutcomeCorrected,
+    Delivered, DeliveryFailed,
+});
+wire_enum!(Delivery => pb::DeliveryState { Pending, Delivered, Refused });
+wire_enum!(CheckKind => pb::GateCheckKind {
+    SuccessRate, SampleSize, TimeToCompliance, CabApproval, EvidencePack, RollbackValidated,
+});
+wire_enum!(PromotionResult => pb::PromotionResult { Promoted, Blocked, RolledBack });
+wire_enum!(Driver => pb::ConnectorDriver { Http, Simulator });
+wire_enum!(BreakerState => pb::CircuitBreakerState { Closed, Open, HalfOpen });
+wire_enum!(ChangeKind => pb::ConnectorChangeKind { Created, Updated, Deleted, BreakerReset });
+wire_enum!(FactorKind => pb::RiskFactorKind {
+    PrivilegeElevation, BlastRadius, RollbackComplexity, VulnerabilitySeverity, ComplianceImpact,
+    DeploymentFrequency, EvidenceCompleteness, HistoricalSuccessRate,
+});
 
 pub fn etag(revision: i64) -> String {
     revision.to_string()
@@ -104,17 +84,17 @@ pub fn deployment_to_proto(d: &Deployment) -> pb::Deployment {
         id: d.id.to_string(),
         app_name: d.app_name.clone(),
         version: d.version.clone(),
-        connector_type: connector_type_to_proto(d.connector_type).into(),
-        current_ring: ring_to_proto(d.current_ring).into(),
-        target_ring: ring_to_proto(d.target_ring).into(),
+        connector_type: d.connector_type.to_proto().into(),
+        current_ring: d.current_ring.to_proto().into(),
+        target_ring: d.target_ring.to_proto().into(),
         risk_score: i32::from(d.risk_score),
         requires_cab_approval: d.requires_cab_approval,
         evidence_pack_id: d.evidence_pack_id.to_string(),
         submitter: d.submitter.clone(),
         correlation_id: d.correlation_id.clone(),
-        status: status_to_proto(d.status).into(),
+        status: d.status.to_proto().into(),
         ring_progress: d.rings.iter().map(ring_progress_to_proto).collect(),
-        site_class: site_class_to_proto(d.site_class).into(),
+        site_class: d.site_class.to_proto().into(),
         cab_approver: d.cab_approver.clone().unwrap_or_default(),
         status_reason: d.status_reason.clone(),
         create_time: Some(timestamp(d.created_at)),
@@ -134,7 +114,7 @@ pub fn deployment_to_proto(d: &Deployment) -> pb::Deployment {
 
 fn ring_progress_to_proto(p: &RingProgress) -> pb::RingProgress {
     pb::RingProgress {
-        ring: ring_to_proto(p.ring).into(),
+        ring: p.ring.to_proto().into(),
         connector_object_id: p.connector_object_id.clone().unwrap_or_default(),
         success_count: i64::try_from(p.success_count).unwrap_or(i64::MAX),
         failure_count: i64::try_from(p.failure_count).unwrap_or(i64::MAX),
@@ -161,10 +141,10 @@ pub fn event_to_proto(stored: &StoredEvent) -> pb::DeploymentEvent {
     pb::DeploymentEvent {
         sequence: stored.seq,
         deployment_id: e.deployment_id.to_string(),
-        kind: event_kind_to_proto(e.kind).into(),
-        from_status: e.from_status.map_or(pb::DeploymentStatus::Unspecified, status_to_proto).into(),
-        to_status: status_to_proto(e.to_status).into(),
-        ring: ring_to_proto(e.ring).into(),
+        kind: e.kind.to_proto().into(),
+        from_status: e.from_status.map_or(pb::DeploymentStatus::Unspecified, DeploymentStatus::to_proto).into(),
+        to_status: e.to_status.to_proto().into(),
+        ring: e.ring.to_proto().into(),
         actor: e.actor.clone(),
         reason: e.reason.clone(),
         correlation_id: e.correlation_id.clone(),
@@ -182,7 +162,7 @@ pub fn duration_to_proto(duration: std::time::Duration) -> prost_types::Duration
 
 pub fn policy_to_proto(p: &RingPolicy) -> pb::RingPolicy {
     pb::RingPolicy {
-        ring: ring_to_proto(p.ring).into(),
+        ring: p.ring.to_proto().into(),
         min_success_rate: p.min_success_rate,
         min_sample_size: i64::try_from(p.min_sample_size).unwrap_or(i64::MAX),
         online_compliance_limit: Some(duration_to_proto(p.online_compliance_limit)),
@@ -201,28 +181,17 @@ pub fn policy_to_proto(p: &RingPolicy) -> pb::RingPolicy {
     }
 }
 
-pub fn check_kind_to_proto(kind: CheckKind) -> pb::GateCheckKind {
-    match kind {
-        CheckKind::SuccessRate => pb::GateCheckKind::SuccessRate,
-        CheckKind::SampleSize => pb::GateCheckKind::SampleSize,
-        CheckKind::TimeToCompliance => pb::GateCheckKind::TimeToCompliance,
-        CheckKind::CabApproval => pb::GateCheckKind::CabApproval,
-        CheckKind::EvidencePack => pb::GateCheckKind::EvidencePack,
-        CheckKind::RollbackValidated => pb::GateCheckKind::RollbackValidated,
-    }
-}
-
 pub fn gate_to_proto(deployment_id: &str, g: &GateEvaluation) -> pb::GateEvaluation {
     pb::GateEvaluation {
         deployment_id: deployment_id.to_owned(),
-        ring: ring_to_proto(g.ring).into(),
-        next_ring: g.next_ring.map_or(pb::Ring::Unspecified, ring_to_proto).into(),
+        ring: g.ring.to_proto().into(),
+        next_ring: g.next_ring.map_or(pb::Ring::Unspecified, Ring::to_proto).into(),
         passed: g.passed,
         checks: g
             .checks
             .iter()
             .map(|c| pb::GateCheck {
-                kind: check_kind_to_proto(c.kind).into(),
+                kind: c.kind.to_proto().into(),
                 passed: c.passed,
                 observed_value: c.observed,
                 threshold_value: c.threshold,
@@ -237,14 +206,9 @@ pub fn promotion_to_proto(p: &Promotion) -> pb::Promotion {
     let deployment_id = p.deployment_id.to_string();
     pb::Promotion {
         id: p.id.to_string(),
-        from_ring: ring_to_proto(p.from_ring).into(),
-        to_ring: p.to_ring.map_or(pb::Ring::Unspecified, ring_to_proto).into(),
-        result: match p.result {
-            PromotionResult::Promoted => pb::PromotionResult::Promoted,
-            PromotionResult::Blocked => pb::PromotionResult::Blocked,
-            PromotionResult::RolledBack => pb::PromotionResult::RolledBack,
-        }
-        .into(),
+        from_ring: p.from_ring.to_proto().into(),
+        to_ring: p.to_ring.map_or(pb::Ring::Unspecified, Ring::to_proto).into(),
+        result: p.result.to_proto().into(),
         gate: p.gate.as_ref().map(|g| gate_to_proto(&deployment_id, g)),
         deployment_id,
         actor: p.actor.clone(),
@@ -258,22 +222,26 @@ pub fn promotion_to_proto(p: &Promotion) -> pb::Promotion {
 mod tests {
     use super::*;
 
+    fn round_trips<T: Wire + PartialEq + std::fmt::Debug>(all: &[T]) {
+        for &value in all {
+            assert_eq!(T::from_proto(value.to_proto()), Some(value));
+        }
+        let unspecified = T::Proto::try_from(0).ok().expect("value 0 exists");
+        assert_eq!(T::from_proto(unspecified), None, "*_UNSPECIFIED is no domain value");
+    }
+
     #[test]
     fn enums_round_trip_through_proto() {
-        for ring in Ring::ALL {
-            assert_eq!(ring_from_proto(ring_to_proto(ring)), Some(ring));
-            assert_eq!(ring_to_proto(ring) as i32, i32::from(ring.number()) + 1);
+        round_trips(Ring::ALL);
+        round_trips(DeploymentStatus::ALL);
+        round_trips(ConnectorType::ALL);
+        round_trips(SiteClass::ALL);
+        round_trips(EventKind::ALL);
+        round_trips(Delivery::ALL);
+        round_trips(PromotionResult::ALL);
+        round_trips(FactorKind::ALL);
+        for &ring in Ring::ALL {
+            assert_eq!(ring.to_proto() as i32, i32::from(ring.number()) + 1, "proto numbers LAB as 1");
         }
-        for status in DeploymentStatus::ALL {
-            assert_eq!(status_from_proto(status_to_proto(status)), Some(status));
-        }
-        for t in ConnectorType::ALL {
-            assert_eq!(connector_type_from_proto(connector_type_to_proto(t)), Some(t));
-        }
-        for s in SiteClass::ALL {
-            assert_eq!(site_class_from_proto(site_class_to_proto(s)), Some(s));
-        }
-        assert_eq!(status_from_proto(pb::DeploymentStatus::Unspecified), None);
-        assert_eq!(ring_from_proto(pb::Ring::Unspecified), None);
     }
 }

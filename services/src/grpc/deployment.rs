@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::convert::Wire;
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token::Scope;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
@@ -20,7 +21,8 @@ use super::{change_context, fitting};
 use crate::app::{AppResult, Deployments, Shown, Watch};
 use crate::domain::connector::{NAME_RULE, is_valid_name};
 use crate::domain::{
-    ChangeContext, Deployment, DeploymentError, MAX_RING_DEVICES, NewDeployment, NewEvent, Outcome, Ring, SiteClass,
+    ChangeContext, ConnectorType, Deployment, DeploymentError, DeploymentStatus, MAX_RING_DEVICES, NewDeployment,
+    NewEvent, Outcome, Ring, SiteClass,
 };
 use crate::store::DeploymentFilter;
 
@@ -77,7 +79,7 @@ impl DeploymentApi {
 /// and what the rollout controller will do next.
 fn shown_to_proto(shown: &Shown) -> pb::Deployment {
     let mut proto = deployment_to_proto(&shown.deployment);
-    let current = convert::ring_to_proto(shown.deployment.current_ring) as i32;
+    let current = shown.deployment.current_ring.to_proto() as i32;
     if let Some(progress) = proto.ring_progress.iter_mut().find(|p| p.ring == current) {
         progress.last_gate = Some(convert::gate_to_proto(&proto.id, &shown.gate));
     }
@@ -95,13 +97,12 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> AppResult<(String, NewD
     let version = v.required_text("version", &req.version, MAX_VERSION_LEN);
     let connector_type = v
         .enumeration::<pb::ConnectorType>("connector_type", req.connector_type, true)
-        .and_then(convert::connector_type_from_proto);
-    let target_ring =
-        v.enumeration::<pb::Ring>("target_ring", req.target_ring, false).and_then(convert::ring_from_proto);
+        .and_then(ConnectorType::from_proto);
+    let target_ring = v.enumeration::<pb::Ring>("target_ring", req.target_ring, false).and_then(Ring::from_proto);
     let evidence_pack_id = v.uuid("evidence_pack_id", &req.evidence_pack_id);
     let submitter = v.required_text("submitter", &req.submitter, MAX_ACTOR_LEN);
     let site_class =
-        v.enumeration::<pb::SiteClass>("site_class", req.site_class, false).and_then(convert::site_class_from_proto);
+        v.enumeration::<pb::SiteClass>("site_class", req.site_class, false).and_then(SiteClass::from_proto);
     let connector_name = v.optional_text("connector_name", &req.connector_name, 63);
     if connector_name.as_deref().is_some_and(|name| !is_valid_name(name)) {
         v.add("connector_name", NAME_RULE);
@@ -179,7 +180,7 @@ struct RingCounts {
 impl RingCounts {
     /// Each count in 0..=[`MAX_RING_DEVICES`], and so is their sum.
     fn validate(v: &mut Violations, ring: i32, success_count: i64, failure_count: i64) -> RingCounts {
-        let ring = v.enumeration::<pb::Ring>("ring", ring, true).and_then(convert::ring_from_proto);
+        let ring = v.enumeration::<pb::Ring>("ring", ring, true).and_then(Ring::from_proto);
         let mut count = |field: &str, value: i64| match u64::try_from(value) {
             Ok(count) if count <= MAX_RING_DEVICES => count,
             Ok(_) => {
@@ -266,12 +267,12 @@ impl DeploymentService for DeploymentApi {
         let filter = DeploymentFilter {
             status: v
                 .enumeration::<pb::DeploymentStatus>("status", req.status, false)
-                .and_then(convert::status_from_proto),
-            ring: v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(convert::ring_from_proto),
+                .and_then(DeploymentStatus::from_proto),
+            ring: v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(Ring::from_proto),
             app_name: v.optional_text("app_name", &req.app_name, MAX_APP_NAME_LEN),
             connector_type: v
                 .enumeration::<pb::ConnectorType>("connector_type", req.connector_type, false)
-                .and_then(convert::connector_type_from_proto),
+                .and_then(ConnectorType::from_proto),
         };
         v.finish()?;
         let scope = list_scope(&filter);

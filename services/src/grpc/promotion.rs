@@ -7,6 +7,7 @@ use eucora::v1::ring_promotion_service_server::RingPromotionService;
 use tonic::{Request, Response, Status};
 
 use super::change_context;
+use super::convert::Wire;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
 use super::page_token::Scope;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
@@ -44,7 +45,7 @@ impl PromotionApi {
         let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
         let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
         let etag = v.etag("etag", &req.etag);
-        let from_ring = v.enumeration::<pb::Ring>("from_ring", req.from_ring, false).and_then(convert::ring_from_proto);
+        let from_ring = v.enumeration::<pb::Ring>("from_ring", req.from_ring, false).and_then(Ring::from_proto);
         v.finish()?;
         let step = Step { id, request_id, etag, from_ring };
         let (deployment, promotion) = self.app.promote_as(step, &self.context(request, actor, reason)).await?;
@@ -74,7 +75,7 @@ impl PromotionApi {
         let Some(update) = req.policy.as_ref() else {
             return Err(AppError::invalid("policy", "is required"));
         };
-        let ring = v.enumeration::<pb::Ring>("policy.ring", update.ring, true).and_then(convert::ring_from_proto);
+        let ring = v.enumeration::<pb::Ring>("policy.ring", update.ring, true).and_then(Ring::from_proto);
         let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
         let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
         let etag = v.etag("policy.etag", &update.etag);
@@ -194,7 +195,7 @@ fn policy_change_to_proto(change: &Change<RingPolicy>) -> pb::RingPolicyChange {
     let ring = change.after.as_ref().or(change.before.as_ref()).map(|p| p.ring);
     pb::RingPolicyChange {
         sequence: change.seq,
-        ring: ring.map_or(pb::Ring::Unspecified, convert::ring_to_proto).into(),
+        ring: ring.map_or(pb::Ring::Unspecified, Ring::to_proto).into(),
         before: change.before.as_ref().map(policy_to_proto),
         after: change.after.as_ref().map(policy_to_proto),
         actor: change.actor.clone(),
@@ -209,7 +210,7 @@ fn shown(deployment: &Deployment, promotion: &Promotion) -> (pb::Deployment, pb:
 }
 
 fn ring_field(v: &mut Violations, field: &str, value: i32) -> Option<Ring> {
-    v.enumeration::<pb::Ring>(field, value, true).and_then(convert::ring_from_proto)
+    v.enumeration::<pb::Ring>(field, value, true).and_then(Ring::from_proto)
 }
 
 #[tonic::async_trait]
@@ -293,7 +294,7 @@ impl RingPromotionService for PromotionApi {
     ) -> Result<Response<pb::ListRingPolicyChangesResponse>, Status> {
         let req = request.get_ref();
         let mut v = Violations::new();
-        let ring = v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(convert::ring_from_proto);
+        let ring = v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(Ring::from_proto);
         let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
         v.finish()?;
         let scope = Scope::new("ring_policy_changes").with("ring", ring.map(Ring::as_label));

@@ -6,6 +6,7 @@ use eucora::v1::risk_model_service_server::RiskModelService;
 use tonic::{Request, Response, Status};
 
 use super::change_context;
+use super::convert::Wire;
 use super::convert::timestamp;
 use super::validate::{MAX_ACTOR_LEN, MAX_ETAG_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
 use crate::app::{AppError, AppResult, RiskModels};
@@ -16,23 +17,6 @@ use crate::domain::risk::{Assessment, Evidence, Factor, FactorKind, RiskModel, S
 const MAX_TAGS: usize = 20;
 const MAX_TAG_LEN: usize = 40;
 const MAX_NOTES_LEN: usize = 4000;
-
-fn kind_to_proto(kind: FactorKind) -> pb::RiskFactorKind {
-    match kind {
-        FactorKind::PrivilegeElevation => pb::RiskFactorKind::PrivilegeElevation,
-        FactorKind::BlastRadius => pb::RiskFactorKind::BlastRadius,
-        FactorKind::RollbackComplexity => pb::RiskFactorKind::RollbackComplexity,
-        FactorKind::VulnerabilitySeverity => pb::RiskFactorKind::VulnerabilitySeverity,
-        FactorKind::ComplianceImpact => pb::RiskFactorKind::ComplianceImpact,
-        FactorKind::DeploymentFrequency => pb::RiskFactorKind::DeploymentFrequency,
-        FactorKind::EvidenceCompleteness => pb::RiskFactorKind::EvidenceCompleteness,
-        FactorKind::HistoricalSuccessRate => pb::RiskFactorKind::HistoricalSuccessRate,
-    }
-}
-
-fn kind_from_proto(kind: pb::RiskFactorKind) -> Option<FactorKind> {
-    FactorKind::ALL.into_iter().find(|k| kind_to_proto(*k) == kind)
-}
 
 /// Validates an evidence pack (absent means an empty one: every part missing).
 pub fn evidence_from_proto(v: &mut Violations, evidence: Option<&pb::EvidencePack>) -> Evidence {
@@ -125,7 +109,7 @@ pub fn assessment_to_proto(a: &Assessment) -> pb::RiskAssessment {
             .factors
             .iter()
             .map(|f| pb::FactorScore {
-                kind: kind_to_proto(f.kind).into(),
+                kind: f.kind.to_proto().into(),
                 weight: f.weight,
                 value: f.value,
                 explanation: f.explanation.clone(),
@@ -142,7 +126,7 @@ fn model_to_proto(m: &RiskModel) -> pb::RiskModel {
             .factors
             .iter()
             .map(|f| pb::RiskFactor {
-                kind: kind_to_proto(f.kind).into(),
+                kind: f.kind.to_proto().into(),
                 weight: f.weight,
                 rubric: f.rubric.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             })
@@ -164,7 +148,7 @@ fn model_from_proto(m: &pb::RiskModel, now: chrono::DateTime<chrono::Utc>) -> Ap
         .filter_map(|(i, f)| {
             let kind = v.enumeration::<pb::RiskFactorKind>(&format!("model.factors[{i}].kind"), f.kind, true)?;
             Some(Factor {
-                kind: kind_from_proto(kind)?,
+                kind: FactorKind::from_proto(kind)?,
                 weight: f.weight,
                 rubric: f.rubric.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             })

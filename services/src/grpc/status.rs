@@ -5,7 +5,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 
-use super::convert;
+use super::convert::Wire;
 use crate::app::AppError;
 use crate::domain::GateEvaluation;
 
@@ -85,7 +85,7 @@ fn gate_violations(evaluation: &GateEvaluation) -> Vec<PreconditionViolation> {
         .failed_checks()
         .map(|c| {
             PreconditionViolation::new(
-                convert::check_kind_to_proto(c.kind).as_str_name(),
+                c.kind.to_proto().as_str_name(),
                 format!("ring/{}", evaluation.ring),
                 c.message.clone(),
             )

@@ -304,7 +304,7 @@ impl MigrationTrait for CreatePromotionTables {
             )
             .await?;
         let now = chrono::Utc::now();
-        for ring in crate::domain::Ring::ALL {
+        for &ring in crate::domain::Ring::ALL {
             let policy = crate::domain::RingPolicy::default_for(ring, now);
             let seconds = |d: std::time::Duration| <i64 as TryFrom<u64>>::try_from(d.as_secs()).unwrap_or(i64::MAX);
             manager
@@ -534,7 +534,7 @@ impl MigrationTrait for AddControllerColumns {
             manager.alter_table(Table::alter().table(table).add_column(&mut column).to_owned()).await?;
         }
         let now = chrono::Utc::now();
-        for ring in crate::domain::Ring::ALL {
+        for &ring in crate::domain::Ring::ALL {
             let policy = crate::domain::RingPolicy::default_for(ring, now);
             manager
                 .exec_stmt(

@@ -5,20 +5,17 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::connectors::OutboxWrite;
 use super::entity::{promotion, ring_policy, ring_policy_change};
 use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
 use crate::domain::{
-    ChangeContext, CheckKind, Deployment, GateCheck, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring,
-    RingPolicy,
+    ChangeContext, Deployment, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicy,
 };
 
 impl Store {
@@ -169,7 +166,7 @@ pub(super) async fn insert_promotion(conn: &impl ConnectionTrait, p: &Promotion)
         from_ring: Set(p.from_ring.as_label().to_owned()),
         to_ring: Set(p.to_ring.map(|r| r.as_label().to_owned())),
         result: Set(p.result.as_label().to_owned()),
-        gate: Set(p.gate.as_ref().map(|g| gate_json(g).to_string())),
+        gate: Set(p.gate.as_ref().map(|g| serde_json::to_string(g).expect("gate evaluations serialize"))),
         actor: Set(p.actor.clone()),
         reason: Set(p.reason.clone()),
         correlation_id: Set(p.correlation_id.clone()),
@@ -235,78 +232,8 @@ pub(super) fn policy_from_row(row: ring_policy::Model) -> StoreResult<RingPolicy
     })
 }
 
-fn check_kind_label(kind: CheckKind) -> &'static str {
-    match kind {
-        CheckKind::SuccessRate => "success_rate",
-        CheckKind::SampleSize => "sample_size",
-        CheckKind::TimeToCompliance => "time_to_compliance",
-        CheckKind::CabApproval => "cab_approval",
-        CheckKind::EvidencePack => "evidence_pack",
-        CheckKind::RollbackValidated => "rollback_validated",
-    }
-}
-
-fn check_kind_from_label(label: &str) -> Option<CheckKind> {
-    [
-        CheckKind::SuccessRate,
-        CheckKind::SampleSize,
-        CheckKind::TimeToCompliance,
-        CheckKind::CabApproval,
-        CheckKind::EvidencePack,
-        CheckKind::RollbackValidated,
-    ]
-    .into_iter()
-    .find(|k| check_kind_label(*k) == label)
-}
-
-fn gate_json(g: &GateEvaluation) -> Value {
-    json!({
-        "ring": g.ring.as_label(),
-        "next_ring": g.next_ring.map(Ring::as_label),
-        "passed": g.passed,
-        "evaluated_at": g.evaluated_at.to_rfc3339(),
-        "checks": g.checks.iter().map(|c| json!({
-            "kind": check_kind_label(c.kind),
-            "passed": c.passed,
-            "observed": c.observed,
-            "threshold": c.threshold,
-            "message": c.message,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 fn gate_from_json(text: &str) -> StoreResult<GateEvaluation> {
-    let corrupt = || StoreError::Corrupt(format!("gate evaluation {text:?}"));
-    let value: Value = serde_json::from_str(text).map_err(|_| corrupt())?;
-    let str_field = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(corrupt);
-    let checks = value
-        .get("checks")
-        .and_then(Value::as_array)
-        .ok_or_else(corrupt)?
-        .iter()
-        .map(|c| {
-            Ok(GateCheck {
-                kind: parse(&str_field(c, "kind")?, "gate check", check_kind_from_label)?,
-                passed: c.get("passed").and_then(Value::as_bool).ok_or_else(corrupt)?,
-                observed: c.get("observed").and_then(Value::as_f64).ok_or_else(corrupt)?,
-                threshold: c.get("threshold").and_then(Value::as_f64).ok_or_else(corrupt)?,
-                message: str_field(c, "message")?,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(GateEvaluation {
-        ring: parse(&str_field(&value, "ring")?, "ring", Ring::from_label)?,
-        next_ring: value
-            .get("next_ring")
-            .and_then(Value::as_str)
-            .map(|r| parse(r, "ring", Ring::from_label))
-            .transpose()?,
-        passed: value.get("passed").and_then(Value::as_bool).ok_or_else(corrupt)?,
-        evaluated_at: DateTime::parse_from_rfc3339(&str_field(&value, "evaluated_at")?)
-            .map_err(|_| corrupt())?
-            .with_timezone(&Utc),
-        checks,
-    })
+    serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("gate evaluation: {err}")))
 }
 
 fn promotion_from_row(row: promotion::Model) -> StoreResult<Promotion> {
@@ -327,7 +254,10 @@ fn promotion_from_row(row: promotion::Model) -> StoreResult<Promotion> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+
     use super::*;
+    use crate::domain::{CheckKind, GateCheck};
 
     #[test]
     fn gate_evaluations_round_trip_through_json() {
@@ -344,7 +274,7 @@ mod tests {
             }],
             evaluated_at: DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().with_timezone(&Utc),
         };
-        assert_eq!(gate_from_json(&gate_json(&gate).to_string()).unwrap(), gate);
+        assert_eq!(gate_from_json(&serde_json::to_string(&gate).unwrap()).unwrap(), gate);
         assert!(gate_from_json("{}").is_err());
     }
 }

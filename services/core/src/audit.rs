@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 
 /// What a configuration change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ChangeKind {
     Created,
     Updated,
@@ -16,18 +17,11 @@ pub enum ChangeKind {
 
 impl ChangeKind {
     pub fn as_label(self) -> &'static str {
-        match self {
-            ChangeKind::Created => "created",
-            ChangeKind::Updated => "updated",
-            ChangeKind::Deleted => "deleted",
-            ChangeKind::BreakerReset => "breaker_reset",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<ChangeKind> {
-        [ChangeKind::Created, ChangeKind::Updated, ChangeKind::Deleted, ChangeKind::BreakerReset]
-            .into_iter()
-            .find(|kind| kind.as_label() == label)
+        label.parse().ok()
     }
 }
 

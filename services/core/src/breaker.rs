@@ -20,7 +20,8 @@ impl Default for BreakerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum BreakerState {
     Closed,
     Open,
@@ -29,10 +30,15 @@ pub enum BreakerState {
 
 impl BreakerState {
     pub fn as_label(self) -> &'static str {
+        self.into()
+    }
+
+    /// The value of the `circuit_breaker_state` gauge DESIGN §4 assigns.
+    pub fn gauge_value(self) -> i64 {
         match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
         }
     }
 }

@@ -12,7 +12,19 @@ use super::ring::Ring;
 use super::risk::{Assessment, Evidence};
 
 /// The endpoint-management platform a connector talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectorType {
     Intune,
@@ -23,32 +35,21 @@ pub enum ConnectorType {
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 5] = [
-        ConnectorType::Intune,
-        ConnectorType::Jamf,
-        ConnectorType::Sccm,
-        ConnectorType::Landscape,
-        ConnectorType::Ansible,
-    ];
+    pub const ALL: &'static [ConnectorType] = <ConnectorType as strum::VariantArray>::VARIANTS;
 
     /// Lower snake case value used in metric labels and storage.
     pub fn as_label(self) -> &'static str {
-        match self {
-            ConnectorType::Intune => "intune",
-            ConnectorType::Jamf => "jamf",
-            ConnectorType::Sccm => "sccm",
-            ConnectorType::Landscape => "landscape",
-            ConnectorType::Ansible => "ansible",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<ConnectorType> {
-        ConnectorType::ALL.into_iter().find(|t| t.as_label() == label)
+        label.parse().ok()
     }
 }
 
 /// How well connected the targeted endpoints are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum SiteClass {
     Online,
     Intermittent,
@@ -56,23 +57,20 @@ pub enum SiteClass {
 }
 
 impl SiteClass {
-    pub const ALL: [SiteClass; 3] = [SiteClass::Online, SiteClass::Intermittent, SiteClass::AirGapped];
+    pub const ALL: &'static [SiteClass] = <SiteClass as strum::VariantArray>::VARIANTS;
 
     pub fn as_label(self) -> &'static str {
-        match self {
-            SiteClass::Online => "online",
-            SiteClass::Intermittent => "intermittent",
-            SiteClass::AirGapped => "air_gapped",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<SiteClass> {
-        SiteClass::ALL.into_iter().find(|s| s.as_label() == label)
+        label.parse().ok()
     }
 }
 
 /// What an audit event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     Created,
     StatusChanged,
@@ -91,38 +89,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
-        EventKind::Created,
-        EventKind::StatusChanged,
-        EventKind::OutcomeReported,
-        EventKind::RingPromoted,
-        EventKind::Dispatched,
-        EventKind::Paused,
-        EventKind::Resumed,
-        EventKind::Stalled,
-        EventKind::OutcomeCorrected,
-        EventKind::Delivered,
-        EventKind::DeliveryFailed,
-    ];
+    pub const ALL: &'static [EventKind] = <EventKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_label(self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::StatusChanged => "status_changed",
-            EventKind::OutcomeReported => "outcome_reported",
-            EventKind::RingPromoted => "ring_promoted",
-            EventKind::Dispatched => "dispatched",
-            EventKind::Paused => "paused",
-            EventKind::Resumed => "resumed",
-            EventKind::Stalled => "stalled",
-            EventKind::OutcomeCorrected => "outcome_corrected",
-            EventKind::Delivered => "delivered",
-            EventKind::DeliveryFailed => "delivery_failed",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_label() == label)
+        label.parse().ok()
     }
 }
 
@@ -175,7 +149,8 @@ pub struct RingProgress {
 /// Where work handed to a connector stands. The decision to hand it over is
 /// committed first (with an outbox row); delivery follows, is retried while
 /// the connector fails transiently, and ends delivered or refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Delivery {
     Pending,
     Delivered,
@@ -183,18 +158,14 @@ pub enum Delivery {
 }
 
 impl Delivery {
-    pub const ALL: [Delivery; 3] = [Delivery::Pending, Delivery::Delivered, Delivery::Refused];
+    pub const ALL: &'static [Delivery] = <Delivery as strum::VariantArray>::VARIANTS;
 
     pub fn as_label(self) -> &'static str {
-        match self {
-            Delivery::Pending => "pending",
-            Delivery::Delivered => "delivered",
-            Delivery::Refused => "refused",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<Delivery> {
-        Delivery::ALL.into_iter().find(|d| d.as_label() == label)
+        label.parse().ok()
     }
 }
 

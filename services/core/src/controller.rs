@@ -11,7 +11,8 @@ use super::gate::{GateEvaluation, RingPolicy, human_duration, thousands};
 use super::lifecycle::DeploymentStatus;
 
 /// The controller's decision.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Decision {
     /// Leave the current ring now (the gate passed, the ring has baked).
     Promote,
@@ -27,13 +28,7 @@ pub enum Decision {
 
 impl Decision {
     pub fn as_label(&self) -> &'static str {
-        match self {
-            Decision::Promote => "promote",
-            Decision::RollBack { .. } => "roll_back",
-            Decision::FlagStalled { .. } => "flag_stalled",
-            Decision::Wait { .. } => "wait",
-            Decision::Skip { .. } => "skip",
-        }
+        self.into()
     }
 
     /// The next action as GetDeployment shows it, with its time if known.
@@ -126,9 +121,9 @@ fn to_chrono(duration: std::time::Duration) -> chrono::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome, SiteClass};
-    use crate::domain::gate::evaluate;
-    use crate::domain::ring::Ring;
+    use crate::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome, SiteClass};
+    use crate::gate::evaluate;
+    use crate::ring::Ring;
     use uuid::Uuid;
 
     fn t(hours: i64) -> DateTime<Utc> {

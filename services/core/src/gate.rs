@@ -153,7 +153,20 @@ impl RingPolicy {
 }
 
 /// What a gate check measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     SuccessRate,
     SampleSize,
@@ -163,8 +176,19 @@ pub enum CheckKind {
     RollbackValidated,
 }
 
+impl CheckKind {
+    /// Lower snake case value used in metric labels and storage.
+    pub fn as_label(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn from_label(label: &str) -> Option<CheckKind> {
+        label.parse().ok()
+    }
+}
+
 /// One check with observed value, threshold, verdict and explanation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GateCheck {
     pub kind: CheckKind,
     pub passed: bool,
@@ -174,7 +198,7 @@ pub struct GateCheck {
 }
 
 /// The verdict on leaving `ring`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GateEvaluation {
     pub ring: Ring,
     /// `None` when leaving `ring` completes the deployment.
@@ -367,7 +391,7 @@ pub fn human_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome};
+    use crate::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome};
     use proptest::prelude::*;
     use uuid::Uuid;
 

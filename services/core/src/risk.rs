@@ -11,7 +11,22 @@ use serde::{Deserialize, Serialize};
 use super::ring::Ring;
 
 /// What a factor measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum FactorKind {
     PrivilegeElevation,
@@ -25,32 +40,14 @@ pub enum FactorKind {
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 8] = [
-        FactorKind::PrivilegeElevation,
-        FactorKind::BlastRadius,
-        FactorKind::RollbackComplexity,
-        FactorKind::VulnerabilitySeverity,
-        FactorKind::ComplianceImpact,
-        FactorKind::DeploymentFrequency,
-        FactorKind::EvidenceCompleteness,
-        FactorKind::HistoricalSuccessRate,
-    ];
+    pub const ALL: &'static [FactorKind] = <FactorKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_label(self) -> &'static str {
-        match self {
-            FactorKind::PrivilegeElevation => "privilege_elevation",
-            FactorKind::BlastRadius => "blast_radius",
-            FactorKind::RollbackComplexity => "rollback_complexity",
-            FactorKind::VulnerabilitySeverity => "vulnerability_severity",
-            FactorKind::ComplianceImpact => "compliance_impact",
-            FactorKind::DeploymentFrequency => "deployment_frequency",
-            FactorKind::EvidenceCompleteness => "evidence_completeness",
-            FactorKind::HistoricalSuccessRate => "historical_success_rate",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<FactorKind> {
-        FactorKind::ALL.into_iter().find(|k| k.as_label() == label)
+        label.parse().ok()
     }
 
     /// "Vulnerability Severity".
@@ -151,8 +148,8 @@ impl RiskModel {
             version: 1,
             name: "default".into(),
             factors: FactorKind::ALL
-                .into_iter()
-                .map(|kind| Factor {
+                .iter()
+                .map(|&kind| Factor {
                     kind,
                     weight: kind.default_weight(),
                     rubric: kind.default_rubric().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

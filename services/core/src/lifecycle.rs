@@ -5,7 +5,8 @@
 use std::fmt;
 
 /// Lifecycle status of a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum DeploymentStatus {
     Pending,
     AwaitingCab,
@@ -39,16 +40,7 @@ fn hint(from: DeploymentStatus, to: DeploymentStatus) -> &'static str {
 pub const CAB_RISK_THRESHOLD: u8 = 50;
 
 impl DeploymentStatus {
-    pub const ALL: [DeploymentStatus; 8] = [
-        DeploymentStatus::Pending,
-        DeploymentStatus::AwaitingCab,
-        DeploymentStatus::Approved,
-        DeploymentStatus::Rejected,
-        DeploymentStatus::Deploying,
-        DeploymentStatus::Completed,
-        DeploymentStatus::Failed,
-        DeploymentStatus::RolledBack,
-    ];
+    pub const ALL: &'static [DeploymentStatus] = <DeploymentStatus as strum::VariantArray>::VARIANTS;
 
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -82,20 +74,11 @@ impl DeploymentStatus {
 
     /// Lower snake case value used in metric labels and storage.
     pub fn as_label(self) -> &'static str {
-        match self {
-            DeploymentStatus::Pending => "pending",
-            DeploymentStatus::AwaitingCab => "awaiting_cab",
-            DeploymentStatus::Approved => "approved",
-            DeploymentStatus::Rejected => "rejected",
-            DeploymentStatus::Deploying => "deploying",
-            DeploymentStatus::Completed => "completed",
-            DeploymentStatus::Failed => "failed",
-            DeploymentStatus::RolledBack => "rolled_back",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<DeploymentStatus> {
-        DeploymentStatus::ALL.into_iter().find(|status| status.as_label() == label)
+        label.parse().ok()
     }
 }
 
@@ -137,8 +120,8 @@ mod tests {
 
     #[test]
     fn every_pair_is_allowed_exactly_when_listed() {
-        for from in DeploymentStatus::ALL {
-            for to in DeploymentStatus::ALL {
+        for &from in DeploymentStatus::ALL {
+            for &to in DeploymentStatus::ALL {
                 let listed = ALLOWED.contains(&(from, to));
                 assert_eq!(from.can_move_to(to), listed, "{from} -> {to}");
                 assert_eq!(from.check_transition(to).is_ok(), listed, "{from} -> {to}");
@@ -148,7 +131,7 @@ mod tests {
 
     #[test]
     fn terminal_statuses_are_the_four_of_design() {
-        let terminal: Vec<_> = DeploymentStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = DeploymentStatus::ALL.iter().copied().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, vec![Rejected, Completed, Failed, RolledBack]);
     }
 
@@ -170,7 +153,7 @@ mod tests {
 
     #[test]
     fn labels_round_trip() {
-        for status in DeploymentStatus::ALL {
+        for &status in DeploymentStatus::ALL {
             assert_eq!(DeploymentStatus::from_label(status.as_label()), Some(status));
         }
     }

@@ -10,7 +10,10 @@ use super::breaker::BreakerConfig;
 use super::deployment::ConnectorType;
 
 /// How the control plane reaches the platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     /// JSON over HTTP to an execution-plane adapter.
@@ -21,14 +24,11 @@ pub enum Driver {
 
 impl Driver {
     pub fn as_label(self) -> &'static str {
-        match self {
-            Driver::Http => "http",
-            Driver::Simulator => "simulator",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<Driver> {
-        [Driver::Http, Driver::Simulator].into_iter().find(|d| d.as_label() == label)
+        label.parse().ok()
     }
 }
 

@@ -3,7 +3,23 @@
 use std::fmt;
 
 /// A deployment ring. The derived order is the rollout order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Ring {
     Lab,
     Canary,
@@ -13,7 +29,7 @@ pub enum Ring {
 }
 
 impl Ring {
-    pub const ALL: [Ring; 5] = [Ring::Lab, Ring::Canary, Ring::Pilot, Ring::Department, Ring::Global];
+    pub const ALL: &'static [Ring] = <Ring as strum::VariantArray>::VARIANTS;
 
     /// Ring number as DESIGN counts it: LAB is 0, GLOBAL is 4.
     pub fn number(self) -> u8 {
@@ -31,17 +47,11 @@ impl Ring {
 
     /// Lower snake case value used in metric labels and storage.
     pub fn as_label(self) -> &'static str {
-        match self {
-            Ring::Lab => "lab",
-            Ring::Canary => "canary",
-            Ring::Pilot => "pilot",
-            Ring::Department => "department",
-            Ring::Global => "global",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<Ring> {
-        Ring::ALL.into_iter().find(|ring| ring.as_label() == label)
+        label.parse().ok()
     }
 }
 
@@ -66,7 +76,7 @@ mod tests {
 
     #[test]
     fn labels_round_trip() {
-        for ring in Ring::ALL {
+        for &ring in Ring::ALL {
             assert_eq!(Ring::from_label(ring.as_label()), Some(ring));
             assert_eq!(Ring::from_number(ring.number()), Some(ring));
         }

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::gate::GateEvaluation;
 use super::ring::Ring;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum PromotionResult {
     Promoted,
     Blocked,
@@ -15,19 +16,14 @@ pub enum PromotionResult {
 }
 
 impl PromotionResult {
-    pub const ALL: [PromotionResult; 3] =
-        [PromotionResult::Promoted, PromotionResult::Blocked, PromotionResult::RolledBack];
+    pub const ALL: &'static [PromotionResult] = <PromotionResult as strum::VariantArray>::VARIANTS;
 
     pub fn as_label(self) -> &'static str {
-        match self {
-            PromotionResult::Promoted => "promoted",
-            PromotionResult::Blocked => "blocked",
-            PromotionResult::RolledBack => "rolled_back",
-        }
+        self.into()
     }
 
     pub fn from_label(label: &str) -> Option<PromotionResult> {
-        PromotionResult::ALL.into_iter().find(|r| r.as_label() == label)
+        label.parse().ok()
     }
 }
 

@@ -1,0 +1,67 @@
+//! Domain rules of the control plane as plain Rust: rings, the deployment
+//! lifecycle state machine, deployment mutations, ring policies and gates,
+//! connector definitions, the circuit breaker, risk scoring and the rollout
+//! controller's decisions. No I/O, no tonic, no sea-orm — this crate depends
+//! on chrono, uuid, thiserror, serde and strum only, so Cargo keeps it so:
+//! the server's store persists what these functions decide.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod breaker;
+pub mod connector;
+pub mod controller;
+pub mod deployment;
+pub mod gate;
+pub mod lifecycle;
+pub mod promotion;
+pub mod ring;
+pub mod risk;
+
+pub use audit::{Change, ChangeKind};
+pub use deployment::{
+    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES,
+    NewDeployment, NewEvent, Outcome, RingProgress, SiteClass,
+};
+pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicy};
+pub use lifecycle::{DeploymentStatus, TransitionError};
+pub use promotion::{Promotion, PromotionResult};
+pub use ring::Ring;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels<T: Copy + Into<&'static str>>(all: &[T]) -> Vec<&'static str> {
+        all.iter().map(|&value| value.into()).collect()
+    }
+
+    /// The lower snake case labels are a public contract: storage, metric
+    /// labels (DESIGN §4) and page tokens use them.
+    #[test]
+    fn labels_are_the_contract() {
+        assert_eq!(labels(Ring::ALL), ["lab", "canary", "pilot", "department", "global"]);
+        assert_eq!(
+            labels(DeploymentStatus::ALL),
+            ["pending", "awaiting_cab", "approved", "rejected", "deploying", "completed", "failed", "rolled_back"]
+        );
+        assert_eq!(labels(ConnectorType::ALL), ["intune", "jamf", "sccm", "landscape", "ansible"]);
+        assert_eq!(labels(PromotionResult::ALL), ["promoted", "blocked", "rolled_back"]);
+        assert_eq!(labels(SiteClass::ALL), ["online", "intermittent", "air_gapped"]);
+        assert_eq!(
+            labels(<CheckKind as strum::VariantArray>::VARIANTS),
+            [
+                "success_rate",
+                "sample_size",
+                "time_to_compliance",
+                "cab_approval",
+                "evidence_pack",
+                "rollback_validated"
+            ]
+        );
+        assert_eq!(labels(<breaker::BreakerState as strum::VariantArray>::VARIANTS), ["closed", "open", "half_open"]);
+        for &ring in Ring::ALL {
+            assert_eq!(Ring::from_label(ring.as_label()), Some(ring));
+        }
+        assert_eq!(Ring::from_label("LAB"), None, "labels are exact");
+    }
+}
