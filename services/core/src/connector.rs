@@ -166,8 +166,8 @@ mod tests {
             simulator: SimulatorConfig::default(),
             health: None,
             revision: 0,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
         }
     }
 

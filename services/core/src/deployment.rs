@@ -783,7 +783,7 @@ mod tests {
     }
 
     fn lab_policy() -> RingPolicy {
-        RingPolicy::default_for(Ring::Lab, Utc::now())
+        RingPolicy::default_for(Ring::Lab, DateTime::UNIX_EPOCH)
     }
 
     fn ctx(actor: &str) -> ChangeContext {
@@ -791,7 +791,7 @@ mod tests {
             actor: actor.into(),
             reason: "because".into(),
             correlation_id: "corr-1".into(),
-            now: Utc::now(),
+            now: DateTime::UNIX_EPOCH,
         }
     }
 
@@ -911,7 +911,7 @@ mod tests {
         assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "1/1 is not a sample");
         d.report_outcome(outcome(Ring::Lab, 96, 4), &lab_policy(), &ctx("agent")).unwrap();
         assert_eq!(d.progress(Ring::Lab).unwrap().compliant_at, None, "0.96 < 0.98");
-        let later = ChangeContext { now: Utc::now() + chrono::Duration::seconds(90), ..ctx("agent") };
+        let later = ChangeContext { now: DateTime::UNIX_EPOCH + chrono::Duration::seconds(90), ..ctx("agent") };
         d.report_outcome(outcome(Ring::Lab, 196, 4), &lab_policy(), &later).unwrap();
         let lab = d.progress(Ring::Lab).unwrap();
         assert_eq!(lab.compliant_at, Some(later.now));
@@ -939,7 +939,7 @@ mod tests {
 
     #[test]
     fn success_rate_is_zero_without_reports() {
-        let p = RingProgress::started(Ring::Lab, Utc::now());
+        let p = RingProgress::started(Ring::Lab, DateTime::UNIX_EPOCH);
         assert_eq!(p.success_rate(), 0.0);
         assert_eq!(p.reported(), 0);
     }

@@ -394,7 +394,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn model() -> RiskModel {
-        RiskModel::default_model(Utc::now())
+        RiskModel::default_model(DateTime::UNIX_EPOCH)
     }
 
     fn complete() -> Evidence {

@@ -1,7 +1,8 @@
-//! Persistence of deployments, their per-ring progress and the append-only
-//! event log through sea-orm, on SQLite (embedded default, WAL) or PostgreSQL
-//! with the same code. The store also owns the feed of committed events that
-//! WatchDeployments streams from.
+//! The store: persistence through sea-orm, on SQLite (embedded default, WAL)
+//! or PostgreSQL with the same code. This module holds the infrastructure —
+//! connection, migrations, health probes, the write lock, per-operation
+//! budgets, pages, the feed of committed events — and one repository module
+//! per aggregate: `deployments`, `promotions`, `connectors`, `risk`, `audit`.
 //!
 //! Writes go through one in-process lock held across commit and publish, so
 //! the feed carries events in commit (= sequence) order. On SQLite this is
@@ -15,10 +16,13 @@
 
 pub mod audit;
 pub mod connectors;
+pub mod deployments;
 pub mod entity;
 pub mod migration;
 pub mod promotions;
 pub mod risk;
+
+pub use deployments::{Alongside, CreateOutcome, DeploymentFilter, StoredEvent};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -26,23 +30,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx;
 use sea_orm::{
-    AccessMode, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, SqlErr,
-    Statement, TransactionTrait,
+    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    IsolationLevel, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, Notify, broadcast};
 use uuid::Uuid;
 
-use crate::domain::{
-    ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, NewEvent, Promotion, Ring, RingProgress,
-    SiteClass,
-};
-use connectors::OutboxWrite;
-use entity::{deployment, deployment_event, ring_progress};
+use crate::domain::Ring;
 
 /// How many committed events the feed buffers for a slow watcher before it
 /// is told it fell behind, unless configured otherwise.
@@ -147,41 +144,6 @@ fn is_unavailable_code(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57") || code == "25006"
 }
 
-/// An event as stored: the domain event plus its log position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    pub seq: i64,
-    pub app_name: String,
-    pub event: NewEvent,
-}
-
-/// What a deployment save writes in its transaction besides the deployment
-/// and its events.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Alongside<'a> {
-    /// The promotion attempt that moved it.
-    pub promotion: Option<&'a Promotion>,
-    pub outbox: Option<OutboxWrite<'a>>,
-    /// The request id of the call that made the change.
-    pub request: Option<&'a audit::RequestKey>,
-}
-
-impl<'a> Alongside<'a> {
-    /// Just an outbox write.
-    pub fn outbox(outbox: OutboxWrite<'a>) -> Alongside<'a> {
-        Alongside { outbox: Some(outbox), ..Alongside::default() }
-    }
-}
-
-/// Filters of ListDeployments; `None` matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct DeploymentFilter {
-    pub status: Option<DeploymentStatus>,
-    pub ring: Option<Ring>,
-    pub app_name: Option<String>,
-    pub connector_type: Option<ConnectorType>,
-}
-
 /// One page of a keyset-paginated listing; `next_after` is the key to pass
 /// for the next page, `None` on the last one.
 #[derive(Debug)]
@@ -225,17 +187,6 @@ impl<T> Page<T> {
         let next_after = if more { keys.last().copied() } else { None };
         Ok(Page { items: rows.into_iter().map(item).collect::<StoreResult<_>>()?, keys, next_after })
     }
-}
-
-/// What CreateDeployment found.
-#[derive(Debug)]
-pub enum CreateOutcome {
-    Created(Deployment),
-    /// A deployment with this request id exists; its fingerprint tells a retry from a reuse.
-    Existing {
-        deployment: Deployment,
-        fingerprint: String,
-    },
 }
 
 /// Connections of the pool by state.
@@ -475,254 +426,6 @@ impl Store {
         self.feed.subscribe()
     }
 
-    /// Inserts a new deployment with its events, unless `request_id` was used
-    /// before: then the existing deployment is returned with its fingerprint.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn create_deployment(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        deployment: &Deployment,
-        events: &[NewEvent],
-    ) -> StoreResult<CreateOutcome> {
-        self.guard(async {
-            if let Some(existing) = self.find_by_request_id(request_id).await? {
-                return Ok(existing);
-            }
-            let _guard = self.lock_writes().await?;
-            let txn = self.db.begin().await?;
-            let row = deployment_row(deployment, request_id, fingerprint);
-            match deployment::Entity::insert(row).exec(&txn).await {
-                Ok(_) => {}
-                Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                    drop(txn);
-                    drop(_guard);
-                    return self
-                        .find_by_request_id(request_id)
-                        .await?
-                        .ok_or_else(|| StoreError::RequestIdTaken(request_id.to_owned()));
-                }
-                Err(err) => return Err(err.into()),
-            }
-            upsert_rings(&txn, deployment).await?;
-            let stored = insert_events(&txn, &deployment.app_name, events).await?;
-            txn.commit().await?;
-            self.publish(stored);
-            Ok(CreateOutcome::Created(deployment.clone()))
-        })
-        .await
-    }
-
-    async fn find_by_request_id(&self, request_id: &str) -> StoreResult<Option<CreateOutcome>> {
-        let txn = self.begin_read().await?;
-        let Some(row) =
-            deployment::Entity::find().filter(deployment::Column::RequestId.eq(request_id)).one(&txn).await?
-        else {
-            return Ok(None);
-        };
-        let fingerprint = row.request_fingerprint.clone();
-        let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
-        txn.commit().await?;
-        Ok(Some(CreateOutcome::Existing { deployment, fingerprint }))
-    }
-
-    /// # Errors
-    /// [`StoreError::NotFound`] or database failures.
-    pub async fn get_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
-        self.guard(async {
-            let txn = self.begin_read().await?;
-            let row = deployment::Entity::find()
-                .filter(deployment::Column::Id.eq(id.to_string()))
-                .one(&txn)
-                .await?
-                .ok_or(StoreError::NotFound(id))?;
-            let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
-            txn.commit().await?;
-            Ok(deployment)
-        })
-        .await
-    }
-
-    /// Deployments matching `filter`, newest first, strictly older than `after`.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn list_deployments(
-        &self,
-        filter: &DeploymentFilter,
-        after: Option<i64>,
-        limit: u64,
-    ) -> StoreResult<Page<Deployment>> {
-        self.guard(async {
-            let mut query = deployment::Entity::find();
-            if let Some(status) = filter.status {
-                query = query.filter(deployment::Column::Status.eq(status.as_label()));
-            }
-            if let Some(ring) = filter.ring {
-                query = query.filter(deployment::Column::CurrentRing.eq(ring.as_label()));
-            }
-            if let Some(app_name) = &filter.app_name {
-                query = query.filter(deployment::Column::AppName.eq(app_name.as_str()));
-            }
-            if let Some(connector_type) = filter.connector_type {
-                query = query.filter(deployment::Column::ConnectorType.eq(connector_type.as_label()));
-            }
-            if let Some(after) = after {
-                query = query.filter(deployment::Column::Seq.lt(after));
-            }
-            let txn = self.begin_read().await?;
-            let rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
-            let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
-            let items = Self::hydrate(&txn, page.items).await?;
-            txn.commit().await?;
-            Ok(Page { items, keys: page.keys, next_after: page.next_after })
-        })
-        .await
-    }
-
-    /// How many deployments are in each status and current ring (pairs with none are left out).
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn deployment_counts(&self) -> StoreResult<Vec<(DeploymentStatus, Ring, u64)>> {
-        self.guard(async {
-            let rows: Vec<(String, String, i64)> = deployment::Entity::find()
-                .select_only()
-                .column(deployment::Column::Status)
-                .column(deployment::Column::CurrentRing)
-                .column_as(deployment::Column::Seq.count(), "deployments")
-                .group_by(deployment::Column::Status)
-                .group_by(deployment::Column::CurrentRing)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            rows.into_iter()
-                .map(|(status, ring, count)| {
-                    Ok((
-                        parse(&status, "status", DeploymentStatus::from_label)?,
-                        parse(&ring, "ring", Ring::from_label)?,
-                        u64::try_from(count).unwrap_or(0),
-                    ))
-                })
-                .collect()
-        })
-        .await
-    }
-
-    /// Saves a mutated deployment whose `revision` is the one it was read at,
-    /// appending `events` in the same transaction, and returns it with its new
-    /// revision.
-    ///
-    /// # Errors
-    /// [`StoreError::RevisionConflict`] when the row changed since it was read,
-    /// or database failures.
-    pub async fn save_deployment(&self, deployment: &Deployment, events: &[NewEvent]) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, Alongside::default()).await }).await
-    }
-
-    /// [`Store::save_deployment`], with what `alongside` says in the same
-    /// transaction: the work a decision hands to a connector is queued with
-    /// it, the end of a delivery is recorded with its outcome, the request id
-    /// of the call that made the change is kept.
-    ///
-    /// # Errors
-    /// As [`Store::save_deployment`], and [`StoreError::RequestIdTaken`].
-    pub async fn save_deployment_with(
-        &self,
-        deployment: &Deployment,
-        events: &[NewEvent],
-        alongside: Alongside<'_>,
-    ) -> StoreResult<Deployment> {
-        self.guard(async { self.save_with(deployment, events, alongside).await }).await
-    }
-
-    async fn save_with(
-        &self,
-        deployment: &Deployment,
-        events: &[NewEvent],
-        Alongside { promotion, outbox, request }: Alongside<'_>,
-    ) -> StoreResult<Deployment> {
-        let _guard = self.lock_writes().await?;
-        let txn = self.db.begin().await?;
-        let expected = deployment.revision;
-        let mut saved = deployment.clone();
-        saved.revision = expected + 1;
-        let mut row = deployment_row(&saved, "", "");
-        // Identity and idempotency columns never change after create.
-        row.seq = sea_orm::ActiveValue::NotSet;
-        row.request_id = sea_orm::ActiveValue::NotSet;
-        row.request_fingerprint = sea_orm::ActiveValue::NotSet;
-        let updated = deployment::Entity::update_many()
-            .set(row)
-            .filter(deployment::Column::Id.eq(deployment.id.to_string()))
-            .filter(deployment::Column::Revision.eq(expected))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            return Err(
-                match deployment::Entity::find()
-                    .filter(deployment::Column::Id.eq(deployment.id.to_string()))
-                    .one(&txn)
-                    .await?
-                {
-                    Some(_) => StoreError::RevisionConflict { id: deployment.id, expected },
-                    None => StoreError::NotFound(deployment.id),
-                },
-            );
-        }
-        upsert_rings(&txn, &saved).await?;
-        let stored = insert_events(&txn, &saved.app_name, events).await?;
-        if let Some(promotion) = promotion {
-            promotions::insert_promotion(&txn, promotion).await?;
-        }
-        if let Some(outbox) = outbox {
-            connectors::write_outbox(&txn, outbox, saved.updated_at).await?;
-        }
-        if let Some(key) = request {
-            audit::record_request_at(&txn, key, &saved.id.to_string(), saved.updated_at).await?;
-        }
-        txn.commit().await?;
-        self.publish(stored);
-        Ok(saved)
-    }
-
-    /// Events in sequence order after sequence `after`: one deployment's
-    /// audit trail (`Some`), or every deployment's.
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] for an unknown deployment, or database failures.
-    pub async fn list_events(
-        &self,
-        deployment_id: Option<Uuid>,
-        after: Option<i64>,
-        limit: u64,
-    ) -> StoreResult<Page<StoredEvent>> {
-        self.guard(async {
-            let mut query = deployment_event::Entity::find();
-            if let Some(id) = deployment_id {
-                query = query.filter(deployment_event::Column::DeploymentId.eq(id.to_string()));
-            }
-            if let Some(after) = after {
-                query = query.filter(deployment_event::Column::Seq.gt(after));
-            }
-            let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
-            if let Some(id) = deployment_id
-                && rows.is_empty()
-                && deployment::Entity::find()
-                    .filter(deployment::Column::Id.eq(id.to_string()))
-                    .one(&self.db)
-                    .await?
-                    .is_none()
-            {
-                return Err(StoreError::NotFound(id));
-            }
-            Page::from_rows(rows, limit, |row| row.seq, event_from_row)
-        })
-        .await
-    }
-
     /// A read-only transaction whose statements all see one snapshot, so a
     /// deployment and its ring progress are never read half before and half
     /// after a concurrent save. (SQLite in WAL mode snapshots any transaction;
@@ -741,27 +444,6 @@ impl Store {
             // No receiver is fine: nobody is watching.
             let _ = self.feed.send(Arc::new(event));
         }
-    }
-
-    /// Turns rows into deployments, loading the ring progress of all of them in one query.
-    async fn hydrate(conn: &impl ConnectionTrait, rows: Vec<deployment::Model>) -> StoreResult<Vec<Deployment>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
-        let progress =
-            ring_progress::Entity::find().filter(ring_progress::Column::DeploymentId.is_in(ids)).all(conn).await?;
-        rows.into_iter()
-            .map(|row| {
-                let mut rings = progress
-                    .iter()
-                    .filter(|p| p.deployment_id == row.id)
-                    .map(ring_from_row)
-                    .collect::<StoreResult<Vec<_>>>()?;
-                rings.sort_by_key(|p| p.ring);
-                deployment_from_row(row, rings)
-            })
-            .collect()
     }
 }
 
@@ -798,194 +480,10 @@ fn sqlite_file(url: &str) -> StoreResult<Option<DatabaseFile>> {
     Ok(Some(DatabaseFile { path, identity }))
 }
 
-async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> StoreResult<()> {
-    for progress in &deployment.rings {
-        let row = ring_progress::ActiveModel {
-            deployment_id: Set(deployment.id.to_string()),
-            ring: Set(progress.ring.as_label().to_owned()),
-            connector_object_id: Set(progress.connector_object_id.clone()),
-            success_count: Set(to_i64(progress.success_count)),
-            failure_count: Set(to_i64(progress.failure_count)),
-            started_at: Set(progress.started_at),
-            promoted_at: Set(progress.promoted_at),
-            compliant_at: Set(progress.compliant_at),
-            rollback_validated_at: Set(progress.rollback_validated_at),
-            last_reported_at: Set(progress.last_reported_at),
-            delivery_state: Set(progress.delivery.as_label().to_owned()),
-            delivery_error: Set(progress.delivery_error.clone()),
-            expected_devices: Set(progress.expected_devices.map(to_i64)),
-        };
-        ring_progress::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([ring_progress::Column::DeploymentId, ring_progress::Column::Ring])
-                    .update_columns([
-                        ring_progress::Column::ConnectorObjectId,
-                        ring_progress::Column::SuccessCount,
-                        ring_progress::Column::FailureCount,
-                        ring_progress::Column::PromotedAt,
-                        ring_progress::Column::CompliantAt,
-                        ring_progress::Column::RollbackValidatedAt,
-                        ring_progress::Column::LastReportedAt,
-                        ring_progress::Column::DeliveryState,
-                        ring_progress::Column::DeliveryError,
-                        ring_progress::Column::ExpectedDevices,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok(())
-}
-
-async fn insert_events(
-    txn: &impl ConnectionTrait,
-    app_name: &str,
-    events: &[NewEvent],
-) -> StoreResult<Vec<StoredEvent>> {
-    let mut stored = Vec::with_capacity(events.len());
-    for event in events {
-        let row = deployment_event::ActiveModel {
-            seq: sea_orm::ActiveValue::NotSet,
-            deployment_id: Set(event.deployment_id.to_string()),
-            kind: Set(event.kind.as_label().to_owned()),
-            from_status: Set(event.from_status.map(|s| s.as_label().to_owned())),
-            to_status: Set(event.to_status.as_label().to_owned()),
-            ring: Set(event.ring.as_label().to_owned()),
-            actor: Set(event.actor.clone()),
-            reason: Set(event.reason.clone()),
-            correlation_id: Set(event.correlation_id.clone()),
-            app_name: Set(app_name.to_owned()),
-            created_at: Set(event.at),
-        };
-        let seq = deployment_event::Entity::insert(row).exec(txn).await?.last_insert_id;
-        stored.push(StoredEvent { seq, app_name: app_name.to_owned(), event: event.clone() });
-    }
-    Ok(stored)
-}
-
-fn to_i64(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-fn deployment_row(d: &Deployment, request_id: &str, fingerprint: &str) -> deployment::ActiveModel {
-    deployment::ActiveModel {
-        seq: sea_orm::ActiveValue::NotSet,
-        id: Set(d.id.to_string()),
-        request_id: Set(request_id.to_owned()),
-        request_fingerprint: Set(fingerprint.to_owned()),
-        app_name: Set(d.app_name.clone()),
-        version: Set(d.version.clone()),
-        connector_type: Set(d.connector_type.as_label().to_owned()),
-        connector_name: Set(d.connector_name.clone()),
-        current_ring: Set(d.current_ring.as_label().to_owned()),
-        target_ring: Set(d.target_ring.as_label().to_owned()),
-        risk_score: Set(i32::from(d.risk_score)),
-        requires_cab_approval: Set(d.requires_cab_approval),
-        evidence_pack_id: Set(d.evidence_pack_id.to_string()),
-        submitter: Set(d.submitter.clone()),
-        correlation_id: Set(d.correlation_id.clone()),
-        status: Set(d.status.as_label().to_owned()),
-        site_class: Set(d.site_class.as_label().to_owned()),
-        cab_approver: Set(d.cab_approver.clone()),
-        status_reason: Set(d.status_reason.clone()),
-        created_at: Set(d.created_at),
-        updated_at: Set(d.updated_at),
-        deploy_started_at: Set(d.deploy_started_at),
-        ended_at: Set(d.ended_at),
-        revision: Set(d.revision),
-        paused: Set(d.paused),
-        stalled_since: Set(d.stalled_since),
-        evidence: Set(serde_json::to_string(&d.evidence).ok()),
-        risk_model_version: Set(d.risk.as_ref().map(|r| r.model_version)),
-        risk_assessment: Set(d.risk.as_ref().and_then(|r| serde_json::to_string(r).ok())),
-    }
-}
-
 pub(crate) fn parse<T>(value: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
     parse(value).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {value:?}")))
 }
 
 pub(crate) fn parse_uuid(value: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(value).map_err(|_| StoreError::Corrupt(format!("bad uuid {value:?}")))
-}
-
-fn deployment_from_row(row: deployment::Model, rings: Vec<RingProgress>) -> StoreResult<Deployment> {
-    Ok(Deployment {
-        id: parse_uuid(&row.id)?,
-        connector_type: parse(&row.connector_type, "connector type", ConnectorType::from_label)?,
-        current_ring: parse(&row.current_ring, "ring", Ring::from_label)?,
-        target_ring: parse(&row.target_ring, "ring", Ring::from_label)?,
-        risk_score: u8::try_from(row.risk_score)
-            .map_err(|_| StoreError::Corrupt(format!("risk score {}", row.risk_score)))?,
-        evidence_pack_id: parse_uuid(&row.evidence_pack_id)?,
-        status: parse(&row.status, "status", DeploymentStatus::from_label)?,
-        site_class: parse(&row.site_class, "site class", SiteClass::from_label)?,
-        app_name: row.app_name,
-        version: row.version,
-        connector_name: row.connector_name,
-        requires_cab_approval: row.requires_cab_approval,
-        submitter: row.submitter,
-        correlation_id: row.correlation_id,
-        cab_approver: row.cab_approver,
-        status_reason: row.status_reason,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        deploy_started_at: row.deploy_started_at,
-        ended_at: row.ended_at,
-        revision: row.revision,
-        paused: row.paused,
-        stalled_since: row.stalled_since,
-        evidence: row
-            .evidence
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))?
-            .unwrap_or_default(),
-        risk: row
-            .risk_assessment
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("risk assessment: {e}")))?,
-        rings,
-    })
-}
-
-fn ring_from_row(row: &ring_progress::Model) -> StoreResult<RingProgress> {
-    Ok(RingProgress {
-        ring: parse(&row.ring, "ring", Ring::from_label)?,
-        connector_object_id: row.connector_object_id.clone(),
-        success_count: u64::try_from(row.success_count).unwrap_or(0),
-        failure_count: u64::try_from(row.failure_count).unwrap_or(0),
-        started_at: row.started_at,
-        promoted_at: row.promoted_at,
-        compliant_at: row.compliant_at,
-        rollback_validated_at: row.rollback_validated_at,
-        last_reported_at: row.last_reported_at,
-        delivery: parse(&row.delivery_state, "delivery state", Delivery::from_label)?,
-        delivery_error: row.delivery_error.clone(),
-        expected_devices: row.expected_devices.and_then(|n| u64::try_from(n).ok()),
-    })
-}
-
-fn event_from_row(row: deployment_event::Model) -> StoreResult<StoredEvent> {
-    let from_status =
-        row.from_status.as_deref().map(|s| parse(s, "status", DeploymentStatus::from_label)).transpose()?;
-    Ok(StoredEvent {
-        seq: row.seq,
-        app_name: row.app_name,
-        event: NewEvent {
-            deployment_id: parse_uuid(&row.deployment_id)?,
-            kind: parse(&row.kind, "event kind", EventKind::from_label)?,
-            from_status,
-            to_status: parse(&row.to_status, "status", DeploymentStatus::from_label)?,
-            ring: parse(&row.ring, "ring", Ring::from_label)?,
-            actor: row.actor,
-            reason: row.reason,
-            correlation_id: row.correlation_id,
-            at: row.created_at,
-        },
-    })
 }

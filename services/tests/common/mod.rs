@@ -162,8 +162,8 @@ pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
     pub fn clock(&self) -> Clock {
-        let offset = self.0.clone();
-        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::milliseconds(offset.load(Ordering::SeqCst)))
+        let (offset, system) = (self.0.clone(), Clock::system());
+        Clock::from_fn(move || system.now() + chrono::Duration::milliseconds(offset.load(Ordering::SeqCst)))
     }
 
     pub fn advance(&self, by: Duration) {
