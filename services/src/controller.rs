@@ -95,7 +95,7 @@ impl Controller {
                 }
             };
             for deployment in &page.items {
-                let policy = &policies[usize::from(deployment.current_ring.number())];
+                let policy = &policies[deployment.current_ring];
                 if self.act(deployment, policy).await.is_some_and(|d| d.stalled_since.is_some()) {
                     stalled += 1;
                 }

@@ -219,7 +219,7 @@ async fn a_silent_ring_is_flagged_stalled_not_moved() {
     time.advance(Duration::from_secs(25 * HOUR));
     let stalled = wait_for(&mut watch, pb::DeploymentEventKind::Stalled, None).await;
     assert_eq!(stalled.actor, "controller");
-    assert!(stalled.reason.starts_with("no new outcomes on LAB for 1d"), "{}", stalled.reason);
+    assert!(stalled.reason.starts_with("no new outcomes on LAB for 1day"), "{}", stalled.reason);
     let now = get(&server, &deployment.id).await;
     assert!(now.stall_time.is_some());
     assert_eq!((now.status(), now.current_ring()), (pb::DeploymentStatus::Deploying, pb::Ring::Lab));

@@ -3,7 +3,6 @@
 //! required and a sentence an operator can act on. Evaluation is a pure
 //! function of the deployment, the ring's policy and the time.
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -149,6 +148,41 @@ impl RingPolicy {
     pub fn is_compliant(&self, success: u64, failure: u64) -> bool {
         let reported = success.saturating_add(failure);
         reported >= self.min_sample_size.max(1) && success as f64 / reported as f64 >= self.min_success_rate
+    }
+}
+
+/// One policy per ring, looked up by ring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingPolicies(Vec<RingPolicy>);
+
+impl RingPolicies {
+    /// The policies, whatever their order; `None` unless each ring has exactly one.
+    pub fn new(mut policies: Vec<RingPolicy>) -> Option<RingPolicies> {
+        policies.sort_by_key(|policy| policy.ring);
+        let complete = policies.iter().map(|policy| policy.ring).eq(Ring::ALL.iter().copied());
+        complete.then_some(RingPolicies(policies))
+    }
+
+    /// In ring order.
+    pub fn iter(&self) -> std::slice::Iter<'_, RingPolicy> {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Index<Ring> for RingPolicies {
+    type Output = RingPolicy;
+
+    fn index(&self, ring: Ring) -> &RingPolicy {
+        &self.0[usize::from(ring.number())]
+    }
+}
+
+impl IntoIterator for RingPolicies {
+    type Item = RingPolicy;
+    type IntoIter = std::vec::IntoIter<RingPolicy>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
@@ -371,26 +405,28 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// 90061 s → "1d 1h 1m".
+/// A duration as people write it, to the second: 90061 s → "1day 1h 1m 1s".
 pub fn human_duration(duration: Duration) -> String {
-    struct Human(u64);
-    impl fmt::Display for Human {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let (days, hours, minutes, seconds) = (self.0 / 86_400, self.0 / 3600 % 24, self.0 / 60 % 60, self.0 % 60);
-            let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m")]
-                .into_iter()
-                .filter(|(n, _)| *n > 0)
-                .map(|(n, unit)| format!("{n}{unit}"))
-                .collect();
-            if parts.is_empty() { write!(f, "{seconds}s") } else { f.write_str(&parts.join(" ")) }
-        }
-    }
-    Human(duration.as_secs()).to_string()
+    humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_policies_are_looked_up_by_ring_and_complete() {
+        let now = DateTime::UNIX_EPOCH;
+        let shuffled: Vec<_> = Ring::ALL.iter().rev().map(|&ring| RingPolicy::default_for(ring, now)).collect();
+        let policies = RingPolicies::new(shuffled.clone()).expect("one per ring");
+        for &ring in Ring::ALL {
+            assert_eq!(policies[ring].ring, ring);
+        }
+        assert_eq!(policies.iter().map(|p| p.ring).collect::<Vec<_>>(), Ring::ALL);
+        assert!(RingPolicies::new(shuffled[1..].to_vec()).is_none(), "a ring without policy");
+        let twice = [shuffled.clone(), vec![shuffled[0].clone()]].concat();
+        assert!(RingPolicies::new(twice).is_none(), "a ring with two");
+    }
     use crate::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome};
     use proptest::prelude::*;
     use uuid::Uuid;
@@ -477,7 +513,7 @@ mod tests {
         assert_eq!(check(&evaluation, CheckKind::SuccessRate).observed, 0.0);
         assert_eq!(
             check(&evaluation, CheckKind::TimeToCompliance).message,
-            "CANARY is not compliant after 1h (limit for ONLINE sites is 1d)"
+            "CANARY is not compliant after 1h (limit for ONLINE sites is 1day)"
         );
     }
 
@@ -576,7 +612,8 @@ mod tests {
         assert_eq!(thousands(1204), "1,204");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(human_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m");
+        assert_eq!(human_duration(Duration::from_secs(90_061)), "1day 1h 1m 1s");
+        assert_eq!(human_duration(Duration::from_millis(3_600_400)), "1h", "whole seconds");
     }
 
     proptest! {

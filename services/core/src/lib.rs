@@ -2,7 +2,8 @@
 //! lifecycle state machine, deployment mutations, ring policies and gates,
 //! connector definitions, the circuit breaker, risk scoring and the rollout
 //! controller's decisions. No I/O, no tonic, no sea-orm — this crate depends
-//! on chrono, uuid, thiserror, serde and strum only, so Cargo keeps it so:
+//! on chrono (without its clock), uuid, thiserror, serde, strum and
+//! humantime only, so Cargo keeps it so:
 //! the server's store persists what these functions decide.
 #![forbid(unsafe_code)]
 
@@ -22,7 +23,7 @@ pub use deployment::{
     ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES,
     NewDeployment, NewEvent, Outcome, RingProgress, SiteClass,
 };
-pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicy};
+pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicies, RingPolicy};
 pub use lifecycle::{DeploymentStatus, TransitionError};
 pub use promotion::{Promotion, PromotionResult};
 pub use ring::Ring;

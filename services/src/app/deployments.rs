@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{AppError, AppResult, check_etag};
+use super::{AppError, AppResult, check_etag, retry_on_conflict};
 use crate::clock::Clock;
 use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
 use crate::domain::{
@@ -27,8 +27,6 @@ use crate::store::{Alongside, CreateOutcome, DeploymentFilter, Page, Store, Stor
 
 /// Queued deliveries retried per round.
 const PENDING_BATCH: u64 = 100;
-/// Retries of a mutation without etag that lost a race to a concurrent one.
-const MAX_MUTATION_ATTEMPTS: usize = 8;
 
 /// Deployment use-cases over one store and one set of connectors.
 #[derive(Clone)]
@@ -179,7 +177,7 @@ impl Deployments {
         Ok(deployments
             .into_iter()
             .map(|deployment| {
-                let policy = &policies[usize::from(deployment.current_ring.number())];
+                let policy = &policies[deployment.current_ring];
                 let gate = gate::evaluate(&deployment, policy, now);
                 let (next_action, next_action_time) =
                     controller::decide(&deployment, policy, &gate, now).explain(&deployment);
@@ -270,7 +268,7 @@ impl Deployments {
         };
         let started = match self.mutate_with(id, etag, ctx, alongside, |d, ctx| d.start(&queued.handover, ctx)).await {
             // A concurrent retry with the same request id may have started it.
-            Err(err @ AppError::Aborted(_)) if let Some(key) = &key => match super::replayed(&self.store, key).await? {
+            Err(err) if let Some(key) = &key => match super::replayed(&self.store, key).await? {
                 Some(_) => return Ok(self.store.get_deployment(id).await?),
                 None => return Err(err),
             },
@@ -421,7 +419,7 @@ impl Deployments {
         const ATTEMPTS: u32 = 30;
         for attempt in 1..=ATTEMPTS {
             match self.apply_reported_outcome(&reported).await {
-                Err(AppError::Unavailable(_) | AppError::Aborted(_)) if attempt < ATTEMPTS => {
+                Err(AppError::Unavailable(_) | AppError::Conflict(_)) if attempt < ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 }
                 Err(AppError::FailedPrecondition(_)) if attempt < ATTEMPTS && self.may_apply_later(&reported).await => {
@@ -491,7 +489,7 @@ impl Deployments {
         alongside: Alongside<'_>,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> AppResult<Deployment> {
-        for _ in 0..MAX_MUTATION_ATTEMPTS {
+        retry_on_conflict(etag.is_none(), || async {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;
             let events = change(&mut deployment, ctx)?;
@@ -499,17 +497,11 @@ impl Deployments {
             if events.is_empty() && !matches!(alongside.outbox, Some(OutboxWrite::Queue(_))) {
                 return Ok(deployment);
             }
-            let saved = self.store.save_deployment_with(&deployment, &events, alongside).await;
-            match saved {
-                Ok(saved) => {
-                    self.metrics.committed(&saved, &events);
-                    return Ok(saved);
-                }
-                Err(StoreError::RevisionConflict { .. }) if etag.is_none() => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(AppError::Aborted(format!("deployment {id} is changing too fast; retry")))
+            let saved = self.store.save_deployment_with(&deployment, &events, alongside).await?;
+            self.metrics.committed(&saved, &events);
+            Ok(saved)
+        })
+        .await
     }
 }
 

@@ -36,9 +36,13 @@ pub enum AppError {
     GateBlocked { message: String, evaluation: Box<GateEvaluation> },
     #[error("{0}")]
     PermissionDenied(String),
-    /// Lost an optimistic-concurrency race (stale etag).
+    /// The caller's view is out of date (a stale etag, a ring someone else left).
     #[error("{0}")]
     Aborted(String),
+    /// Lost an optimistic-concurrency race to a concurrent change: the same
+    /// call on fresh state may succeed (ABORTED on the wire once retries end).
+    #[error("{0}")]
+    Conflict(String),
     /// A bounded resource (open watches, …) is taken; the caller may retry later.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -67,10 +71,10 @@ impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(id) => AppError::NotFound(format!("deployment {id} not found")),
-            StoreError::RevisionConflict { id, expected } => AppError::Aborted(format!(
+            StoreError::RevisionConflict { id, expected } => AppError::Conflict(format!(
                 "deployment {id} changed since etag \"{expected}\" was read; get it again and retry"
             )),
-            StoreError::PolicyConflict { ring, expected } => AppError::Aborted(format!(
+            StoreError::PolicyConflict { ring, expected } => AppError::Conflict(format!(
                 "the {ring} policy changed since etag \"{expected}\" was read; get it again and retry"
             )),
             StoreError::RiskModelNotFound(version) => {
@@ -83,11 +87,11 @@ impl From<StoreError> for AppError {
             StoreError::ConnectorExists(name) => {
                 AppError::AlreadyExists(format!("connector {name:?} already exists; update it or pick another name"))
             }
-            StoreError::ConnectorConflict { name, expected } => AppError::Aborted(format!(
+            StoreError::ConnectorConflict { name, expected } => AppError::Conflict(format!(
                 "connector {name:?} changed since etag \"{expected}\" was read; get it again and retry"
             )),
             StoreError::RequestIdTaken(request_id) => {
-                AppError::Aborted(format!("request_id {request_id:?} is being used by a concurrent call; retry"))
+                AppError::Conflict(format!("request_id {request_id:?} is being used by a concurrent call; retry"))
             }
             StoreError::Unavailable(err) => AppError::Unavailable(format!("the database is unavailable: {err}")),
             StoreError::Timeout(budget) => AppError::Unavailable(format!(

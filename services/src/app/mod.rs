@@ -17,6 +17,29 @@ pub use risk::RiskModels;
 
 use crate::store::audit::RequestKey;
 
+/// Tries of a read-decide-save cycle that loses races to concurrent changes.
+const CONFLICT_RETRIES: usize = 8;
+
+/// Runs a read-decide-save `cycle` again, on fresh state, while it loses a
+/// race to a concurrent change and `may_retry` (a caller that named an etag
+/// or a request id wants the conflict, not a retry): a few times, with a
+/// short jittered backoff; then the conflict is the answer.
+///
+/// # Errors
+/// The cycle's error, the last conflict once the retries are spent.
+pub(crate) async fn retry_on_conflict<T, Fut>(may_retry: bool, cycle: impl FnMut() -> Fut) -> AppResult<T>
+where
+    Fut: std::future::Future<Output = AppResult<T>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(1))
+        .with_max_delay(std::time::Duration::from_millis(50))
+        .with_max_times(CONFLICT_RETRIES)
+        .with_jitter();
+    cycle.retry(backoff).when(|err| may_retry && matches!(err, AppError::Conflict(_))).await
+}
+
 /// ABORTED when the caller's etag is not the current revision of `what`.
 ///
 /// # Errors

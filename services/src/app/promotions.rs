@@ -5,18 +5,15 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{AppError, AppResult, Deployments, check_etag};
+use super::{AppError, AppResult, Deployments, check_etag, retry_on_conflict};
 use crate::connectors::Operation;
 use crate::domain::{
     Change, ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult,
-    Ring, RingPolicy, gate,
+    Ring, RingPolicies, RingPolicy, gate,
 };
 use crate::metrics::DeploymentMetrics;
 use crate::store::connectors::OutboxWrite;
 use crate::store::{Page, Store, StoreError};
-
-/// Retries of a rollback or policy update without etag that lost a race.
-const MAX_ATTEMPTS: usize = 8;
 
 /// Promotion use-cases.
 #[derive(Clone)]
@@ -40,7 +37,7 @@ impl Promotions {
 
     /// # Errors
     /// Database failures.
-    pub async fn policies(&self) -> AppResult<Vec<RingPolicy>> {
+    pub async fn policies(&self) -> AppResult<RingPolicies> {
         Ok(self.store.list_policies().await?)
     }
 
@@ -56,20 +53,15 @@ impl Promotions {
         ctx: &ChangeContext,
         change: impl Fn(&RingPolicy) -> AppResult<RingPolicy>,
     ) -> AppResult<RingPolicy> {
-        for _ in 0..MAX_ATTEMPTS {
+        let saved = retry_on_conflict(etag.is_none(), || async {
             let before = self.store.get_policy(ring).await?;
             check_etag(etag, before.revision, format_args!("the {ring} policy"))?;
             let after = change(&before)?;
-            match self.store.update_policy(&before, &after, ctx).await {
-                Ok(saved) => {
-                    self.metrics.policies_changed();
-                    return Ok(saved);
-                }
-                Err(StoreError::PolicyConflict { .. }) if etag.is_none() => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(AppError::Aborted(format!("the {ring} policy is changing too fast; retry")))
+            Ok(self.store.update_policy(&before, &after, ctx).await?)
+        })
+        .await?;
+        self.metrics.policies_changed();
+        Ok(saved)
     }
 
     /// The ring policy change log after sequence `after`, of one ring or all.
@@ -227,7 +219,7 @@ impl Promotions {
         if let Some(recorded) = self.recorded(request_id.as_deref()).await? {
             return self.replay(id, recorded, &expected).await;
         }
-        for _ in 0..MAX_ATTEMPTS {
+        let rolled_back = retry_on_conflict(etag.is_none() && request_id.is_none(), || async {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, deployment.revision, format_args!("deployment {}", deployment.id))?;
             if let Some(expected_ring) = from_ring.filter(|ring| *ring != deployment.current_ring) {
@@ -246,25 +238,25 @@ impl Promotions {
             };
             let events = deployment.roll_back(removal.as_ref().map(|q| &q.handover), &ctx)?;
             let outbox = removal.as_ref().map(|q| OutboxWrite::Queue(&q.record));
-            match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
-                Ok(saved) => {
-                    self.metrics.committed(&saved, &events);
-                    self.metrics.promotion(&promotion);
-                    // The removal reaches the connector only once the rollback is durable.
-                    let shown = match &removal {
-                        Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
-                        None => saved,
-                    };
-                    return Ok((shown, promotion));
-                }
-                Err(StoreError::RevisionConflict { .. }) if etag.is_none() && request_id.is_none() => continue,
-                Err(StoreError::RevisionConflict { .. } | StoreError::RequestIdTaken(_)) => {
-                    return self.replay_raced(id, request_id, &expected).await;
-                }
-                Err(err) => return Err(err.into()),
+            let saved = self.store.save_promotion(&deployment, &events, &promotion, outbox).await?;
+            self.metrics.committed(&saved, &events);
+            self.metrics.promotion(&promotion);
+            Ok((saved, promotion, removal))
+        })
+        .await;
+        match rolled_back {
+            Ok((saved, promotion, removal)) => {
+                // The removal reaches the connector only once the rollback is durable.
+                let shown = match &removal {
+                    Some(queued) => self.deployments.deliver(&saved, &queued.record, &ctx).await?,
+                    None => saved,
+                };
+                Ok((shown, promotion))
             }
+            // Lost to a concurrent change: a retry of ours answers as the first did.
+            Err(AppError::Conflict(_)) => self.replay_raced(id, request_id, &expected).await,
+            Err(err) => Err(err),
         }
-        Err(AppError::Aborted(format!("deployment {id} is changing too fast; retry")))
     }
 }
 

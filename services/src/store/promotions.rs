@@ -15,7 +15,7 @@ use super::connectors::OutboxWrite;
 use super::entity::{promotion, ring_policy, ring_policy_change};
 use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
 use crate::domain::{
-    ChangeContext, Deployment, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicy,
+    ChangeContext, Deployment, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicies, RingPolicy,
 };
 
 impl Store {
@@ -23,15 +23,13 @@ impl Store {
     ///
     /// # Errors
     /// Database failures, or a ring without a policy row.
-    pub async fn list_policies(&self) -> StoreResult<Vec<RingPolicy>> {
+    pub async fn list_policies(&self) -> StoreResult<RingPolicies> {
         self.guard(async {
             let rows = ring_policy::Entity::find().all(&self.db).await?;
-            let mut policies = rows.into_iter().map(policy_from_row).collect::<StoreResult<Vec<_>>>()?;
-            policies.sort_by_key(|p| p.ring);
-            if policies.len() != Ring::ALL.len() {
-                return Err(StoreError::Corrupt(format!("{} ring policies stored, expected 5", policies.len())));
-            }
-            Ok(policies)
+            let policies = rows.into_iter().map(policy_from_row).collect::<StoreResult<Vec<_>>>()?;
+            let stored = policies.len();
+            RingPolicies::new(policies)
+                .ok_or_else(|| StoreError::Corrupt(format!("{stored} ring policies stored, not one per ring")))
         })
         .await
     }
