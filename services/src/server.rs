@@ -18,6 +18,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -28,7 +29,7 @@ use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
 use crate::grpc::call_limits::CallLimitsLayer;
 use crate::grpc::connector::ConnectorApi;
-use crate::grpc::correlation::CorrelationIdLayer;
+use crate::grpc::correlation;
 use crate::grpc::deployment::DeploymentApi;
 use crate::grpc::promotion::PromotionApi;
 use crate::grpc::risk::RiskApi;
@@ -38,10 +39,10 @@ use crate::store::Store;
 
 /// Fully qualified names of the application services that health reports on.
 pub const SERVED_SERVICES: &[&str] = &[
-    "eucora.v1.DeploymentService",
-    "eucora.v1.RingPromotionService",
-    "eucora.v1.ConnectorService",
-    "eucora.v1.RiskModelService",
+    <DeploymentServiceServer<DeploymentApi> as NamedService>::NAME,
+    <RingPromotionServiceServer<PromotionApi> as NamedService>::NAME,
+    <ConnectorServiceServer<ConnectorApi> as NamedService>::NAME,
+    <RiskModelServiceServer<RiskApi> as NamedService>::NAME,
 ];
 
 /// How often an HTTP/2 connection with no traffic is pinged, and how long
@@ -236,7 +237,7 @@ pub async fn serve(
         // within the listener's idle timeout (its answers count as traffic).
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(CorrelationIdLayer)
+        .layer(correlation::layer())
         .layer(RpcObservabilityLayer::new(telemetry.catalog.clone(), served_methods()))
         .layer(CallLimitsLayer)
         .add_service(health_service)

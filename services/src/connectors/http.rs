@@ -16,6 +16,7 @@
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
+use url::Url;
 
 use super::{CallError, Deployed, Driver, Operation, RingCounts, WorkItem};
 use crate::domain::connector::ConnectorDef;
@@ -24,7 +25,8 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 pub struct HttpDriver {
     client: reqwest::Client,
-    base: String,
+    /// None when the stored endpoint is not a URL: every call then fails PERMANENT.
+    base: Option<Url>,
     token: Option<String>,
     timeout: std::time::Duration,
 }
@@ -41,11 +43,25 @@ struct StatusAnswer {
     failure_count: u64,
 }
 
+/// The adapter's base URL, parsed (the registry accepts only URLs that
+/// parse); a base path is kept and the protocol's paths go below it.
+fn base_url(endpoint: &str) -> Option<Url> {
+    Url::parse(endpoint).ok().filter(|url| !url.cannot_be_a_base())
+}
+
 impl HttpDriver {
+    /// `segments` below the base URL, each escaped as a path segment.
+    fn url(&self, segments: &[&str]) -> Result<Url, CallError> {
+        let mut url =
+            self.base.clone().ok_or_else(|| CallError::Permanent("the connector's endpoint is not a URL".into()))?;
+        url.path_segments_mut().expect("a base URL").pop_if_empty().extend(segments);
+        Ok(url)
+    }
+
     pub fn new(client: reqwest::Client, def: &ConnectorDef) -> HttpDriver {
         HttpDriver {
             client,
-            base: def.endpoint.clone().unwrap_or_default().trim_end_matches('/').to_owned(),
+            base: base_url(def.endpoint.as_deref().unwrap_or_default()),
             token: def.auth_token.clone(),
             timeout: def.call_timeout,
         }
@@ -108,7 +124,7 @@ impl Driver for HttpDriver {
             "version": work.version,
             "ring": work.ring.as_label(),
         });
-        let request = self.client.post(format!("{}/v1/deployments", self.base)).json(&body);
+        let request = self.client.post(self.url(&["v1", "deployments"])?).json(&body);
         let response = self.send(request, Some(work.idempotency_key(Operation::Deploy))).await?;
         let bytes = response.bytes().await.map_err(bad_answer)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -120,14 +136,15 @@ impl Driver for HttpDriver {
     }
 
     async fn status(&self, work: &WorkItem) -> Result<RingCounts, CallError> {
-        let url = format!("{}/v1/deployments/{}/rings/{}", self.base, work.deployment_id, work.ring.as_label());
+        let id = work.deployment_id.to_string();
+        let url = self.url(&["v1", "deployments", &id, "rings", work.ring.as_label()])?;
         let response = self.send(self.client.get(url), None).await?;
         let answer: StatusAnswer = response.json().await.map_err(bad_answer)?;
         Ok(RingCounts { success_count: answer.success_count, failure_count: answer.failure_count })
     }
 
     async fn remove(&self, work: &WorkItem) -> Result<(), CallError> {
-        let url = format!("{}/v1/deployments/{}", self.base, work.deployment_id);
+        let url = self.url(&["v1", "deployments", &work.deployment_id.to_string()])?;
         match self.send(self.client.delete(url), Some(work.idempotency_key(Operation::Remove))).await {
             Err(CallError::Permanent(message)) if message.starts_with("adapter answered 404") => Ok(()),
             other => other.map(|_| ()),
@@ -135,6 +152,6 @@ impl Driver for HttpDriver {
     }
 
     async fn health(&self) -> Result<(), CallError> {
-        self.send(self.client.get(format!("{}/v1/health", self.base)), None).await.map(|_| ())
+        self.send(self.client.get(self.url(&["v1", "health"])?), None).await.map(|_| ())
     }
 }

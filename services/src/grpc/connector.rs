@@ -12,7 +12,7 @@ use super::change_context;
 use super::convert::Wire;
 use super::convert::{self, duration_to_proto, timestamp};
 use super::page_token::Scope;
-use super::validate::{MAX_ACTOR_LEN, MAX_ETAG_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
+use super::validate::{MAX_ETAG_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
 use crate::app::{AppError, AppResult, ConnectorRegistry};
 use crate::clock::stored_time;
 use crate::connectors::BreakerView;
@@ -145,12 +145,29 @@ fn connector_from_input(
             });
         }
     }
+    if let Some(problem) = def.endpoint.as_deref().and_then(endpoint_problem) {
+        v.add("connector.endpoint", problem);
+    }
     for (field, problem) in def.problems() {
         v.add(field, problem);
     }
     v.finish()?;
     def.updated_at = now;
     Ok(def)
+}
+
+/// What is wrong with an adapter's base URL, if anything.
+fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    match url::Url::parse(endpoint) {
+        Err(_) => Some("must be an http:// or https:// URL"),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => Some("must be an http:// or https:// URL"),
+        Ok(url) if url.host().is_none() => Some("must name a host"),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            Some("must not carry credentials: set auth_token instead")
+        }
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => Some("must not have a query or fragment"),
+        Ok(_) => None,
+    }
 }
 
 fn health_to_proto(health: Option<&Health>) -> pb::ConnectorHealth {
@@ -223,11 +240,6 @@ fn change_to_proto(change: &Change<ConnectorDef>) -> pb::ConnectorChange {
     }
 }
 
-/// Who changes a connector and why, validated.
-fn audit_fields(v: &mut Violations, actor: &str, reason: &str) -> (Option<String>, Option<String>) {
-    (v.optional_text("actor", actor, MAX_ACTOR_LEN), v.optional_text("reason", reason, MAX_REASON_LEN))
-}
-
 #[tonic::async_trait]
 impl ConnectorService for ConnectorApi {
     async fn create_connector(
@@ -240,7 +252,7 @@ impl ConnectorService for ConnectorApi {
         };
         let mut v = Violations::new();
         let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
-        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
+        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
         v.finish()?;
         let def = connector_from_input(input, None, &[], self.now())?;
         let ctx = change_context(self.app.clock(), &request, actor, reason);
@@ -287,7 +299,7 @@ impl ConnectorService for ConnectorApi {
         };
         let mut v = Violations::new();
         let etag = v.etag("connector.etag", &input.etag);
-        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
+        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
         v.finish()?;
         let name = valid_name("connector.name", &input.name)?;
         let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
@@ -307,7 +319,7 @@ impl ConnectorService for ConnectorApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let etag = v.etag("etag", &req.etag);
-        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
+        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
         v.finish()?;
         let name = valid_name("connector_name", &req.connector_name)?;
         let ctx = change_context(self.app.clock(), &request, actor, reason);
@@ -337,7 +349,7 @@ impl ConnectorService for ConnectorApi {
     ) -> Result<Response<pb::ResetCircuitBreakerResponse>, Status> {
         let req = request.get_ref();
         let mut v = Violations::new();
-        let (actor, reason) = audit_fields(&mut v, &req.actor, &req.reason);
+        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
         let etag = v.optional_text("etag", &req.etag, MAX_ETAG_LEN);
         v.finish()?;
         let name = valid_name("connector_name", &req.connector_name)?;
@@ -364,5 +376,20 @@ impl ConnectorService for ConnectorApi {
             changes: page.items.iter().map(change_to_proto).collect(),
             next_page_token: scope.token(page.next_after),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_problem;
+
+    #[test]
+    fn endpoints_are_parsed_as_urls() {
+        for good in ["http://adapter:8080", "https://intune-adapter.example.com/base/", "http://[::1]:9000"] {
+            assert_eq!(endpoint_problem(good), None, "{good}");
+        }
+        for bad in ["ftp://x", "http://", "http://a b/", "adapter:8080", "http://u:pw@adapter/", "http://a/?x=1", ""] {
+            assert!(endpoint_problem(bad).is_some(), "{bad}");
+        }
     }
 }

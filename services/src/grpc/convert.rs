@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::store::StoredEvent;
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
+    std::time::SystemTime::from(at).into()
 }
 
 /// A domain enum and the generated proto enum that carries it on the wire.
@@ -154,10 +154,8 @@ pub fn event_to_proto(stored: &StoredEvent) -> pb::DeploymentEvent {
 }
 
 pub fn duration_to_proto(duration: std::time::Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
-    }
+    // Only durations past 292 billion years do not fit.
+    duration.try_into().unwrap_or(prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 })
 }
 
 pub fn policy_to_proto(p: &RingPolicy) -> pb::RingPolicy {
@@ -228,6 +226,14 @@ mod tests {
         }
         let unspecified = T::Proto::try_from(0).ok().expect("value 0 exists");
         assert_eq!(T::from_proto(unspecified), None, "*_UNSPECIFIED is no domain value");
+    }
+
+    #[test]
+    fn times_convert_exactly() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T10:00:00.123456Z").unwrap().with_timezone(&Utc);
+        assert_eq!(timestamp(at), prost_types::Timestamp { seconds: 1_796_205_600, nanos: 123_456_000 });
+        let bake = std::time::Duration::from_millis(3_600_250);
+        assert_eq!(duration_to_proto(bake), prost_types::Duration { seconds: 3600, nanos: 250_000_000 });
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! Correlation ids: every call gets one, taken from `x-correlation-id`
-//! metadata when the caller sent a usable one or generated otherwise, and the
-//! same value is echoed in the response headers (also on errors). Handlers
-//! read it back from the request metadata and record it on audit events.
+//! metadata when the caller sent a usable one and generated otherwise
+//! (tower-http's request-id layers), and the same value is echoed in the
+//! response headers, also on errors. Handlers read it back from the request
+//! metadata and record it on audit events.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use http::HeaderValue;
-use tower::{Layer, Service};
+use http::{HeaderName, Request};
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower::util::MapRequestLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// Metadata key carrying the correlation id.
-pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+pub const CORRELATION_ID_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
 /// Longest correlation id accepted from a caller; longer ones are replaced.
 const MAX_LEN: usize = 128;
@@ -21,61 +21,36 @@ fn usable(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= MAX_LEN && value.iter().all(|b| b.is_ascii_graphic())
 }
 
-fn generate() -> HeaderValue {
-    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value")
+/// Drops an id no audit trail should carry, so that one is generated instead.
+fn drop_unusable<B>(mut request: Request<B>) -> Request<B> {
+    if request.headers().get(&CORRELATION_ID_HEADER).is_some_and(|id| !usable(id.as_bytes())) {
+        request.headers_mut().remove(&CORRELATION_ID_HEADER);
+    }
+    request
 }
 
-/// The correlation id of a request: the caller's when usable, else a fresh one.
+/// The layers that give every call a usable correlation id and echo it.
+pub type CorrelationLayer<B> = ServiceBuilder<
+    Stack<
+        PropagateRequestIdLayer,
+        Stack<SetRequestIdLayer<MakeRequestUuid>, Stack<MapRequestLayer<fn(Request<B>) -> Request<B>>, Identity>>,
+    >,
+>;
+
+/// See [`CorrelationLayer`].
+pub fn layer<B>() -> CorrelationLayer<B> {
+    ServiceBuilder::new()
+        .map_request(drop_unusable::<B> as fn(Request<B>) -> Request<B>)
+        .layer(SetRequestIdLayer::new(CORRELATION_ID_HEADER, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(CORRELATION_ID_HEADER))
+}
+
+/// The correlation id of a request (the layers above made sure it has one).
 pub fn correlation_id<T>(request: &tonic::Request<T>) -> String {
     request
         .metadata()
-        .get(CORRELATION_ID_HEADER)
+        .get(CORRELATION_ID_HEADER.as_str())
         .and_then(|value| value.to_str().ok())
         .filter(|value| usable(value.as_bytes()))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
-}
-
-/// Tower layer that ensures and echoes `x-correlation-id`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CorrelationIdLayer;
-
-impl<S> Layer<S> for CorrelationIdLayer {
-    type Service = CorrelationIdService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CorrelationIdService { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct CorrelationIdService<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CorrelationIdService<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let id = match request.headers().get(CORRELATION_ID_HEADER) {
-            Some(value) if usable(value.as_bytes()) => value.clone(),
-            _ => generate(),
-        };
-        request.headers_mut().insert(CORRELATION_ID_HEADER, id.clone());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            response.headers_mut().insert(CORRELATION_ID_HEADER, id);
-            Ok(response)
-        })
-    }
 }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::change_context;
 use super::convert::Wire;
 use super::convert::timestamp;
-use super::validate::{MAX_ACTOR_LEN, MAX_ETAG_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
+use super::validate::{MAX_ETAG_LEN, MAX_REQUEST_ID_LEN, Violations};
 use crate::app::{AppError, AppResult, RiskModels};
 use crate::clock::Clock;
 use crate::domain::ChangeContext;
@@ -188,8 +188,7 @@ impl RiskApi {
 
     fn model_change<T>(&self, request: &Request<T>, actor: &str, reason: &str) -> AppResult<ChangeContext> {
         let mut v = Violations::new();
-        let actor = v.optional_text("actor", actor, MAX_ACTOR_LEN);
-        let reason = v.optional_text("reason", reason, MAX_REASON_LEN);
+        let (actor, reason) = v.actor_and_reason(actor, reason);
         v.finish()?;
         Ok(change_context(&self.clock, request, actor, reason))
     }

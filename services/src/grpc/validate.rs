@@ -124,6 +124,11 @@ impl Violations {
         }
     }
 
+    /// Who makes a change and why, both optional.
+    pub fn actor_and_reason(&mut self, actor: &str, reason: &str) -> (Option<String>, Option<String>) {
+        (self.optional_text("actor", actor, MAX_ACTOR_LEN), self.optional_text("reason", reason, MAX_REASON_LEN))
+    }
+
     /// A position in the event log: 0 (the start) or a sequence a previous answer carried.
     pub fn sequence(&mut self, field: &str, value: i64) -> i64 {
         if value < 0 {
