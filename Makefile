@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 GRPC_ADDR ?= 127.0.0.1:50051
 
-.PHONY: run build test lint fmt services buf smoke bench load e2e up down clean
+.PHONY: run build test lint fmt services buf smoke bench load e2e up down clean stubs proto-baseline
 
 ## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
 run:
@@ -22,11 +22,23 @@ test: services
 	.ci/smoke
 	cargo nextest run --workspace --no-fail-fast
 
-## lint: formatting, clippy with warnings as errors, buf lint of proto/
-lint: buf
+## lint: formatting, clippy with warnings as errors, buf lint of proto/, no breaking change
+## against the released v1 API (.ci/proto-v1.binpb), and buf.gen.yaml generating every stub
+lint: buf services
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	buf lint
+	buf breaking --against .ci/proto-v1.binpb
+	out=$$(mktemp -d) && buf generate --output "$$out" && test -n "$$(ls "$$out"/gen/go/eucora/v1/*_grpc.pb.go)" \
+	  && test -n "$$(ls "$$out"/gen/python/eucora/v1/*_pb2_grpc.py)" && rm -rf "$$out"
+
+## stubs: Python and Go client stubs from proto/ into gen/ (buf.gen.yaml, local plugins)
+stubs: buf
+	buf generate
+
+## proto-baseline: the API image later changes must stay compatible with (only for a new major version)
+proto-baseline: buf
+	buf build --exclude-source-info -o .ci/proto-v1.binpb
 
 fmt:
 	cargo fmt --all

@@ -7,7 +7,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use eucora::v1::{deployment_service_client::DeploymentServiceClient, GetDeploymentRequest};
 //! let mut client = DeploymentServiceClient::connect("http://127.0.0.1:50051").await?;
-//! let request = GetDeploymentRequest { id: "3f0c…".into() };
+//! let request = GetDeploymentRequest { deployment_id: "3f0c…".into() };
 //! let _ = client.get_deployment(request).await;
 //! # Ok(()) }
 //! ```
@@ -44,7 +44,7 @@ mod tests {
             .filter(|f| f.package() == "eucora.v1")
             .flat_map(|f| f.service.iter().map(|s| s.name().to_owned()))
             .collect();
-        for expected in ["DeploymentService", "RingPromotionService", "ConnectorService"] {
+        for expected in ["DeploymentService", "RingPromotionService", "ConnectorService", "RiskModelService"] {
             assert!(services.iter().any(|s| s == expected), "{expected} missing from {services:?}");
         }
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig};
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
-use eucora_services::config::{Cli, Command, Config, LogFormat};
+use eucora_services::config::{Cli, Command, DatabaseArgs, LogFormat, MigrateArgs, ServeArgs};
 use eucora_services::domain::connector::SimulatorConfig;
 use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
@@ -19,33 +19,34 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = cli.config;
-    if let Some(Command::Health { addr, service, timeout }) = cli.command {
-        // A probe: no logs, traces, metrics or database, just the answer.
-        let addr = addr.unwrap_or_else(|| config.listen.to_string());
-        match check_health(&addr, service, timeout).await {
-            Ok(ServingStatus::Serving) => return Ok(()),
-            Ok(status) => eprintln!("{addr}: {}", status.as_str_name()),
-            Err(err) => eprintln!("{addr}: {err:#}"),
+    let (database, log, serve) = match Cli::parse().action() {
+        Command::Health(health) => {
+            // A probe: no logs, traces, metrics or database, just the answer.
+            match check_health(&health.addr, health.service, health.timeout).await {
+                Ok(ServingStatus::Serving) => return Ok(()),
+                Ok(status) => eprintln!("{}: {}", health.addr, status.as_str_name()),
+                Err(err) => eprintln!("{}: {err:#}", health.addr),
+            }
+            std::process::exit(1);
         }
-        std::process::exit(1);
-    }
+        Command::Migrate(MigrateArgs { database, log }) => (database, log, None),
+        Command::Serve(serve) => (serve.database.clone(), serve.log.clone(), Some(serve)),
+    };
     let identity = ServiceIdentity {
         name: "eucora".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         instance_id: uuid::Uuid::new_v4().to_string(),
     };
     let tracing_guard = tracing_setup::init(&TracingConfig {
-        filter: config.log.clone(),
-        format: match config.log_format {
+        filter: log.log.clone(),
+        format: match log.log_format {
             LogFormat::Text => OtelLogFormat::Text,
             LogFormat::Json => OtelLogFormat::Json,
         },
-        otlp_endpoint: config.otlp_endpoint.clone(),
+        otlp_endpoint: serve.as_ref().and_then(|serve| serve.otlp_endpoint.clone()),
         identity: identity.clone(),
     })?;
-    let result = run(cli.command.unwrap_or(Command::Serve), &config, &identity).await;
+    let result = run(&database, serve.as_ref(), &identity).await;
     if let Err(err) = &result {
         tracing::error!(error = format!("{err:#}"), "exiting");
     }
@@ -53,19 +54,23 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run(command: Command, config: &Config, identity: &ServiceIdentity) -> anyhow::Result<()> {
-    let store = connect(config).await?;
+/// Migrates, then serves when `serve` is given.
+async fn run(database: &DatabaseArgs, serve: Option<&ServeArgs>, identity: &ServiceIdentity) -> anyhow::Result<()> {
+    let store = connect(database).await?;
     store.migrate().await.context("migrating the database")?;
-    if let Command::Migrate = command {
-        tracing::info!(database = %redact(&config.database_url), "migrations applied");
+    let Some(config) = serve else {
+        tracing::info!(database = %redact(&database.database_url), "migrations applied");
         return Ok(());
-    }
+    };
     let listeners = Listeners {
         grpc: TcpListener::bind(config.listen).await.with_context(|| format!("binding gRPC on {}", config.listen))?,
         metrics: TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("binding /metrics on {}", config.metrics_listen))?,
     };
+    // With port 0 the system picks free ports: scripts and tests read them here.
+    let (grpc_addr, metrics_addr) = (listeners.grpc.local_addr()?, listeners.metrics.local_addr()?);
+    tracing::info!(%grpc_addr, %metrics_addr, "listening");
     let pipeline = MetricsPipeline::new(identity).context("building the metrics pipeline")?;
     let options = ServeOptions {
         health_probe_interval: config.health_probe_interval,
@@ -107,7 +112,7 @@ async fn check_health(addr: &str, service: String, timeout: std::time::Duration)
     Ok(answer.into_inner().status())
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Store> {
+async fn connect(config: &DatabaseArgs) -> anyhow::Result<Store> {
     let store_config = StoreConfig {
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,

@@ -222,7 +222,6 @@ pub async fn serve(
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
         tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
     ];
-    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "serving gRPC");
 
     let stop_on_signal = stop.clone();
     tokio::spawn(async move {

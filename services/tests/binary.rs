@@ -1,34 +1,62 @@
-//! The `eucora` binary as an operator runs it: `--help`, `migrate` (twice),
-//! `serve` answering `eucora health`, and stopping cleanly on SIGTERM.
+//! The `eucora` binary as an operator runs it: `--help` of every subcommand
+//! (every flag clap knows, with its variable), `migrate` (twice), `serve` on
+//! ports it picks and logs, answering `eucora health`, and stopping cleanly
+//! on SIGTERM.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+
+use clap::CommandFactory;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eucora");
 
+/// `--help` of `args` (no subcommand: the top level).
+fn help(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every flag clap knows for `command`, with its environment variable.
+fn flags(command: &clap::Command) -> Vec<(String, Option<String>)> {
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let flag = format!("--{}", arg.get_long()?);
+            Some((flag, arg.get_env().map(|env| env.to_string_lossy().into_owned())))
+        })
+        .filter(|(flag, _)| flag != "--help" && flag != "--version")
+        .collect()
+}
+
 #[test]
 fn help_explains_every_flag_and_its_environment_variable() {
-    let output = Command::new(BIN).arg("--help").output().unwrap();
-    assert!(output.status.success());
-    let help = String::from_utf8(output.stdout).unwrap();
-    for (flag, env) in [
-        ("--listen", "EUCORA_LISTEN"),
-        ("--database-url", "EUCORA_DATABASE_URL"),
-        ("--database-max-connections", "EUCORA_DATABASE_MAX_CONNECTIONS"),
-        ("--database-acquire-timeout", "EUCORA_DATABASE_ACQUIRE_TIMEOUT"),
-        ("--health-probe-interval", "EUCORA_HEALTH_PROBE_INTERVAL"),
-        ("--shutdown-grace", "EUCORA_SHUTDOWN_GRACE"),
-        ("--database-operation-timeout", "EUCORA_DATABASE_OPERATION_TIMEOUT"),
-        ("--max-connections", "EUCORA_MAX_CONNECTIONS"),
-        ("--connection-idle-timeout", "EUCORA_CONNECTION_IDLE_TIMEOUT"),
-        ("--max-streams-per-connection", "EUCORA_MAX_STREAMS_PER_CONNECTION"),
-        ("--max-watch-streams", "EUCORA_MAX_WATCH_STREAMS"),
-        ("--log-format", "EUCORA_LOG_FORMAT"),
+    let cli = eucora_services::config::Cli::command();
+    for (args, command) in [
+        (vec![], cli.clone()),
+        (vec!["serve"], cli.find_subcommand("serve").unwrap().clone()),
+        (vec!["migrate"], cli.find_subcommand("migrate").unwrap().clone()),
+        (vec!["health"], cli.find_subcommand("health").unwrap().clone()),
     ] {
-        assert!(help.contains(flag), "{flag} missing from:\n{help}");
-        assert!(help.contains(env), "{env} missing from:\n{help}");
+        let help = help(&args);
+        let flags = flags(&command);
+        assert!(flags.len() >= 3, "{args:?}: {flags:?}");
+        for (flag, env) in flags {
+            assert!(help.contains(&flag), "{flag} missing from {args:?} --help:\n{help}");
+            if let Some(env) = env {
+                assert!(help.contains(&env), "{env} missing from {args:?} --help:\n{help}");
+            }
+        }
     }
-    assert!(help.contains("serve") && help.contains("migrate"));
+    let top = help(&[]);
+    assert!(top.contains("serve") && top.contains("migrate") && top.contains("health"));
+    // `migrate` shows what migrating uses, and nothing of serving.
+    let migrate = help(&["migrate"]);
+    assert!(migrate.contains("--database-url") && migrate.contains("--log-format"));
+    for serving in ["--listen", "--metrics-listen", "--controller-interval", "--max-connections"] {
+        assert!(!migrate.contains(serving), "{serving} in migrate --help:\n{migrate}");
+    }
 }
 
 #[test]
@@ -40,24 +68,29 @@ fn migrate_twice_then_serve_and_stop_on_sigterm() {
         assert!(status.success());
     }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0"])
+    // Port 0: the server picks free ports and says which (no race for a port picked in advance).
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("EUCORA_DATABASE_URL", &url)
         .env("EUCORA_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // `eucora health` answers 0 once the server is SERVING, 1 for a server that is not there.
+    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = logs.next().expect("the server logs where it listens").unwrap();
+        if line.contains("\"listening\"") {
+            let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break fields["fields"]["grpc_addr"].as_str().expect("grpc_addr").to_owned();
+        }
+        seen.push(line);
+    };
+    // Ready when grpc.health.v1 says SERVING: `eucora health` answers 0 then, 1 for a server that is not there.
     let healthy = |addr: &str| Command::new(BIN).args(["health", "--addr", addr]).output().unwrap();
     let started = Instant::now();
-    while !healthy(&format!("127.0.0.1:{port}")).status.success() {
+    while !healthy(&addr).status.success() {
         assert!(started.elapsed() < Duration::from_secs(20), "never SERVING");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -68,10 +101,10 @@ fn migrate_twice_then_serve_and_stop_on_sigterm() {
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "exit {:?}", output.status);
-    let logs = String::from_utf8_lossy(&output.stdout);
-    let first = logs.lines().next().expect("a log line");
+    let rest: Vec<String> = logs.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    let first = seen.first().or(rest.first()).expect("a log line");
     assert!(first.starts_with('{') && first.contains("\"level\""), "JSON logs: {first}");
-    assert!(logs.contains("stopped"), "{logs}");
+    assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
 }
