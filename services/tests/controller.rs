@@ -96,14 +96,13 @@ async fn get(server: &TestServer, id: &str) -> pb::Deployment {
 
 /// Scrapes until the controller has made at least `n` decisions of `result` — proof it looked.
 async fn evaluated(server: &TestServer, result: &str, n: f64) {
-    for _ in 0..400 {
+    let what = format!("the controller to decide {result:?} {n} times");
+    common::eventually(&what, Duration::from_secs(10), || async {
         let m = scrape(server).await;
-        if m.find("controller_evaluations_total", &[("result", result)]).iter().map(|s| s.value).sum::<f64>() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the controller never decided {result:?} {n} times");
+        let decided: f64 = m.find("controller_evaluations_total", &[("result", result)]).iter().map(|s| s.value).sum();
+        (decided >= n).then_some(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

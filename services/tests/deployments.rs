@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Backend, assert_code, create, create_request, events_of, start_server, start_server_with};
+use common::{Backend, assert_code, create, create_request, events_of, start_server, start_server_with, started};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
@@ -279,25 +279,10 @@ async fn pagination_walks_every_page_newest_first(backend: Backend) {
     server.stop().await;
 }
 
-async fn started_deployment(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
-    let created = create(client, request_id, "office", 10).await;
-    client
-        .start_deployment(pb::StartDeploymentRequest {
-            deployment_id: created.id,
-            actor: "ops".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deployment
-        .unwrap()
-}
-
 async fn concurrent_mutations_with_one_etag_have_one_winner(backend: Backend) {
     let server = start_server(backend).await;
     let mut client = server.deployments();
-    let deployment = started_deployment(&mut client, "etag-race").await;
+    let deployment = started(&mut client, "etag-race").await;
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let mut client = server.deployments();
@@ -329,7 +314,7 @@ async fn concurrent_mutations_with_one_etag_have_one_winner(backend: Backend) {
 async fn concurrent_mutations_without_etag_all_apply(backend: Backend) {
     let server = start_server(backend).await;
     let mut client = server.deployments();
-    let deployment = started_deployment(&mut client, "no-etag-race").await;
+    let deployment = started(&mut client, "no-etag-race").await;
     // Twelve reporters send different cumulative totals at once, without etag.
     // Each is checked against what is stored when it commits, so a lower
     // total never overwrites a higher one: the highest always lands last.
@@ -595,7 +580,7 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
         Code::InvalidArgument,
     );
 
-    let deployment = started_deployment(&mut client, "bad-mutations").await;
+    let deployment = started(&mut client, "bad-mutations").await;
     let id = deployment.id.clone();
     let bad_reports = [
         pb::ReportRingOutcomeRequest { deployment_id: id.clone(), ring: 0, success_count: 1, ..Default::default() },

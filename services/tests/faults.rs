@@ -105,17 +105,17 @@ async fn a_full_disk_loses_no_acknowledged_create_and_recovers() {
     // Space comes back: service resumes with no restart.
     std::fs::remove_file(&ballast).expect("free space");
     eventually_health(&server, ServingStatus::Serving).await;
-    let mut resumed = None;
-    for attempt in 0..100 {
-        match client.create_deployment(create_request(&format!("after-{attempt}"), "app-after", 10)).await {
-            Ok(response) => {
-                resumed = Some(response.into_inner().deployment.unwrap().id);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    let resumed = common::eventually("creates to succeed once space is free", Duration::from_secs(5), || {
+        let request_id = format!("after-{}", attempt.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let mut client = client.clone();
+        async move {
+            let created = client.create_deployment(create_request(&request_id, "app-after", 10)).await.ok()?;
+            Some(created.into_inner().deployment.unwrap().id)
         }
-    }
-    acknowledged.push(resumed.expect("creates succeed once space is free"));
+    })
+    .await;
+    acknowledged.push(resumed);
 
     // An outside writer can take the write lock: no connection was left inside a transaction.
     let db_path = disk.path().join("eucora.db");

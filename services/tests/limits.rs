@@ -76,16 +76,17 @@ async fn watch_streams_are_capped() {
     assert!(status.message().contains("WatchDeployments"), "{}", status.message());
     // Closing one frees its place.
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match client.watch_deployments(watch()).await {
-            Ok(_) => break,
-            Err(status) if status.code() == Code::ResourceExhausted && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    common::eventually("the freed watch place to be reused", Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move {
+            match client.watch_deployments(watch()).await {
+                Ok(stream) => Some(stream),
+                Err(status) if status.code() == Code::ResourceExhausted => None,
+                Err(status) => panic!("{status:?}"),
             }
-            Err(status) => panic!("a freed watch place was not reused: {status:?}"),
         }
-    }
+    })
+    .await;
     server.stop().await;
 }
 
@@ -202,17 +203,19 @@ async fn a_stalled_postgres_fails_calls_promptly_and_recovers() {
 
     proxy.resume();
     eventually_health(&server, ServingStatus::Serving).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match client.create_deployment(create_request("after-stall", "firefox", 10)).await {
-            Ok(_) => break,
-            Err(status) if Instant::now() < deadline => {
-                assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    common::eventually("recovery after the stall", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            match client.create_deployment(create_request("after-stall", "firefox", 10)).await {
+                Ok(created) => Some(created),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+                    None
+                }
             }
-            Err(status) => panic!("no recovery after the stall: {status:?}"),
         }
-    }
+    })
+    .await;
     server.stop().await;
 }
 
@@ -226,11 +229,10 @@ async fn health_flips_on_the_first_failed_call() {
     server.database.take_offline().await;
     let failed = server.deployments().list_deployments(pb::ListDeploymentsRequest::default()).await;
     assert_code(failed, Code::Unavailable);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while common::health_of(&server).await != ServingStatus::NotServing {
-        assert!(Instant::now() < deadline, "health still SERVING a second after a failed call");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually("NOT_SERVING within a second of the failed call", Duration::from_secs(1), || async {
+        (common::health_of(&server).await == ServingStatus::NotServing).then_some(())
+    })
+    .await;
     server.database.bring_online().await;
     server.stop().await;
 }

@@ -14,14 +14,11 @@ use tonic::Code;
 /// Scrapes until `ready` holds: RPC outcomes are recorded when the response
 /// body is released, which can trail the client's view by a moment.
 async fn scrape_until(server: &common::TestServer, ready: impl Fn(&Exposition) -> bool) -> Exposition {
-    for _ in 0..100 {
+    common::eventually("metrics to reach the expected state", Duration::from_secs(2), || async {
         let exposition = scrape(server).await;
-        if ready(&exposition) {
-            return exposition;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("metrics never reached the expected state");
+        ready(&exposition).then_some(exposition)
+    })
+    .await
 }
 
 fn bucket_bounds(exposition: &Exposition, name: &str, labels: &[(&str, &str)]) -> Vec<String> {

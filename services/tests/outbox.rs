@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -167,15 +167,15 @@ async fn queued_work_is_delivered_by_the_dispatcher_and_survives_a_restart() {
     let server = start_server_on(database, fast_retries).await;
     *witness.server.lock().unwrap() = Some(server.channel.clone());
     let mut client = server.deployments();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let delivered = loop {
-        let d = read(&mut client, &created.id).await;
-        if d.ring_progress[0].delivery_state() == pb::DeliveryState::Delivered {
-            break d;
+    let delivered = common::eventually("the dispatcher to deliver the queued work", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let id = created.id.clone();
+        async move {
+            let d = read(&mut client, &id).await;
+            (d.ring_progress[0].delivery_state() == pb::DeliveryState::Delivered).then_some(d)
         }
-        assert!(Instant::now() < deadline, "queued work never delivered: {:?}", d.ring_progress[0]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(delivered.ring_progress[0].connector_object_id, "obj-1");
     assert_eq!(witness.seen.lock().unwrap().len(), 4, "three failed attempts, one delivery");
     let events = common::events_of(&mut client, &created.id).await;

@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::{
-    Backend, TestDatabase, assert_code, create, events_of, promote_request, report_healthy, scrape, start_server,
-    started,
+    Backend, ServerProcess, TestDatabase, assert_code, create, events_of, promote_request, report_healthy, scrape,
+    start_server, started,
 };
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
@@ -367,56 +364,12 @@ async fn racing_promotions_promote_exactly_once(backend: Backend) {
     server.stop().await;
 }
 
-/// A `eucora serve` process on free ports; killed when dropped.
-struct ServerProcess {
-    child: Child,
-    grpc: String,
-    metrics: String,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_server(database_url: &str) -> ServerProcess {
-    let (grpc, metrics) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let child = Command::new(env!("CARGO_BIN_EXE_eucora"))
-        .args([
-            "serve",
-            "--listen",
-            &grpc,
-            "--metrics-listen",
-            &metrics,
-            "--database-url",
-            database_url,
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start eucora");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&grpc).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "eucora did not start on {grpc}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ServerProcess { child, grpc, metrics }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_one_postgres_promote_exactly_once() {
     let database = TestDatabase::create(Backend::Postgres).await;
     // One after the other: the first applies the migrations, the second finds them done.
-    let first = spawn_server(&database.url);
-    let second = spawn_server(&database.url);
+    let first = ServerProcess::spawn(&database.url).await;
+    let second = ServerProcess::spawn(&database.url).await;
     let channel = |addr: &str| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     let (a, b) = (channel(&first.grpc), channel(&second.grpc));
     // A simulator that reports nothing: the test reports the outcomes.

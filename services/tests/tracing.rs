@@ -32,20 +32,12 @@ async fn a_traceparent_from_the_caller_continues_into_the_server_span() {
     server.deployments().list_deployments(request).await.unwrap();
 
     let name = "eucora.v1.DeploymentService/ListDeployments";
-    let mut span = None;
-    for _ in 0..200 {
+    // The span ends when the response body is released, just after the client got it.
+    let span = common::eventually(&format!("span {name}"), Duration::from_secs(2), || async {
         provider.force_flush().unwrap();
-        span = exporter.get_finished_spans().unwrap().into_iter().find(|s| s.name == name);
-        if span.is_some() {
-            break;
-        }
-        // The span ends when the response body is released, just after the client got it.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let span = span.unwrap_or_else(|| {
-        let names: Vec<_> = exporter.get_finished_spans().unwrap().into_iter().map(|s| s.name).collect();
-        panic!("no span {name} among {names:?}")
-    });
+        exporter.get_finished_spans().unwrap().into_iter().find(|s| s.name == name)
+    })
+    .await;
     assert_eq!(span.span_context.trace_id(), TraceId::from_hex(TRACE_ID).unwrap());
     assert_eq!(span.parent_span_id, SpanId::from_hex(PARENT_SPAN_ID).unwrap());
     assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Server);

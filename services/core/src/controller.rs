@@ -121,7 +121,7 @@ fn to_chrono(duration: std::time::Duration) -> chrono::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome, SiteClass};
+    use crate::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome};
     use crate::gate::evaluate;
     use crate::ring::Ring;
     use uuid::Uuid;
@@ -137,19 +137,7 @@ mod tests {
 
     /// A CANARY deployment started at t(0) with `success`/`failure` reported at t(1).
     fn canary(success: u64, failure: u64) -> (Deployment, RingPolicy) {
-        let new = NewDeployment {
-            app_name: "app".into(),
-            version: "1".into(),
-            connector_type: ConnectorType::Jamf,
-            connector_name: None,
-            target_ring: Ring::Global,
-            risk_score: 10,
-            evidence_pack_id: Uuid::new_v4(),
-            submitter: "alice".into(),
-            site_class: SiteClass::Online,
-            evidence: Default::default(),
-            assessment: None,
-        };
+        let new = NewDeployment { connector_type: ConnectorType::Jamf, ..NewDeployment::example() };
         let (mut d, _) = Deployment::create(Uuid::new_v4(), new, &ctx(t(0)));
         d.start(&Handover { connector: "sim".into(), object_id: None, device_count: None }, &ctx(t(0))).unwrap();
         let lab = GateEvaluation {

@@ -796,37 +796,13 @@ mod tests {
     }
 
     fn new_deployment(risk_score: u8, target_ring: Ring) -> Deployment {
-        let new = NewDeployment {
-            app_name: "firefox".into(),
-            version: "128.0".into(),
-            connector_type: ConnectorType::Intune,
-            connector_name: None,
-            target_ring,
-            risk_score,
-            evidence_pack_id: Uuid::new_v4(),
-            submitter: "alice".into(),
-            site_class: SiteClass::Online,
-            evidence: Evidence::default(),
-            assessment: None,
-        };
+        let new = NewDeployment { target_ring, risk_score, ..NewDeployment::example() };
         Deployment::create(Uuid::new_v4(), new, &ctx("alice")).0
     }
 
     #[test]
     fn create_records_pending_then_the_first_status() {
-        let new = NewDeployment {
-            app_name: "a".into(),
-            version: "1".into(),
-            connector_type: ConnectorType::Jamf,
-            connector_name: None,
-            target_ring: Ring::Global,
-            risk_score: 51,
-            evidence_pack_id: Uuid::new_v4(),
-            submitter: "alice".into(),
-            site_class: SiteClass::AirGapped,
-            evidence: Evidence::default(),
-            assessment: None,
-        };
+        let new = NewDeployment { risk_score: 51, site_class: SiteClass::AirGapped, ..NewDeployment::example() };
         let (d, events) = Deployment::create(Uuid::new_v4(), new, &ctx("alice"));
         assert_eq!(d.status, DeploymentStatus::AwaitingCab);
         assert!(d.requires_cab_approval);

@@ -427,7 +427,7 @@ mod tests {
         let twice = [shuffled.clone(), vec![shuffled[0].clone()]].concat();
         assert!(RingPolicies::new(twice).is_none(), "a ring with two");
     }
-    use crate::deployment::{ChangeContext, ConnectorType, Handover, NewDeployment, Outcome};
+    use crate::deployment::{ChangeContext, Handover, NewDeployment, Outcome};
     use proptest::prelude::*;
     use uuid::Uuid;
 
@@ -441,19 +441,7 @@ mod tests {
 
     /// A deployment DEPLOYING in `ring` (promoted there without gates), started at `now()`.
     fn deploying(ring: Ring, risk_score: u8, site_class: SiteClass) -> Deployment {
-        let new = NewDeployment {
-            app_name: "app".into(),
-            version: "1".into(),
-            connector_type: ConnectorType::Intune,
-            connector_name: None,
-            target_ring: Ring::Global,
-            risk_score,
-            evidence_pack_id: Uuid::new_v4(),
-            submitter: "alice".into(),
-            site_class,
-            evidence: Default::default(),
-            assessment: None,
-        };
+        let new = NewDeployment { risk_score, site_class, ..NewDeployment::example() };
         let (mut d, _) = Deployment::create(Uuid::new_v4(), new, &ctx(now()));
         if d.requires_cab_approval {
             d.approve(&ChangeContext { actor: "bob".into(), ..ctx(now()) }).unwrap();

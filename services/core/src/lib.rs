@@ -28,6 +28,35 @@ pub use lifecycle::{DeploymentStatus, TransitionError};
 pub use promotion::{Promotion, PromotionResult};
 pub use ring::Ring;
 
+/// Shared test fixtures: example values each test adjusts with struct update syntax.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use uuid::Uuid;
+
+    use crate::risk::Evidence;
+    use crate::{ConnectorType, NewDeployment, Ring, SiteClass};
+
+    impl NewDeployment {
+        /// An ordinary request: firefox 128.0 through Intune to GLOBAL for
+        /// online sites, risk 10, submitted by alice.
+        pub fn example() -> NewDeployment {
+            NewDeployment {
+                app_name: "firefox".into(),
+                version: "128.0".into(),
+                connector_type: ConnectorType::Intune,
+                connector_name: None,
+                target_ring: Ring::Global,
+                risk_score: 10,
+                evidence_pack_id: Uuid::new_v4(),
+                submitter: "alice".into(),
+                site_class: SiteClass::Online,
+                evidence: Evidence::default(),
+                assessment: None,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -441,11 +441,81 @@ pub async fn health_of(server: &TestServer) -> tonic_health::pb::health_check_re
     health.check(request).await.expect("health check").into_inner().status()
 }
 
+/// Polls `probe` (every 20 ms, for up to `within`) until it yields a value;
+/// panics saying `what` was awaited otherwise. The one way tests wait for
+/// something the server does in the background.
+pub async fn eventually<T, Fut>(what: &str, within: Duration, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gave up after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (up to 10 s) for DeploymentService's health to become `wanted`.
 pub async fn eventually_health(server: &TestServer, wanted: tonic_health::pb::health_check_response::ServingStatus) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while health_of(server).await != wanted {
-        assert!(std::time::Instant::now() < deadline, "health did not become {wanted:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let what = format!("health {wanted:?}");
+    eventually(&what, Duration::from_secs(10), || async { (health_of(server).await == wanted).then_some(()) }).await
+}
+
+/// A `eucora serve` process (the real binary) on ports it picked; killed when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub grpc: String,
+    pub metrics: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    /// Starts `eucora serve` on `database_url` with port 0 for both listeners,
+    /// reads the addresses it logs, and waits until grpc.health.v1 says SERVING.
+    pub async fn spawn(database_url: &str) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eucora"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--database-url", database_url, "--log", "warn,eucora=info"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start eucora");
+        let stdout = child.stdout.take().expect("piped");
+        let listening = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let line = lines.by_ref().map_while(Result::ok).find(|line| line.contains("\"listening\""));
+            // Keep draining, so the process never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            line
+        });
+        let line = tokio::time::timeout(Duration::from_secs(30), listening)
+            .await
+            .expect("eucora said where it listens within 30 s")
+            .unwrap()
+            .expect("a listening line");
+        let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let address = |key: &str| fields["fields"][key].as_str().expect("an address").to_owned();
+        let process = ServerProcess { child, grpc: address("grpc_addr"), metrics: address("metrics_addr") };
+        let channel = Channel::from_shared(format!("http://{}", process.grpc)).unwrap().connect_lazy();
+        eventually("the process to be SERVING", Duration::from_secs(30), || {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            async move {
+                let answer = health.check(tonic_health::pb::HealthCheckRequest::default()).await.ok()?;
+                (answer.into_inner().status() == tonic_health::pb::health_check_response::ServingStatus::Serving)
+                    .then_some(())
+            }
+        })
+        .await;
+        process
     }
 }
