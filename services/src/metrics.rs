@@ -9,6 +9,7 @@
 //! in memory, so they stay right across restarts. Label values are the
 //! domain's own lower snake case labels.
 
+use crate::domain::Label;
 use std::sync::Arc;
 use std::time::Duration;
 

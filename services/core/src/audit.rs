@@ -15,16 +15,6 @@ pub enum ChangeKind {
     BreakerReset,
 }
 
-impl ChangeKind {
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<ChangeKind> {
-        label.parse().ok()
-    }
-}
-
 /// One entry of a configuration change log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change<T> {
@@ -44,6 +34,7 @@ pub struct Change<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Label;
 
     #[test]
     fn labels_round_trip() {

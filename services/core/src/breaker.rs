@@ -29,10 +29,6 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
     /// The value of the `circuit_breaker_state` gauge DESIGN §4 assigns.
     pub fn gauge_value(self) -> i64 {
         match self {

@@ -22,16 +22,6 @@ pub enum Driver {
     Simulator,
 }
 
-impl Driver {
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<Driver> {
-        label.parse().ok()
-    }
-}
-
 /// What the simulator driver pretends.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct SimulatorConfig {

@@ -34,19 +34,6 @@ pub enum ConnectorType {
     Ansible,
 }
 
-impl ConnectorType {
-    pub const ALL: &'static [ConnectorType] = <ConnectorType as strum::VariantArray>::VARIANTS;
-
-    /// Lower snake case value used in metric labels and storage.
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<ConnectorType> {
-        label.parse().ok()
-    }
-}
-
 /// How well connected the targeted endpoints are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -54,18 +41,6 @@ pub enum SiteClass {
     Online,
     Intermittent,
     AirGapped,
-}
-
-impl SiteClass {
-    pub const ALL: &'static [SiteClass] = <SiteClass as strum::VariantArray>::VARIANTS;
-
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<SiteClass> {
-        label.parse().ok()
-    }
 }
 
 /// What an audit event records.
@@ -86,18 +61,6 @@ pub enum EventKind {
     Delivered,
     /// Delivering handed-over work failed (retried), or the connector refused it.
     DeliveryFailed,
-}
-
-impl EventKind {
-    pub const ALL: &'static [EventKind] = <EventKind as strum::VariantArray>::VARIANTS;
-
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<EventKind> {
-        label.parse().ok()
-    }
 }
 
 /// Who is changing a deployment, why, under which correlation id, and when.
@@ -155,18 +118,6 @@ pub enum Delivery {
     Pending,
     Delivered,
     Refused,
-}
-
-impl Delivery {
-    pub const ALL: &'static [Delivery] = <Delivery as strum::VariantArray>::VARIANTS;
-
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<Delivery> {
-        label.parse().ok()
-    }
 }
 
 impl RingProgress {

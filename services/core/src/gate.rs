@@ -3,6 +3,7 @@
 //! required and a sentence an operator can act on. Evaluation is a pure
 //! function of the deployment, the ring's policy and the time.
 
+use crate::Label;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -208,17 +209,6 @@ pub enum CheckKind {
     CabApproval,
     EvidencePack,
     RollbackValidated,
-}
-
-impl CheckKind {
-    /// Lower snake case value used in metric labels and storage.
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<CheckKind> {
-        label.parse().ok()
-    }
 }
 
 /// One check with observed value, threshold, verdict and explanation.

@@ -19,6 +19,26 @@ pub mod ring;
 pub mod risk;
 
 pub use audit::{Change, ChangeKind};
+
+/// The lower snake case form of a domain enum — its storage string, its
+/// metric label value, its page-token filter — derived once by strum on the
+/// enum (`IntoStaticStr`, `EnumString`, `VariantArray` with
+/// `serialize_all = "snake_case"`); this trait gives every such enum the same
+/// three names for it.
+pub trait Label: Copy + Into<&'static str> + std::str::FromStr + strum::VariantArray + 'static {
+    /// Every value, in declaration order.
+    const ALL: &'static [Self] = Self::VARIANTS;
+
+    fn as_label(self) -> &'static str {
+        self.into()
+    }
+
+    fn from_label(label: &str) -> Option<Self> {
+        label.parse().ok()
+    }
+}
+
+impl<T> Label for T where T: Copy + Into<&'static str> + std::str::FromStr + strum::VariantArray + 'static {}
 pub use deployment::{
     ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES,
     NewDeployment, NewEvent, Outcome, RingProgress, SiteClass,

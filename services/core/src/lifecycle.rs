@@ -2,6 +2,7 @@
 //! allowed, which statuses are terminal, and the first status of a new
 //! deployment.
 
+use crate::Label;
 use std::fmt;
 
 /// Lifecycle status of a deployment.
@@ -40,8 +41,6 @@ fn hint(from: DeploymentStatus, to: DeploymentStatus) -> &'static str {
 pub const CAB_RISK_THRESHOLD: u8 = 50;
 
 impl DeploymentStatus {
-    pub const ALL: &'static [DeploymentStatus] = <DeploymentStatus as strum::VariantArray>::VARIANTS;
-
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -70,15 +69,6 @@ impl DeploymentStatus {
     /// [`TransitionError`] when the state machine forbids `self → to`.
     pub fn check_transition(self, to: DeploymentStatus) -> Result<(), TransitionError> {
         if self.can_move_to(to) { Ok(()) } else { Err(TransitionError { from: self, to }) }
-    }
-
-    /// Lower snake case value used in metric labels and storage.
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<DeploymentStatus> {
-        label.parse().ok()
     }
 }
 

@@ -15,18 +15,6 @@ pub enum PromotionResult {
     RolledBack,
 }
 
-impl PromotionResult {
-    pub const ALL: &'static [PromotionResult] = <PromotionResult as strum::VariantArray>::VARIANTS;
-
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<PromotionResult> {
-        label.parse().ok()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Promotion {
     pub id: Uuid,

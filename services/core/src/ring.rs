@@ -1,5 +1,6 @@
 //! Deployment rings and their order (LAB → CANARY → PILOT → DEPARTMENT → GLOBAL).
 
+use crate::Label;
 use std::fmt;
 
 /// A deployment ring. The derived order is the rollout order.
@@ -29,8 +30,6 @@ pub enum Ring {
 }
 
 impl Ring {
-    pub const ALL: &'static [Ring] = <Ring as strum::VariantArray>::VARIANTS;
-
     /// Ring number as DESIGN counts it: LAB is 0, GLOBAL is 4.
     pub fn number(self) -> u8 {
         self as u8
@@ -43,15 +42,6 @@ impl Ring {
     /// The ring a deployment enters when it is promoted out of this one.
     pub fn next(self) -> Option<Ring> {
         Ring::from_number(self.number() + 1)
-    }
-
-    /// Lower snake case value used in metric labels and storage.
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<Ring> {
-        label.parse().ok()
     }
 }
 

@@ -3,6 +3,7 @@
 //! 0..=100, where each factor is read off a rubric from the evidence, the
 //! target ring and the app's recent history.
 
+use crate::Label;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -40,16 +41,6 @@ pub enum FactorKind {
 }
 
 impl FactorKind {
-    pub const ALL: &'static [FactorKind] = <FactorKind as strum::VariantArray>::VARIANTS;
-
-    pub fn as_label(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn from_label(label: &str) -> Option<FactorKind> {
-        label.parse().ok()
-    }
-
     /// "Vulnerability Severity".
     pub fn title(self) -> String {
         self.as_label()

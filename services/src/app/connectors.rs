@@ -3,6 +3,7 @@
 //! breakers for operators; every change is audited. A changed or deleted
 //! definition is forgotten by the drivers at once.
 
+use crate::domain::Label;
 use std::sync::Arc;
 
 use super::{AppError, AppResult, check_etag, fingerprint, replayed};

@@ -3,6 +3,7 @@
 //! the audit trail and its live feed, and the outbox that hands work to
 //! connectors once the decision recording it is durable.
 
+use crate::domain::Label;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

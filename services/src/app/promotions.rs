@@ -1,6 +1,7 @@
 //! Promotion use-cases: ring policies, gate evaluation, promotion (exactly
 //! once per ring step, idempotent by request id) and rollback.
 
+use crate::domain::Label;
 use std::sync::Arc;
 
 use uuid::Uuid;

@@ -13,6 +13,7 @@
 //! `Authorization: Bearer …` when a token is configured. Timeouts, connection
 //! errors, 5xx and 429 are TRANSIENT; other 4xx are PERMANENT.
 
+use crate::domain::Label;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod simulator;
 
+use crate::domain::Label;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex as SyncMutex};

@@ -1,6 +1,7 @@
 //! ConnectorService adapter: validates connector definitions (secrets never
 //! echoed), calls the registry use-cases, and converts their answers.
 
+use crate::domain::Label;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -219,6 +219,7 @@ pub fn promotion_to_proto(p: &Promotion) -> pb::Promotion {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Label;
 
     fn round_trips<T: Wire + PartialEq + std::fmt::Debug>(all: &[T]) {
         for &value in all {

@@ -2,6 +2,7 @@
 //! use-cases, converts their answers, and streams the committed event feed
 //! to watchers.
 
+use crate::domain::Label;
 use std::pin::Pin;
 
 use eucora::v1 as pb;

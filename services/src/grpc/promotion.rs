@@ -13,7 +13,7 @@ use super::page_token::Scope;
 use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
 use crate::app::{AppError, AppResult, Promotions, Step};
 use crate::clock::Clock;
-use crate::domain::{Change, ChangeContext, Deployment, Promotion, Ring, RingPolicy};
+use crate::domain::{Change, ChangeContext, Deployment, Label, Promotion, Ring, RingPolicy};
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 500;
@@ -297,7 +297,7 @@ impl RingPromotionService for PromotionApi {
         let ring = v.enumeration::<pb::Ring>("ring", req.ring, false).and_then(Ring::from_proto);
         let limit = v.page_size("page_size", req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
         v.finish()?;
-        let scope = Scope::new("ring_policy_changes").with("ring", ring.map(Ring::as_label));
+        let scope = Scope::new("ring_policy_changes").with("ring", ring.map(Label::as_label));
         let page = self.app.policy_changes(ring, scope.key(&req.page_token)?, limit).await?;
         Ok(Response::new(pb::ListRingPolicyChangesResponse {
             changes: page.items.iter().map(policy_change_to_proto).collect(),

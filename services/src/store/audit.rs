@@ -4,8 +4,9 @@
 //! row as JSON (connector tokens redacted), so the log reads back with the
 //! same code that reads the live table.
 
+use crate::domain::Label;
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TryIntoModel};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr, TryIntoModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -143,10 +144,7 @@ impl Store {
             if let Some(ring) = ring {
                 query = query.filter(Column::Ring.eq(ring.as_label()));
             }
-            if let Some(after) = after {
-                query = query.filter(Column::Seq.gt(after));
-            }
-            let rows = query.order_by_asc(Column::Seq).limit(limit + 1).all(&self.db).await?;
+            let rows = self.rows_after(query, Column::Seq, after, limit).await?;
             Page::from_rows(
                 rows,
                 limit,
@@ -187,10 +185,7 @@ impl Store {
             if let Some(name) = name {
                 query = query.filter(Column::ConnectorName.eq(name));
             }
-            if let Some(after) = after {
-                query = query.filter(Column::Seq.gt(after));
-            }
-            let rows = query.order_by_asc(Column::Seq).limit(limit + 1).all(&self.db).await?;
+            let rows = self.rows_after(query, Column::Seq, after, limit).await?;
             Page::from_rows(
                 rows,
                 limit,

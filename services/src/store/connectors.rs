@@ -1,6 +1,7 @@
 //! Persistence of connector definitions (with their last health) and of the
 //! dispatch log that keeps work from being handed to a connector twice.
 
+use crate::domain::Label;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

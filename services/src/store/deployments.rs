@@ -3,6 +3,7 @@
 //! each commit), keyset-paginated listings, and the counts behind
 //! `deployments_current`.
 
+use crate::domain::Label;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
@@ -294,10 +295,7 @@ impl Store {
             if let Some(id) = deployment_id {
                 query = query.filter(deployment_event::Column::DeploymentId.eq(id.to_string()));
             }
-            if let Some(after) = after {
-                query = query.filter(deployment_event::Column::Seq.gt(after));
-            }
-            let rows = query.order_by_asc(deployment_event::Column::Seq).limit(limit + 1).all(&self.db).await?;
+            let rows = self.rows_after(query, deployment_event::Column::Seq, after, limit).await?;
             if let Some(id) = deployment_id
                 && rows.is_empty()
                 && deployment::Entity::find()

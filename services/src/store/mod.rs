@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use sea_orm::sqlx;
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    IsolationLevel, Statement, TransactionTrait,
+    AccessMode, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, Notify, broadcast};
@@ -424,6 +425,23 @@ impl Store {
     /// A receiver of every event committed from now on, in sequence order.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.feed.subscribe()
+    }
+
+    /// The rows of `query` after sequence `after` (all when `None`) in
+    /// sequence order, one more than `limit` ([`Page::from_rows`] uses the
+    /// extra one to tell that another page follows).
+    async fn rows_after<E: EntityTrait>(
+        &self,
+        query: Select<E>,
+        seq: E::Column,
+        after: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<E::Model>> {
+        let query = match after {
+            Some(after) => query.filter(seq.gt(after)),
+            None => query,
+        };
+        Ok(query.order_by_asc(seq).limit(limit + 1).all(&self.db).await?)
     }
 
     /// A read-only transaction whose statements all see one snapshot, so a

@@ -3,12 +3,11 @@
 //! it moved, behind the deployment's revision check, so that across any
 //! number of server processes exactly one promotion happens per ring step.
 
+use crate::domain::Label;
 use std::time::Duration;
 
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr, TransactionTrait};
 use uuid::Uuid;
 
 use super::connectors::OutboxWrite;
@@ -144,12 +143,8 @@ impl Store {
         limit: u64,
     ) -> StoreResult<Page<Promotion>> {
         self.guard(async {
-            let mut query =
-                promotion::Entity::find().filter(promotion::Column::DeploymentId.eq(deployment_id.to_string()));
-            if let Some(after) = after {
-                query = query.filter(promotion::Column::Seq.gt(after));
-            }
-            let rows = query.order_by_asc(promotion::Column::Seq).limit(limit + 1).all(&self.db).await?;
+            let query = promotion::Entity::find().filter(promotion::Column::DeploymentId.eq(deployment_id.to_string()));
+            let rows = self.rows_after(query, promotion::Column::Seq, after, limit).await?;
             Page::from_rows(rows, limit, |row| row.seq, promotion_from_row)
         })
         .await

@@ -1,6 +1,7 @@
 //! Persistence of risk models (and their audit log), and the indexed counts
 //! of an app's recent history that the risk factors need.
 
+use crate::domain::Label;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};

@@ -589,7 +589,7 @@ impl MigrationTrait for Migration {
 mod tests {
     use super::*;
     use crate::domain::risk::{Factor, RiskModel};
-    use crate::domain::{Ring, RingPolicy};
+    use crate::domain::{Label, Ring, RingPolicy};
 
     #[test]
     fn the_seeded_risk_model_is_the_code_default_at_writing() {
