@@ -8,9 +8,10 @@ GRPC_ADDR ?= 127.0.0.1:50051
 
 .PHONY: run build test lint fmt services buf smoke bench load e2e up down clean stubs proto-baseline
 
-## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051)
+## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051,
+## the documented development identities of --dev-auth, loopback only)
 run:
-	cargo run -p eucora-services --bin eucora -- serve --simulator-connectors
+	cargo run -p eucora-services --bin eucora -- serve --simulator-connectors --dev-auth
 
 ## build: compile everything, tests included
 build:
@@ -70,6 +71,9 @@ e2e: services
 
 ## up / down: the compose stack (eucora on PostgreSQL, Prometheus, Alertmanager, Grafana on :3000)
 up:
+	@test -f deploy/eucora-auth.toml || { cargo run -q -p eucora-services --bin eucora -- auth token \
+	  --name admin --roles admin --auth-file deploy/eucora-auth.toml > deploy/eucora-admin.token \
+	  && echo "admin token written to deploy/eucora-admin.token (add identities with eucora auth token)"; }
 	docker-compose -f deploy/docker-compose.yml up -d --build
 
 down:

@@ -12,8 +12,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Calls carry a bearer token ([`auth::Bearer`]): the server's auth file
+//! names who holds it and with which roles.
+//!
 //! # Layout
 //! - [`v1`]: messages, enums, `*_client` and `*_server` modules generated from `proto/eucora/v1`.
+//! - [`auth`]: the interceptor that adds a bearer token to every call.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 #![forbid(unsafe_code)]
 
@@ -25,6 +29,52 @@ pub use tonic;
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("eucora.v1");
+}
+
+/// Client-side credentials: every call to the control plane but grpc.health
+/// and reflection carries a bearer token.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use eucora::auth::Bearer;
+/// use eucora::v1::deployment_service_client::DeploymentServiceClient;
+/// let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect().await?;
+/// let mut client = DeploymentServiceClient::with_interceptor(channel, Bearer::new("dev-alice")?);
+/// # Ok(()) }
+/// ```
+pub mod auth {
+    use tonic::metadata::{Ascii, MetadataValue};
+    use tonic::service::Interceptor;
+    use tonic::{Request, Status};
+
+    /// Adds `authorization: Bearer <token>` to every call.
+    #[derive(Clone)]
+    pub struct Bearer(MetadataValue<Ascii>);
+
+    impl Bearer {
+        /// # Errors
+        /// The token is not a valid header value.
+        pub fn new(token: &str) -> Result<Bearer, tonic::metadata::errors::InvalidMetadataValue> {
+            Ok(Bearer(format!("Bearer {token}").parse()?))
+        }
+    }
+
+    impl std::fmt::Debug for Bearer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // The token is a secret: never in logs or panics.
+            f.write_str("Bearer(…)")
+        }
+    }
+
+    impl Interceptor for Bearer {
+        fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+            request.metadata_mut().insert("authorization", self.0.clone());
+            Ok(request)
+        }
+    }
+
+    /// A channel whose calls carry a bearer token.
+    pub type Authenticated<C = tonic::transport::Channel> = tonic::service::interceptor::InterceptedService<C, Bearer>;
 }
 
 /// Encoded `FileDescriptorSet` of every file under `proto/`, including the

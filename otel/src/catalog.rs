@@ -53,6 +53,8 @@ pub mod names {
     pub const DEPLOYMENTS_CURRENT: &str = "deployments_current";
     pub const PROMOTION_GATE_THRESHOLD: &str = "promotion_gate_threshold";
     pub const PROMOTION_GATE_CHECKS: &str = "promotion_gate_checks";
+    pub const AUTH_FAILURES: &str = "auth_failures";
+    pub const AUTH_DENIED: &str = "auth_denied";
     /// OpenTelemetry RPC semantic conventions.
     pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
     pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
@@ -144,6 +146,8 @@ pub struct Catalog {
     deployments_current: Gauge<i64>,
     gate_threshold: Gauge<f64>,
     gate_checks: Counter<u64>,
+    auth_failures: Counter<u64>,
+    auth_denied: Counter<u64>,
 }
 
 // === impl Catalog ===
@@ -241,6 +245,14 @@ impl Catalog {
             gate_checks: meter
                 .u64_counter(names::PROMOTION_GATE_CHECKS)
                 .with_description("Promotion gate checks evaluated, by ring, kind and verdict")
+                .build(),
+            auth_failures: meter
+                .u64_counter(names::AUTH_FAILURES)
+                .with_description("Calls refused UNAUTHENTICATED, by reason (no identity is ever a label)")
+                .build(),
+            auth_denied: meter
+                .u64_counter(names::AUTH_DENIED)
+                .with_description("Calls refused PERMISSION_DENIED, by the role they needed")
                 .build(),
         }
     }
@@ -378,6 +390,16 @@ impl Catalog {
     /// A deployment left `ring` after `seconds` in it.
     pub fn ring_left(&self, ring: Label, seconds: f64) {
         self.ring_duration.record(seconds, &[KeyValue::new("ring", ring)]);
+    }
+
+    /// A call without usable credentials: `reason` is `missing`, `malformed` or `invalid`.
+    pub fn auth_failed(&self, reason: Label) {
+        self.auth_failures.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// An authenticated call refused for want of `role`.
+    pub fn auth_denied(&self, role: Label) {
+        self.auth_denied.add(1, &[KeyValue::new("role", role)]);
     }
 
     /// One finished gRPC call (OpenTelemetry RPC semantic conventions).

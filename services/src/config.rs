@@ -2,9 +2,12 @@
 //! flag can also be set through the `EUCORA_*` variable named in `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::auth::Role;
 
 /// EUCORA control plane: rolls application versions out ring by ring.
 ///
@@ -36,6 +39,30 @@ pub enum Command {
     /// Ask a running server's grpc.health.v1 whether it is SERVING; exit 0 if
     /// so, 1 otherwise (container HEALTHCHECKs, scripts).
     Health(HealthArgs),
+    /// Manage the identities of the auth file.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Generate a random token for a new identity, print it once, and append
+    /// the identity (with the token's SHA-256, never the token) to the auth file.
+    Token(TokenArgs),
+}
+
+/// `eucora auth token`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The identity's name, recorded as the actor of everything it does.
+    #[arg(long)]
+    pub name: String,
+    /// Its roles, comma-separated: viewer, operator, approver, reporter, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub roles: Vec<Role>,
+    /// The auth file to append to (created when missing).
+    #[arg(long, env = "EUCORA_AUTH_FILE", default_value = "eucora-auth.toml")]
+    pub auth_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +146,21 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Identities and their roles (TOML, `[[identity]]` with `name`, `roles`,
+    /// `token_sha256`; see `eucora auth token`); re-read on SIGHUP and when it changes.
+    #[arg(long, env = "EUCORA_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Also accept the documented development tokens — dev-alice (operator), dev-bob
+    /// (approver), dev-carol (admin), dev-victor (viewer), dev-agent (reporter); loopback only.
+    #[arg(long, env = "EUCORA_DEV_AUTH")]
+    pub dev_auth: bool,
+
+    /// Serve without authentication even beyond loopback: anyone who reaches the port is an
+    /// anonymous admin. Without an identity source the server otherwise serves loopback only.
+    #[arg(long, env = "EUCORA_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 
     /// Most connections open at once on each listener (gRPC, /metrics); more are closed at once.
     #[arg(long, env = "EUCORA_MAX_CONNECTIONS", default_value_t = 4096)]

@@ -9,6 +9,7 @@
 //! - [`store`]: sea-orm entities, migrations, the event feed.
 //! - [`connectors`]: connector drivers (HTTP, simulator), breakers, retries, dispatch.
 //! - [`controller`]: the rollout controller (automatic promotion, rollback, stall flags).
+//! - [`auth`]: identities (bearer tokens), the role each RPC needs, the layer enforcing both.
 //! - [`grpc`]: one adapter per gRPC service, validation, conversions.
 //! - [`metrics`]: deployment instruments recorded from committed changes.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connectors;

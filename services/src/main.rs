@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig};
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
-use eucora_services::config::{Cli, Command, DatabaseArgs, LogFormat, MigrateArgs, ServeArgs};
+use eucora_services::auth::{AuthConfig, tokens};
+use eucora_services::config::{AuthCommand, Cli, Command, DatabaseArgs, LogFormat, MigrateArgs, ServeArgs, TokenArgs};
 use eucora_services::domain::connector::SimulatorConfig;
 use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
@@ -29,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
             }
             std::process::exit(1);
         }
+        Command::Auth(AuthCommand::Token(args)) => return new_token(&args),
         Command::Migrate(MigrateArgs { database, log }) => (database, log, None),
         Command::Serve(serve) => (serve.database.clone(), serve.log.clone(), Some(serve)),
     };
@@ -86,6 +88,11 @@ async fn run(database: &DatabaseArgs, serve: Option<&ServeArgs>, identity: &Serv
         max_streams_per_connection: config.max_streams_per_connection,
         max_watch_streams: config.max_watch_streams,
         delivery_retry_interval: config.delivery_retry_interval,
+        auth: AuthConfig {
+            auth_file: config.auth_file.clone(),
+            dev_auth: config.dev_auth,
+            insecure_no_auth: config.insecure_no_auth,
+        },
         ..ServeOptions::default()
     };
     let store = Arc::new(store);
@@ -95,6 +102,20 @@ async fn run(database: &DatabaseArgs, serve: Option<&ServeArgs>, identity: &Serv
         store.close().await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `eucora auth token`: a new identity's token, printed once; the auth file keeps its hash.
+fn new_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let (token, entry) = tokens::generate(&args.name, &args.roles);
+    tokens::append(&args.auth_file, &entry)?;
+    eprintln!(
+        "identity {:?} ({}) added to {}; its token is shown once:",
+        args.name,
+        args.roles.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        args.auth_file.display()
+    );
+    println!("{token}");
     Ok(())
 }
 

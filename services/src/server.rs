@@ -24,6 +24,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::app::{ConnectorRegistry, Deployments, Promotions, RiskModels};
+use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
@@ -36,6 +37,9 @@ use crate::grpc::risk::RiskApi;
 use crate::metrics::DeploymentMetrics;
 use crate::net::{ConnectionLimits, LimitedListener};
 use crate::store::Store;
+
+/// How often the auth file is checked for changes (SIGHUP reloads at once).
+const AUTH_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Fully qualified names of the application services that health reports on.
 pub const SERVED_SERVICES: &[&str] = &[
@@ -80,6 +84,8 @@ pub struct ServeOptions {
     /// How often work still queued for a connector (its first delivery
     /// failed transiently) is delivered again.
     pub delivery_retry_interval: Duration,
+    /// Where identities come from (none: insecure, loopback only).
+    pub auth: AuthConfig,
 }
 
 impl Default for ServeOptions {
@@ -97,6 +103,7 @@ impl Default for ServeOptions {
             max_streams_per_connection: 256,
             max_watch_streams: 1024,
             delivery_retry_interval: Duration::from_secs(30),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -134,6 +141,8 @@ pub enum ServeError {
     Metrics(#[from] std::io::Error),
     #[error("creating the simulator connectors: {0}")]
     Simulators(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, ends watch
@@ -148,6 +157,9 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Refuse an unsafe set-up before anything listens.
+    let served = [listeners.grpc.local_addr()?, listeners.metrics.local_addr()?];
+    let authenticator = Arc::new(Authenticator::new(options.auth.clone(), &served)?);
     let stop = CancellationToken::new();
     let readiness = Readiness::default();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -221,6 +233,7 @@ pub async fn serve(
         tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, stop.clone())),
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
         tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
+        tokio::spawn(authenticator.clone().watch(AUTH_FILE_CHECK_INTERVAL, stop.clone())),
     ];
 
     let stop_on_signal = stop.clone();
@@ -239,6 +252,7 @@ pub async fn serve(
         .layer(correlation::layer())
         .layer(RpcObservabilityLayer::new(telemetry.catalog.clone(), served_methods()))
         .layer(CallLimitsLayer)
+        .layer(AuthLayer::new(authenticator.clone(), telemetry.catalog.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

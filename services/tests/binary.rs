@@ -60,6 +60,48 @@ fn help_explains_every_flag_and_its_environment_variable() {
 }
 
 #[test]
+fn an_unauthenticated_server_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("eucora.db").display());
+    let serve = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["serve", "--listen", "0.0.0.0:0", "--metrics-listen", "127.0.0.1:0", "--database-url", &url])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = serve(&[]);
+    assert!(!refused.status.success());
+    let logs = String::from_utf8_lossy(&refused.stdout);
+    assert!(logs.contains("refusing to serve") && logs.contains("--insecure-no-auth"), "{logs}");
+    let dev = serve(&["--dev-auth"]);
+    assert!(!dev.status.success());
+    assert!(String::from_utf8_lossy(&dev.stdout).contains("--dev-auth accepts documented tokens"));
+}
+
+#[test]
+fn auth_token_prints_a_token_once_and_stores_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.toml");
+    let output = Command::new(BIN)
+        .args(["auth", "token", "--name", "alice", "--roles", "operator,approver", "--auth-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains(&token), "the token itself is never stored");
+    let table = eucora_services::auth::TokenTable::load(&file).unwrap();
+    assert_eq!(table.identify(&token).unwrap().name, "alice");
+    let token_for = |name: &str, roles: &str| {
+        Command::new(BIN).args(["auth", "token", "--name", name, "--roles", roles, "--auth-file"]).arg(&file).output()
+    };
+    assert!(!token_for("alice", "viewer").unwrap().status.success(), "an identity is added once");
+    assert!(!token_for("bob", "root").unwrap().status.success(), "roles are the five known ones");
+}
+
+#[test]
 fn migrate_twice_then_serve_and_stop_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("eucora.db").display());

@@ -18,12 +18,12 @@ use axum::routing::{delete, get, post};
 use common::{
     Backend, ManualClock, TestServer, assert_code, create_request, events_of, scrape, start_server, start_server_with,
 };
+use eucora::auth::Authenticated;
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 on_every_backend!(
@@ -32,7 +32,7 @@ on_every_backend!(
     a_simulator_rollout_runs_from_lab_to_global
 );
 
-fn connectors(server: &TestServer) -> ConnectorServiceClient<Channel> {
+fn connectors(server: &TestServer) -> ConnectorServiceClient<Authenticated> {
     ConnectorServiceClient::new(server.channel.clone())
 }
 
@@ -53,7 +53,10 @@ fn http_connector(name: &str, endpoint: &str) -> pb::Connector {
     }
 }
 
-async fn create_connector(client: &mut ConnectorServiceClient<Channel>, connector: pb::Connector) -> pb::Connector {
+async fn create_connector(
+    client: &mut ConnectorServiceClient<Authenticated>,
+    connector: pb::Connector,
+) -> pb::Connector {
     let request = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
     client.create_connector(request).await.unwrap().into_inner().connector.unwrap()
 }
@@ -121,7 +124,6 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
             ..Default::default()
         }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["enabled".into()] }),
-        actor: "alice".into(),
         reason: "maintenance".into(),
     };
     let updated = client.update_connector(update.clone()).await.unwrap().into_inner().connector.unwrap();
@@ -154,7 +156,6 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
     let delete = pb::DeleteConnectorRequest {
         connector_name: "ansible-prod".into(),
         etag: moved.etag.clone(),
-        actor: "bob".into(),
         reason: "retired".into(),
     };
     client.delete_connector(delete).await.unwrap();
@@ -170,8 +171,8 @@ async fn the_registry_validates_and_never_echoes_secrets(backend: Backend) {
     use pb::ConnectorChangeKind as Kind;
     assert_eq!(kinds, [Kind::Created, Kind::Updated, Kind::Updated, Kind::Deleted]);
     assert!(changes.windows(2).all(|w| w[0].sequence < w[1].sequence));
-    assert_eq!((changes[1].actor.as_str(), changes[1].reason.as_str()), ("alice", "maintenance"));
-    assert_eq!((changes[3].actor.as_str(), changes[3].reason.as_str()), ("bob", "retired"));
+    assert_eq!((changes[1].actor.as_str(), changes[1].reason.as_str()), ("carol", "maintenance"));
+    assert_eq!((changes[3].actor.as_str(), changes[3].reason.as_str()), ("carol", "retired"));
     assert!(changes[0].before.is_none() && changes[3].after.is_none());
     assert!(changes[1].before.as_ref().unwrap().enabled && !changes[1].after.as_ref().unwrap().enabled);
     assert!(changes[0].after.as_ref().unwrap().has_auth_token && !changes[2].after.as_ref().unwrap().has_auth_token);
@@ -293,8 +294,7 @@ async fn approved(server: &TestServer, request_id: &str) -> pb::Deployment {
 }
 
 async fn start(server: &TestServer, id: &str) -> Result<pb::Deployment, tonic::Status> {
-    let request =
-        pb::StartDeploymentRequest { deployment_id: id.to_owned(), actor: "ops".into(), ..Default::default() };
+    let request = pb::StartDeploymentRequest { deployment_id: id.to_owned(), ..Default::default() };
     server.deployments().start_deployment(request).await.map(|r| r.into_inner().deployment.unwrap())
 }
 
@@ -424,7 +424,6 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     let reset = pb::ResetCircuitBreakerRequest {
         connector_name: "adapter".into(),
         etag: failing.etag.clone(),
-        actor: "oncall".into(),
         reason: "adapter fixed".into(),
     };
     let closed = connectors(&server).reset_circuit_breaker(reset).await.unwrap().into_inner().breaker.unwrap();
@@ -434,7 +433,7 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     let changes = connectors(&server).list_connector_changes(request).await.unwrap().into_inner().changes;
     let last = changes.last().unwrap();
     assert_eq!(last.kind(), pb::ConnectorChangeKind::BreakerReset);
-    assert_eq!((last.actor.as_str(), last.reason.as_str()), ("oncall", "adapter fixed"));
+    assert_eq!((last.actor.as_str(), last.reason.as_str()), ("carol", "adapter fixed"));
     server.stop().await;
 }
 

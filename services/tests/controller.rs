@@ -182,7 +182,6 @@ async fn a_paused_deployment_stays_past_its_bake_time_and_moves_after_resume() {
     let mut client = server.deployments();
     let pause = pb::PauseDeploymentRequest {
         deployment_id: deployment.id.clone(),
-        actor: "oncall".into(),
         reason: "freeze".into(),
         ..Default::default()
     };
@@ -197,11 +196,7 @@ async fn a_paused_deployment_stays_past_its_bake_time_and_moves_after_resume() {
     assert_eq!(still.current_ring(), pb::Ring::Lab, "paused: not promoted past its bake time");
     assert!(still.next_action.contains("paused"), "{}", still.next_action);
 
-    let resume = pb::ResumeDeploymentRequest {
-        deployment_id: deployment.id.clone(),
-        actor: "oncall".into(),
-        ..Default::default()
-    };
+    let resume = pb::ResumeDeploymentRequest { deployment_id: deployment.id.clone(), ..Default::default() };
     client.resume_deployment(resume).await.unwrap();
     let promoted = wait_for(&mut watch, pb::DeploymentEventKind::RingPromoted, Some(pb::Ring::Canary)).await;
     assert_eq!(promoted.actor, "controller");
@@ -245,7 +240,6 @@ async fn a_manual_promotion_racing_the_controller_promotes_once() {
             let request = pb::PromoteDeploymentRequest {
                 deployment_id: deployment.id.clone(),
                 from_ring: pb::Ring::Lab.into(),
-                actor: "release-manager".into(),
                 ..Default::default()
             };
             tokio::spawn(async move { promotions.promote_deployment(request).await })

@@ -70,7 +70,6 @@ async fn a_bad_report_is_corrected_with_an_audit_event(backend: Backend) {
         ring: pb::Ring::Lab.into(),
         success_count: 10,
         failure_count: 0,
-        actor: "oncall".into(),
         reason: reason.into(),
         etag: etag.into(),
     };
@@ -89,7 +88,7 @@ async fn a_bad_report_is_corrected_with_an_audit_event(backend: Backend) {
     let events = events_of(&mut client, &deployment.id).await;
     let last = events.last().unwrap();
     assert_eq!(last.kind(), pb::DeploymentEventKind::OutcomeCorrected);
-    assert_eq!(last.actor, "oncall");
+    assert_eq!(last.actor, "carol", "the authenticated caller corrected it");
     assert_eq!(
         last.reason,
         "LAB: corrected from 900 succeeded, 900 failed to 10 succeeded, 0 failed: double-counted devices"
@@ -161,7 +160,6 @@ async fn control_characters_are_refused_in_every_text_field(backend: Backend) {
         policy: Some(policy),
         update_mask: Some(prost_types::FieldMask { paths: vec!["auto_promote".into()] }),
         reason: "tidy\0".into(),
-        ..Default::default()
     };
     assert_bad_field(promotions.update_ring_policy(update).await, "reason");
     let connector = pb::Connector {

@@ -6,12 +6,15 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Backend, assert_code, create, create_request, events_of, start_server, start_server_with, started};
+use common::{
+    APPROVER, Backend, OPERATOR, REPORTER, assert_code, create, create_request, events_of, start_server,
+    start_server_with, started,
+};
+use eucora::auth::Authenticated;
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
@@ -29,7 +32,10 @@ on_every_backend!(
 
 async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
     let server = start_server(backend).await;
-    let mut client = server.deployments();
+    // Each step as the identity whose role it needs: alice operates, bob
+    // approves, the agent reports; the audit trail names each.
+    let mut client = server.deployments_as(OPERATOR);
+    let mut agent = server.deployments_as(REPORTER);
 
     let mut request = Request::new(create_request("life-1", "firefox", 70));
     request.metadata_mut().insert("x-correlation-id", "corr-life".parse().unwrap());
@@ -41,37 +47,22 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
     assert_eq!(created.current_ring(), pb::Ring::Lab);
     assert_eq!(created.correlation_id, "corr-life");
 
-    let denied = client
-        .approve_deployment(pb::ApproveDeploymentRequest {
-            deployment_id: created.id.clone(),
-            approver: "alice".into(),
-            ..Default::default()
-        })
-        .await;
-    assert_code(denied, Code::PermissionDenied);
-
-    let approved = client
-        .approve_deployment(pb::ApproveDeploymentRequest {
-            deployment_id: created.id.clone(),
-            approver: "bob".into(),
-            reason: "CAB-42".into(),
-            etag: created.etag.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deployment
-        .unwrap();
+    let approve = pb::ApproveDeploymentRequest {
+        deployment_id: created.id.clone(),
+        reason: "CAB-42".into(),
+        etag: created.etag.clone(),
+    };
+    assert_eq!(created.submitter, "alice", "the authenticated caller submits");
+    let denied = assert_code(client.approve_deployment(approve.clone()).await, Code::PermissionDenied);
+    assert!(denied.message().contains("approver role"), "{}", denied.message());
+    let approved =
+        server.deployments_as(APPROVER).approve_deployment(approve).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(approved.status(), pb::DeploymentStatus::Approved);
     assert_eq!(approved.cab_approver, "bob");
     assert_ne!(approved.etag, created.etag);
 
     let started = client
-        .start_deployment(pb::StartDeploymentRequest {
-            deployment_id: created.id.clone(),
-            actor: "ops".into(),
-            ..Default::default()
-        })
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -86,24 +77,19 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
         ring: pb::Ring::Lab.into(),
         success_count: success,
         failure_count: failure,
-        actor: "agent".into(),
         ..Default::default()
     };
-    client.report_ring_outcome(report(40, 1)).await.unwrap();
-    let reported = client.report_ring_outcome(report(97, 3)).await.unwrap().into_inner().deployment.unwrap();
+    agent.report_ring_outcome(report(40, 1)).await.unwrap();
+    let reported = agent.report_ring_outcome(report(97, 3)).await.unwrap().into_inner().deployment.unwrap();
     let lab = &reported.ring_progress[0];
     assert_eq!((lab.success_count, lab.failure_count), (97, 3));
     assert!((lab.success_rate - 0.97).abs() < 1e-9);
-    assert_code(client.report_ring_outcome(report(90, 3)).await, Code::FailedPrecondition);
-    let unchanged = client.report_ring_outcome(report(97, 3)).await.unwrap().into_inner().deployment.unwrap();
+    assert_code(agent.report_ring_outcome(report(90, 3)).await, Code::FailedPrecondition);
+    let unchanged = agent.report_ring_outcome(report(97, 3)).await.unwrap().into_inner().deployment.unwrap();
     assert_eq!(unchanged.etag, reported.etag, "a retried report changes nothing");
 
     let completed = client
-        .complete_deployment(pb::CompleteDeploymentRequest {
-            deployment_id: created.id.clone(),
-            actor: "ops".into(),
-            ..Default::default()
-        })
+        .complete_deployment(pb::CompleteDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -142,13 +128,13 @@ async fn whole_lifecycle_with_cab_and_audit_trail(backend: Backend) {
             (K::Created, S::Unspecified, S::Pending, "alice"),
             (K::StatusChanged, S::Pending, S::AwaitingCab, "system"),
             (K::StatusChanged, S::AwaitingCab, S::Approved, "bob"),
-            (K::StatusChanged, S::Approved, S::Deploying, "ops"),
+            (K::StatusChanged, S::Approved, S::Deploying, "alice"),
             // The decision first, then the connector taking the work.
-            (K::Dispatched, S::Deploying, S::Deploying, "ops"),
-            (K::Delivered, S::Deploying, S::Deploying, "ops"),
+            (K::Dispatched, S::Deploying, S::Deploying, "alice"),
+            (K::Delivered, S::Deploying, S::Deploying, "alice"),
             (K::OutcomeReported, S::Deploying, S::Deploying, "agent"),
             (K::OutcomeReported, S::Deploying, S::Deploying, "agent"),
-            (K::StatusChanged, S::Deploying, S::Completed, "ops"),
+            (K::StatusChanged, S::Deploying, S::Completed, "alice"),
         ]
     );
     assert_eq!(events[0].correlation_id, "corr-life");
@@ -291,7 +277,6 @@ async fn concurrent_mutations_with_one_etag_have_one_winner(backend: Backend) {
                 ring: pb::Ring::Lab.into(),
                 success_count: 10 + i,
                 failure_count: 0,
-                actor: format!("agent-{i}"),
                 etag: deployment.etag.clone(),
                 ..Default::default()
             };
@@ -358,7 +343,7 @@ async fn next_event(stream: &mut tonic::Streaming<pb::WatchDeploymentsResponse>)
 }
 
 /// Every event of the fleet, read through ListEvents a page at a time from `after`.
-async fn list_all_events(client: &mut DeploymentServiceClient<Channel>, after: i64) -> Vec<pb::DeploymentEvent> {
+async fn list_all_events(client: &mut DeploymentServiceClient<Authenticated>, after: i64) -> Vec<pb::DeploymentEvent> {
     let mut events = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -519,7 +504,6 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
         pb::CreateDeploymentRequest { evidence_pack_id: "x".into(), ..base.clone() },
         "evidence_pack_id",
     ));
-    cases.push(("no submitter", pb::CreateDeploymentRequest { submitter: String::new(), ..base.clone() }, "submitter"));
     cases.push((
         "no request id",
         pb::CreateDeploymentRequest { request_id: String::new(), ..base.clone() },
@@ -615,22 +599,9 @@ async fn bad_input_gets_the_right_code(backend: Backend) {
         Code::InvalidArgument,
     );
     assert_code(
-        client
-            .approve_deployment(pb::ApproveDeploymentRequest {
-                deployment_id: id.clone(),
-                approver: String::new(),
-                ..Default::default()
-            })
-            .await,
-        Code::InvalidArgument,
-    );
-    assert_code(
-        client
-            .approve_deployment(pb::ApproveDeploymentRequest {
-                deployment_id: id.clone(),
-                approver: "bob".into(),
-                ..Default::default()
-            })
+        server
+            .deployments_as(APPROVER)
+            .approve_deployment(pb::ApproveDeploymentRequest { deployment_id: id.clone(), ..Default::default() })
             .await,
         Code::FailedPrecondition,
     );
@@ -684,7 +655,7 @@ async fn slow_watcher_is_told_it_fell_behind_and_does_not_block_others() {
         .connect()
         .await
         .unwrap();
-    let mut slow = DeploymentServiceClient::new(slow_channel)
+    let mut slow = DeploymentServiceClient::new(common::authenticated(&slow_channel, common::VIEWER))
         .watch_deployments(pb::WatchDeploymentsRequest::default())
         .await
         .unwrap()

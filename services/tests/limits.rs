@@ -57,7 +57,7 @@ async fn a_flood_of_idle_connections_is_cut_and_clients_get_in() {
     }
     // Real clients get in on both listeners while the flood sockets are still held.
     let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
-    let mut client = DeploymentServiceClient::new(channel);
+    let mut client = DeploymentServiceClient::new(common::authenticated(&channel, common::ADMIN));
     client.create_deployment(create_request("after-flood", "firefox", 10)).await.expect("create after the flood");
     let (status, _, _) = common::http_get(&server, "/metrics").await;
     assert_eq!(status, 200);
@@ -102,6 +102,7 @@ async fn calls_per_connection_are_capped() {
         tokio::time::timeout(Duration::from_millis(500), client.get_deployment(pb::GetDeploymentRequest::default()));
     assert!(third.await.is_err(), "the third concurrent call on one connection must wait");
     let other = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let other = common::authenticated(&other, common::VIEWER);
     let answer = DeploymentServiceClient::new(other).get_deployment(pb::GetDeploymentRequest::default()).await;
     assert_code(answer, Code::InvalidArgument);
     server.stop().await;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::exposition::Exposition;
-use common::{Backend, assert_code, create, create_request, http_get, scrape, start_server};
+use common::{APPROVER, Backend, assert_code, create, create_request, http_get, scrape, start_server};
 use eucora::v1 as pb;
 use tonic::Code;
 
@@ -35,24 +35,9 @@ async fn a_real_scrape_matches_the_telemetry_contract() {
 
     // firefox: high risk, CAB, deploys, reaches compliance in LAB, completes.
     let firefox = create(&mut client, "m-firefox", "firefox", 70).await;
-    assert_code(
-        client
-            .approve_deployment(pb::ApproveDeploymentRequest {
-                deployment_id: firefox.id.clone(),
-                approver: "alice".into(),
-                ..Default::default()
-            })
-            .await,
-        Code::PermissionDenied,
-    );
-    client
-        .approve_deployment(pb::ApproveDeploymentRequest {
-            deployment_id: firefox.id.clone(),
-            approver: "bob".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let approve = pb::ApproveDeploymentRequest { deployment_id: firefox.id.clone(), ..Default::default() };
+    assert_code(client.approve_deployment(approve.clone()).await, Code::PermissionDenied);
+    server.deployments_as(APPROVER).approve_deployment(approve).await.unwrap();
     client
         .start_deployment(pb::StartDeploymentRequest { deployment_id: firefox.id.clone(), ..Default::default() })
         .await
@@ -244,14 +229,8 @@ async fn promtool_accepts_a_real_scrape() {
     let server = start_server(Backend::Sqlite).await;
     let mut client = server.deployments();
     let d = create(&mut client, "promtool", "promtool-app", 80).await;
-    client
-        .approve_deployment(pb::ApproveDeploymentRequest {
-            deployment_id: d.id,
-            approver: "bob".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let approve = pb::ApproveDeploymentRequest { deployment_id: d.id, ..Default::default() };
+    server.deployments_as(APPROVER).approve_deployment(approve).await.unwrap();
     let (_, _, body) = http_get(&server, "/metrics").await;
     server.stop().await;
 

@@ -18,16 +18,16 @@ use common::{
     Backend, Options, TestDatabase, TestServer, create_request, promote_request, report_healthy, start_server_on,
     start_server_with,
 };
+use eucora::auth::Authenticated;
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
-use tonic::transport::Channel;
 
 /// An adapter that reads each deployment back through the server when it
 /// is called: what it sees is what was durable when it heard of the work.
 #[derive(Default)]
 struct Witness {
-    server: Mutex<Option<Channel>>,
+    server: Mutex<Option<Authenticated>>,
     /// (operation, status, current ring) as read during each call.
     seen: Mutex<Vec<(&'static str, pb::DeploymentStatus, pb::Ring)>>,
     /// Calls to answer 503 before answering 200.
@@ -94,7 +94,7 @@ fn through_witness(request_id: &str) -> pb::CreateDeploymentRequest {
     }
 }
 
-async fn read(client: &mut DeploymentServiceClient<Channel>, id: &str) -> pb::Deployment {
+async fn read(client: &mut DeploymentServiceClient<Authenticated>, id: &str) -> pb::Deployment {
     client
         .get_deployment(pb::GetDeploymentRequest { deployment_id: id.to_owned() })
         .await

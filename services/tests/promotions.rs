@@ -6,9 +6,10 @@
 mod common;
 
 use common::{
-    Backend, ServerProcess, TestDatabase, assert_code, create, events_of, promote_request, report_healthy, scrape,
-    start_server, started,
+    ADMIN, APPROVER, Backend, ServerProcess, TestDatabase, assert_code, create, events_of, promote_request,
+    report_healthy, scrape, start_server, started,
 };
+use eucora::auth::Authenticated;
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
@@ -28,8 +29,8 @@ on_every_backend!(
 
 /// Reports healthy outcomes and promotes until the deployment is in `ring`.
 async fn advance_to(
-    deployments: &mut DeploymentServiceClient<Channel>,
-    promotions: &mut RingPromotionServiceClient<Channel>,
+    deployments: &mut DeploymentServiceClient<Authenticated>,
+    promotions: &mut RingPromotionServiceClient<Authenticated>,
     mut deployment: pb::Deployment,
     ring: pb::Ring,
 ) -> pb::Deployment {
@@ -41,7 +42,7 @@ async fn advance_to(
     deployment
 }
 
-async fn promotions_of(promotions: &mut RingPromotionServiceClient<Channel>, id: &str) -> Vec<pb::Promotion> {
+async fn promotions_of(promotions: &mut RingPromotionServiceClient<Authenticated>, id: &str) -> Vec<pb::Promotion> {
     let request = pb::ListPromotionsRequest { deployment_id: id.to_owned(), ..Default::default() };
     promotions.list_promotions(request).await.unwrap().into_inner().promotions
 }
@@ -97,7 +98,6 @@ async fn policies_have_design_defaults_and_validated_audited_updates(backend: Ba
         // `policy.etag` (here the one read) makes the update conditional.
         policy: Some(pb::RingPolicy { min_sample_size: 500, min_success_rate: 0.1, ..pilot.clone() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["min_sample_size".into()] }),
-        actor: "sre-lead".into(),
         reason: "bigger PILOT sample".into(),
     };
     let updated = promotions.update_ring_policy(update.clone()).await.unwrap().into_inner().policy.unwrap();
@@ -115,7 +115,7 @@ async fn policies_have_design_defaults_and_validated_audited_updates(backend: Ba
     assert_eq!(changes.changes.len(), 1, "{changes:?}");
     assert!(changes.next_page_token.is_empty());
     let change = &changes.changes[0];
-    assert_eq!((change.actor.as_str(), change.reason.as_str()), ("sre-lead", "bigger PILOT sample"));
+    assert_eq!((change.actor.as_str(), change.reason.as_str()), ("carol", "bigger PILOT sample"));
     assert_eq!(change.ring(), pb::Ring::Pilot);
     assert_eq!(change.before.as_ref().unwrap(), pilot, "the policy before, as it was read");
     assert_eq!(change.after.as_ref().unwrap(), &updated, "the policy after, as the update answered");
@@ -254,7 +254,6 @@ async fn rollback_from_pilot_removes_and_ends_rolled_back(backend: Backend) {
     let request = pb::RollbackDeploymentRequest {
         deployment_id: deployment.id.clone(),
         request_id: "rollback-1".into(),
-        actor: "oncall".into(),
         reason: "crash reports from PILOT".into(),
         etag: deployment.etag.clone(),
     };
@@ -295,16 +294,16 @@ async fn a_cab_rejection_stops_the_deployment(backend: Backend) {
     let server = start_server(backend).await;
     let (mut deployments, mut promotions) = (server.deployments(), server.promotions());
     let risky = create(&mut deployments, "cab-reject", "kernel-driver", 90).await;
-    let self_reject =
-        pb::RejectDeploymentRequest { deployment_id: risky.id.clone(), approver: "alice".into(), ..Default::default() };
+    // carol submitted it: she may hold the approver role (admin), never on her own submission.
+    let self_reject = pb::RejectDeploymentRequest { deployment_id: risky.id.clone(), ..Default::default() };
     assert_code(deployments.reject_deployment(self_reject).await, Code::PermissionDenied);
     let reject = pb::RejectDeploymentRequest {
         deployment_id: risky.id.clone(),
-        approver: "cab-chair".into(),
         reason: "no rollback plan".into(),
         ..Default::default()
     };
-    let rejected = deployments.reject_deployment(reject).await.unwrap().into_inner().deployment.unwrap();
+    let rejected = server.deployments_as(APPROVER).reject_deployment(reject).await.unwrap();
+    let rejected = rejected.into_inner().deployment.unwrap();
     assert_eq!(rejected.status(), pb::DeploymentStatus::Rejected);
     assert_code(
         deployments
@@ -317,14 +316,14 @@ async fn a_cab_rejection_stops_the_deployment(backend: Backend) {
     let last = events.last().unwrap();
     assert_eq!(
         (last.to_status(), last.actor.as_str(), last.reason.as_str()),
-        (pb::DeploymentStatus::Rejected, "cab-chair", "no rollback plan")
+        (pb::DeploymentStatus::Rejected, "bob", "no rollback plan")
     );
     server.stop().await;
 }
 
 /// Sends `count` identical promotions at once over `clients` and returns (successes, codes of the rest).
 async fn race(
-    clients: Vec<RingPromotionServiceClient<Channel>>,
+    clients: Vec<RingPromotionServiceClient<Authenticated>>,
     request: pb::PromoteDeploymentRequest,
     count: usize,
 ) -> (usize, Vec<Code>) {
@@ -370,7 +369,9 @@ async fn two_server_processes_on_one_postgres_promote_exactly_once() {
     // One after the other: the first applies the migrations, the second finds them done.
     let first = ServerProcess::spawn(&database.url).await;
     let second = ServerProcess::spawn(&database.url).await;
-    let channel = |addr: &str| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let channel = |addr: &str| {
+        common::authenticated(&Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy(), ADMIN)
+    };
     let (a, b) = (channel(&first.grpc), channel(&second.grpc));
     // A simulator that reports nothing: the test reports the outcomes.
     let quiet = pb::Connector {

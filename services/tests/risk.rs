@@ -103,7 +103,6 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
     let strict = pb::RiskModel { name: "strict".into(), threshold: 20, ..listed[0].clone() };
     let create = pb::CreateRiskModelRequest {
         model: Some(strict.clone()),
-        actor: "risk-officer".into(),
         reason: "tighter".into(),
         request_id: "risk-strict-1".into(),
     };
@@ -121,7 +120,6 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
         .activate_risk_model(pb::ActivateRiskModelRequest {
             version: 2,
             etag: created.etag.clone(),
-            actor: "risk-officer".into(),
             reason: "Q4".into(),
         })
         .await

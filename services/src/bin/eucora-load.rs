@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use eucora::auth::{Authenticated, Bearer};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -45,6 +46,9 @@ struct Args {
     /// How long to run (e.g. `10s`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Bearer token of an operator (the default is the development operator of a `--dev-auth` server).
+    #[arg(long, env = "EUCORA_TOKEN", default_value = "dev-alice")]
+    token: String,
 }
 
 #[tokio::main]
@@ -56,8 +60,12 @@ async fn main() -> anyhow::Result<()> {
             Endpoint::from_shared(args.target.clone())?.tcp_nodelay(true).connect().await.context("connect")?;
         channels.push(channel);
     }
+    let bearer = Bearer::new(&args.token)?;
     let seed = match args.rpc {
-        Rpc::Get => Some(create(&mut DeploymentServiceClient::new(channels[0].clone()), "seed").await?.id),
+        Rpc::Get => {
+            let mut client = DeploymentServiceClient::with_interceptor(channels[0].clone(), bearer.clone());
+            Some(create(&mut client, "seed").await?.id)
+        }
         _ => None,
     };
     let counter = Arc::new(AtomicU64::new(0));
@@ -68,12 +76,13 @@ async fn main() -> anyhow::Result<()> {
         .map(|worker| {
             let channel = channels[worker % channels.len()].clone();
             let (rpc, seed, counter, errors) = (args.rpc, seed.clone(), counter.clone(), errors.clone());
+            let bearer = bearer.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let call = Instant::now();
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if one_call(rpc, &channel, seed.as_deref(), worker, n).await.is_err() {
+                    if one_call(rpc, &channel, &bearer, seed.as_deref(), worker, n).await.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                     latencies.push(call.elapsed());
@@ -105,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> anyhow::Result<pb::Deployment> {
+async fn create(
+    client: &mut DeploymentServiceClient<Authenticated>,
+    request_id: &str,
+) -> anyhow::Result<pb::Deployment> {
     let request = pb::CreateDeploymentRequest {
         request_id: request_id.to_owned(),
         app_name: format!("load-{}", request_id.len() % 50),
@@ -113,26 +125,31 @@ async fn create(client: &mut DeploymentServiceClient<Channel>, request_id: &str)
         connector_type: pb::ConnectorType::Intune.into(),
         target_ring: pb::Ring::Global.into(),
         evidence_pack_id: "6f1c1f9e-3d2a-4c4b-9a57-0d8f7c9b1e11".into(),
-        submitter: "load".into(),
         ..Default::default()
     };
     client.create_deployment(request).await?.into_inner().deployment.context("no deployment")
 }
 
-async fn one_call(rpc: Rpc, channel: &Channel, seed: Option<&str>, worker: usize, n: u64) -> anyhow::Result<()> {
+async fn one_call(
+    rpc: Rpc,
+    channel: &Channel,
+    bearer: &Bearer,
+    seed: Option<&str>,
+    worker: usize,
+    n: u64,
+) -> anyhow::Result<()> {
+    let deployments = || DeploymentServiceClient::with_interceptor(channel.clone(), bearer.clone());
     match rpc {
         Rpc::Create => {
             let id = format!("load-{}-{worker}-{n}", std::process::id());
-            create(&mut DeploymentServiceClient::new(channel.clone()), &id).await?;
+            create(&mut deployments(), &id).await?;
         }
         Rpc::Get => {
             let request = pb::GetDeploymentRequest { deployment_id: seed.unwrap_or_default().to_owned() };
-            DeploymentServiceClient::new(channel.clone()).get_deployment(request).await?;
+            deployments().get_deployment(request).await?;
         }
         Rpc::List => {
-            DeploymentServiceClient::new(channel.clone())
-                .list_deployments(pb::ListDeploymentsRequest::default())
-                .await?;
+            deployments().list_deployments(pb::ListDeploymentsRequest::default()).await?;
         }
         Rpc::Health => {
             HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await?;

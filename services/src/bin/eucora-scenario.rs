@@ -7,30 +7,33 @@
 //! Used by `make e2e` (deploy/e2e/run). Bounded: every wait gives up after
 //! 20 s.
 //!
-//! `eucora-scenario --target http://127.0.0.1:50051`
+//! `eucora-scenario --target http://127.0.0.1:50051 [--token dev-carol]` (an admin's token)
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use eucora::auth::{Authenticated, Bearer};
 use eucora::v1 as pb;
 use eucora::v1::connector_service_client::ConnectorServiceClient;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use tonic::Code;
-use tonic::transport::Channel;
 
 #[derive(Debug, Parser)]
 struct Args {
     /// Server address.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
+    /// Bearer token of an admin (the default is the development admin of a `--dev-auth` server).
+    #[arg(long, env = "EUCORA_TOKEN", default_value = "dev-carol")]
+    token: String,
 }
 
 struct Clients {
-    deployments: DeploymentServiceClient<Channel>,
-    promotions: RingPromotionServiceClient<Channel>,
-    connectors: ConnectorServiceClient<Channel>,
+    deployments: DeploymentServiceClient<Authenticated>,
+    promotions: RingPromotionServiceClient<Authenticated>,
+    connectors: ConnectorServiceClient<Authenticated>,
 }
 
 fn evidence(risky: bool) -> pb::EvidencePack {
@@ -71,7 +74,6 @@ fn new_deployment(
         connector_name: connector.into(),
         target_ring: pb::Ring::Global.into(),
         evidence_pack_id: "0b7e5a52-8c1f-4d0e-b1a3-6f2d9c4e7a10".into(),
-        submitter: "alice".into(),
         evidence: Some(evidence(risky)),
         ..Default::default()
     }
@@ -80,11 +82,7 @@ fn new_deployment(
 impl Clients {
     async fn create_and_start(&mut self, request: pb::CreateDeploymentRequest) -> anyhow::Result<String> {
         let created = self.deployments.create_deployment(request).await?.into_inner().deployment.context("created")?;
-        let start = pb::StartDeploymentRequest {
-            deployment_id: created.id.clone(),
-            actor: "scenario".into(),
-            ..Default::default()
-        };
+        let start = pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() };
         self.deployments.start_deployment(start).await?;
         Ok(created.id)
     }
@@ -130,7 +128,6 @@ impl Clients {
         let request = pb::PromoteDeploymentRequest {
             deployment_id: id.into(),
             from_ring: deployment.current_ring,
-            actor: "release-manager".into(),
             ..Default::default()
         };
         self.promotions.promote_deployment(request).await?.into_inner().deployment.context("promoted")
@@ -141,10 +138,11 @@ impl Clients {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let channel = tonic::transport::Endpoint::from_shared(args.target)?.connect().await.context("connect")?;
+    let bearer = Bearer::new(&args.token)?;
     let mut c = Clients {
-        deployments: DeploymentServiceClient::new(channel.clone()),
-        promotions: RingPromotionServiceClient::new(channel.clone()),
-        connectors: ConnectorServiceClient::new(channel),
+        deployments: DeploymentServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        promotions: RingPromotionServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        connectors: ConnectorServiceClient::with_interceptor(channel, bearer),
     };
 
     // Promoted ring by ring to PILOT, then rolled back by an operator.
@@ -155,7 +153,6 @@ async fn main() -> anyhow::Result<()> {
     let rollback = pb::RollbackDeploymentRequest {
         deployment_id: rollout.clone(),
         reason: "crash reports from PILOT".into(),
-        actor: "oncall".into(),
         ..Default::default()
     };
     c.promotions.rollback_deployment(rollback).await?;

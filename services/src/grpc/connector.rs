@@ -253,10 +253,10 @@ impl ConnectorService for ConnectorApi {
         };
         let mut v = Violations::new();
         let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
-        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
+        let reason = v.reason(&req.reason);
         v.finish()?;
         let def = connector_from_input(input, None, &[], self.now())?;
-        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let ctx = change_context(self.app.clock(), &request, reason);
         let def = self.app.create(def, request_id.as_deref(), &ctx).await?;
         Ok(Response::new(pb::CreateConnectorResponse { connector: Some(connector_to_proto(&def)) }))
     }
@@ -300,12 +300,12 @@ impl ConnectorService for ConnectorApi {
         };
         let mut v = Violations::new();
         let etag = v.etag("connector.etag", &input.etag);
-        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
+        let reason = v.reason(&req.reason);
         v.finish()?;
         let name = valid_name("connector.name", &input.name)?;
         let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
         let now = self.now();
-        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let ctx = change_context(self.app.clock(), &request, reason);
         let saved = self
             .app
             .update(name, etag, &ctx, |current| connector_from_input(input, Some(current), &paths, now))
@@ -320,10 +320,10 @@ impl ConnectorService for ConnectorApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let etag = v.etag("etag", &req.etag);
-        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
+        let reason = v.reason(&req.reason);
         v.finish()?;
         let name = valid_name("connector_name", &req.connector_name)?;
-        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let ctx = change_context(self.app.clock(), &request, reason);
         self.app.delete(name, etag, &ctx).await?;
         Ok(Response::new(pb::DeleteConnectorResponse {}))
     }
@@ -350,11 +350,11 @@ impl ConnectorService for ConnectorApi {
     ) -> Result<Response<pb::ResetCircuitBreakerResponse>, Status> {
         let req = request.get_ref();
         let mut v = Violations::new();
-        let (actor, reason) = v.actor_and_reason(&req.actor, &req.reason);
+        let reason = v.reason(&req.reason);
         let etag = v.optional_text("etag", &req.etag, MAX_ETAG_LEN);
         v.finish()?;
         let name = valid_name("connector_name", &req.connector_name)?;
-        let ctx = change_context(self.app.clock(), &request, actor, reason);
+        let ctx = change_context(self.app.clock(), &request, reason);
         let (def, view) = self.app.reset_breaker(name, etag.as_deref(), &ctx).await?;
         Ok(Response::new(pb::ResetCircuitBreakerResponse { breaker: Some(breaker_to_proto(&def.name, &view)) }))
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::convert::Wire;
 use super::convert::{self, deployment_to_proto, event_to_proto};
 use super::page_token::Scope;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
+use super::validate::{MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations};
 use super::{change_context, fitting};
 use crate::app::{AppResult, Deployments, Shown, Watch};
 use crate::domain::connector::{NAME_RULE, is_valid_name};
@@ -54,7 +54,7 @@ impl DeploymentApi {
         valid: ValidMutation,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> Result<Option<pb::Deployment>, Status> {
-        let ctx = self.context(request, valid.actor, valid.reason);
+        let ctx = self.context(request, valid.reason);
         let deployment = self.app.mutate(valid.id, valid.etag, &ctx, change).await?;
         Ok(Some(deployment_to_proto(&deployment)))
     }
@@ -66,13 +66,13 @@ impl DeploymentApi {
         outcome: Outcome,
         correction: bool,
     ) -> Result<Option<pb::Deployment>, Status> {
-        let ctx = self.context(request, valid.actor, valid.reason);
+        let ctx = self.context(request, valid.reason);
         let deployment = self.app.record_outcome(valid.id, valid.etag, outcome, correction, &ctx).await?;
         Ok(Some(deployment_to_proto(&deployment)))
     }
 
-    fn context<T>(&self, request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
-        change_context(self.app.clock(), request, actor, reason)
+    fn context<T>(&self, request: &Request<T>, reason: Option<String>) -> ChangeContext {
+        change_context(self.app.clock(), request, reason)
     }
 }
 
@@ -91,7 +91,8 @@ fn shown_to_proto(shown: &Shown) -> pb::Deployment {
     }
 }
 
-fn validate_create(req: &pb::CreateDeploymentRequest) -> AppResult<(String, NewDeployment)> {
+/// A create request as the domain takes it, submitted by `submitter` (the caller).
+fn validate_create(req: &pb::CreateDeploymentRequest, submitter: String) -> AppResult<(String, NewDeployment)> {
     let mut v = Violations::new();
     let request_id = v.required_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
     let app_name = v.required_text("app_name", &req.app_name, MAX_APP_NAME_LEN);
@@ -101,7 +102,6 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> AppResult<(String, NewD
         .and_then(ConnectorType::from_proto);
     let target_ring = v.enumeration::<pb::Ring>("target_ring", req.target_ring, false).and_then(Ring::from_proto);
     let evidence_pack_id = v.uuid("evidence_pack_id", &req.evidence_pack_id);
-    let submitter = v.required_text("submitter", &req.submitter, MAX_ACTOR_LEN);
     let site_class =
         v.enumeration::<pb::SiteClass>("site_class", req.site_class, false).and_then(SiteClass::from_proto);
     let connector_name = v.optional_text("connector_name", &req.connector_name, 63);
@@ -130,21 +130,14 @@ fn validate_create(req: &pb::CreateDeploymentRequest) -> AppResult<(String, NewD
 /// The raw fields every lifecycle mutation carries.
 struct MutationFields<'a> {
     id: &'a str,
-    /// (field name, value); CAB decisions require an approver, others default to anonymous.
-    actor: (&'static str, &'a str),
-    actor_required: bool,
     reason: &'a str,
     reason_required: bool,
     etag: &'a str,
 }
 
 impl<'a> MutationFields<'a> {
-    fn cab(id: &'a str, approver: &'a str, reason: &'a str, etag: &'a str) -> Self {
-        MutationFields { id, actor: ("approver", approver), actor_required: true, reason, reason_required: false, etag }
-    }
-
-    fn lifecycle(id: &'a str, actor: &'a str, reason: &'a str, etag: &'a str) -> Self {
-        MutationFields { id, actor: ("actor", actor), actor_required: false, reason, reason_required: false, etag }
+    fn new(id: &'a str, reason: &'a str, etag: &'a str) -> Self {
+        MutationFields { id, reason, reason_required: false, etag }
     }
 
     fn reason_required(self) -> Self {
@@ -154,20 +147,14 @@ impl<'a> MutationFields<'a> {
     /// Validates the fields, reporting them with any violations already in `v`.
     fn validate(self, mut v: Violations) -> AppResult<ValidMutation> {
         let id = v.uuid("deployment_id", self.id);
-        let (actor_field, actor) = self.actor;
-        let actor = if self.actor_required {
-            Some(v.required_text(actor_field, actor, MAX_ACTOR_LEN))
-        } else {
-            v.optional_text(actor_field, actor, MAX_ACTOR_LEN)
-        };
         let reason = if self.reason_required {
             Some(v.required_text("reason", self.reason, MAX_REASON_LEN))
         } else {
-            v.optional_text("reason", self.reason, MAX_REASON_LEN)
+            v.reason(self.reason)
         };
         let etag = v.etag("etag", self.etag);
         v.finish()?;
-        Ok(ValidMutation { id, actor, reason, etag })
+        Ok(ValidMutation { id, reason, etag })
     }
 }
 
@@ -220,7 +207,6 @@ impl RingCounts {
 /// A mutation's fields after validation.
 struct ValidMutation {
     id: Uuid,
-    actor: Option<String>,
     reason: Option<String>,
     etag: Option<i64>,
 }
@@ -241,8 +227,8 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::CreateDeploymentRequest>,
     ) -> Result<Response<pb::CreateDeploymentResponse>, Status> {
-        let (request_id, new) = validate_create(request.get_ref())?;
-        let ctx = self.context(&request, Some(new.submitter.clone()), None);
+        let ctx = self.context(&request, None);
+        let (request_id, new) = validate_create(request.get_ref(), ctx.actor.clone())?;
         let deployment = self.app.create(&request_id, new, &ctx).await?;
         Ok(Response::new(pb::CreateDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
@@ -292,7 +278,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::ApproveDeploymentRequest>,
     ) -> Result<Response<pb::ApproveDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::cab(&req.deployment_id, &req.approver, &req.reason, &req.etag);
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::approve).await?;
         Ok(Response::new(pb::ApproveDeploymentResponse { deployment }))
     }
@@ -302,7 +288,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::RejectDeploymentRequest>,
     ) -> Result<Response<pb::RejectDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::cab(&req.deployment_id, &req.approver, &req.reason, &req.etag);
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::reject).await?;
         Ok(Response::new(pb::RejectDeploymentResponse { deployment }))
     }
@@ -314,8 +300,8 @@ impl DeploymentService for DeploymentApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
-        let valid = MutationFields::lifecycle(&req.deployment_id, &req.actor, "", &req.etag).validate(v)?;
-        let ctx = self.context(&request, valid.actor, valid.reason);
+        let valid = MutationFields::new(&req.deployment_id, "", &req.etag).validate(v)?;
+        let ctx = self.context(&request, valid.reason);
         let deployment = self.app.start(valid.id, valid.etag, request_id.as_deref(), &ctx).await?;
         Ok(Response::new(pb::StartDeploymentResponse { deployment: Some(deployment_to_proto(&deployment)) }))
     }
@@ -327,7 +313,7 @@ impl DeploymentService for DeploymentApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         let counts = RingCounts::validate(&mut v, req.ring, req.success_count, req.failure_count);
-        let valid = MutationFields::lifecycle(&req.deployment_id, &req.actor, "", &req.etag).validate(v)?;
+        let valid = MutationFields::new(&req.deployment_id, "", &req.etag).validate(v)?;
         let deployment = self.record_outcome(&request, valid, counts.outcome(req.rollback_validated), false).await?;
         Ok(Response::new(pb::ReportRingOutcomeResponse { deployment }))
     }
@@ -345,8 +331,7 @@ impl DeploymentService for DeploymentApi {
                 "is required: read the deployment and pass its etag, so the correction applies to what was read",
             );
         }
-        let fields =
-            MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag).reason_required();
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag).reason_required();
         let valid = fields.validate(v)?;
         let deployment = self.record_outcome(&request, valid, counts.outcome(false), true).await?;
         Ok(Response::new(pb::CorrectRingOutcomeResponse { deployment }))
@@ -357,7 +342,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::CompleteDeploymentRequest>,
     ) -> Result<Response<pb::CompleteDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag);
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::complete).await?;
         Ok(Response::new(pb::CompleteDeploymentResponse { deployment }))
     }
@@ -367,8 +352,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::FailDeploymentRequest>,
     ) -> Result<Response<pb::FailDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields =
-            MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag).reason_required();
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag).reason_required();
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::fail).await?;
         Ok(Response::new(pb::FailDeploymentResponse { deployment }))
     }
@@ -378,7 +362,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::PauseDeploymentRequest>,
     ) -> Result<Response<pb::PauseDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag);
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::pause).await?;
         Ok(Response::new(pb::PauseDeploymentResponse { deployment }))
     }
@@ -388,7 +372,7 @@ impl DeploymentService for DeploymentApi {
         request: Request<pb::ResumeDeploymentRequest>,
     ) -> Result<Response<pb::ResumeDeploymentResponse>, Status> {
         let req = request.get_ref();
-        let fields = MutationFields::lifecycle(&req.deployment_id, &req.actor, &req.reason, &req.etag);
+        let fields = MutationFields::new(&req.deployment_id, &req.reason, &req.etag);
         let deployment = self.apply(&request, fields.validate(Violations::new())?, Deployment::resume).await?;
         Ok(Response::new(pb::ResumeDeploymentResponse { deployment }))
     }

@@ -15,6 +15,7 @@ pub mod validate;
 
 use tonic::Request;
 
+use crate::auth::Identity;
 use crate::clock::Clock;
 use crate::domain::ChangeContext;
 use crate::store::Page;
@@ -34,16 +35,13 @@ fn fitting<T: prost::Message>(page: Page<T>) -> Page<T> {
     })
 }
 
-/// The actor recorded when a call names none.
-const ANONYMOUS: &str = "anonymous";
+/// The context of a change made now by the call's authenticated caller, for
+/// `reason`, under the call's correlation id.
+fn change_context<T>(clock: &Clock, request: &Request<T>, reason: Option<String>) -> ChangeContext {
+    clock.context(caller(request), reason.unwrap_or_default(), Some(correlation::correlation_id(request)))
+}
 
-/// The context of a mutation made now: actor (defaulted), reason and the call's correlation id.
-fn change_context<T>(
-    clock: &Clock,
-    request: &Request<T>,
-    actor: Option<String>,
-    reason: Option<String>,
-) -> ChangeContext {
-    let actor = actor.unwrap_or_else(|| ANONYMOUS.to_owned());
-    clock.context(actor, reason.unwrap_or_default(), Some(correlation::correlation_id(request)))
+/// The name of the call's authenticated caller (the auth layer put it there).
+fn caller<T>(request: &Request<T>) -> String {
+    request.extensions().get::<Identity>().map_or_else(|| Identity::anonymous().name, |identity| identity.name.clone())
 }

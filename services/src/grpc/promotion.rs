@@ -10,7 +10,7 @@ use super::change_context;
 use super::convert::Wire;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
 use super::page_token::Scope;
-use super::validate::{MAX_ACTOR_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
+use super::validate::{MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
 use crate::app::{AppError, AppResult, Promotions, Step};
 use crate::clock::Clock;
 use crate::domain::{Change, ChangeContext, Deployment, Label, Promotion, Ring, RingPolicy};
@@ -30,8 +30,8 @@ impl PromotionApi {
         PromotionApi { app, clock }
     }
 
-    fn context<T>(&self, request: &Request<T>, actor: Option<String>, reason: Option<String>) -> ChangeContext {
-        change_context(&self.clock, request, actor, reason)
+    fn context<T>(&self, request: &Request<T>, reason: Option<String>) -> ChangeContext {
+        change_context(&self.clock, request, reason)
     }
 
     async fn promote(
@@ -42,13 +42,12 @@ impl PromotionApi {
         let mut v = Violations::new();
         let id = v.uuid("deployment_id", &req.deployment_id);
         let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
-        let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
-        let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
+        let reason = v.reason(&req.reason);
         let etag = v.etag("etag", &req.etag);
         let from_ring = v.enumeration::<pb::Ring>("from_ring", req.from_ring, false).and_then(Ring::from_proto);
         v.finish()?;
         let step = Step { id, request_id, etag, from_ring };
-        let (deployment, promotion) = self.app.promote_as(step, &self.context(request, actor, reason)).await?;
+        let (deployment, promotion) = self.app.promote_as(step, &self.context(request, reason)).await?;
         Ok(shown(&deployment, &promotion))
     }
 
@@ -60,12 +59,11 @@ impl PromotionApi {
         let mut v = Violations::new();
         let id = v.uuid("deployment_id", &req.deployment_id);
         let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
-        let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
         let reason = v.required_text("reason", &req.reason, MAX_REASON_LEN);
         let etag = v.etag("etag", &req.etag);
         v.finish()?;
         let step = Step { id, request_id, etag, from_ring: None };
-        let (deployment, promotion) = self.app.roll_back_as(step, &self.context(request, actor, Some(reason))).await?;
+        let (deployment, promotion) = self.app.roll_back_as(step, &self.context(request, Some(reason))).await?;
         Ok(shown(&deployment, &promotion))
     }
 
@@ -76,8 +74,7 @@ impl PromotionApi {
             return Err(AppError::invalid("policy", "is required"));
         };
         let ring = v.enumeration::<pb::Ring>("policy.ring", update.ring, true).and_then(Ring::from_proto);
-        let actor = v.optional_text("actor", &req.actor, MAX_ACTOR_LEN);
-        let reason = v.optional_text("reason", &req.reason, MAX_REASON_LEN);
+        let reason = v.reason(&req.reason);
         let etag = v.etag("policy.etag", &update.etag);
         let paths: Vec<String> = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
         for path in &paths {
@@ -90,7 +87,7 @@ impl PromotionApi {
         }
         v.finish()?;
         let ring = ring.expect("validated");
-        let ctx = self.context(request, actor, reason);
+        let ctx = self.context(request, reason);
         self.app.update_policy(ring, etag, &ctx, |before| apply_policy_update(before, update, &paths)).await
     }
 }

@@ -186,11 +186,11 @@ impl RiskApi {
         RiskApi { app, clock }
     }
 
-    fn model_change<T>(&self, request: &Request<T>, actor: &str, reason: &str) -> AppResult<ChangeContext> {
+    fn model_change<T>(&self, request: &Request<T>, reason: &str) -> AppResult<ChangeContext> {
         let mut v = Violations::new();
-        let (actor, reason) = v.actor_and_reason(actor, reason);
+        let reason = v.reason(reason);
         v.finish()?;
-        Ok(change_context(&self.clock, request, actor, reason))
+        Ok(change_context(&self.clock, request, reason))
     }
 }
 
@@ -224,7 +224,7 @@ impl RiskModelService for RiskApi {
         let request_id = v.optional_text("request_id", &req.request_id, MAX_REQUEST_ID_LEN);
         v.finish()?;
         let model = model_from_proto(input, self.clock.now())?;
-        let ctx = self.model_change(&request, &req.actor, &req.reason)?;
+        let ctx = self.model_change(&request, &req.reason)?;
         let created = self.app.create(&model, request_id.as_deref(), &ctx).await?;
         Ok(Response::new(pb::CreateRiskModelResponse { model: Some(model_to_proto(&created)) }))
     }
@@ -237,7 +237,7 @@ impl RiskModelService for RiskApi {
         let mut v = Violations::new();
         let etag = v.optional_text("etag", &req.etag, MAX_ETAG_LEN);
         v.finish()?;
-        let ctx = self.model_change(&request, &req.actor, &req.reason)?;
+        let ctx = self.model_change(&request, &req.reason)?;
         let model = self.app.activate(req.version, etag.as_deref(), &ctx).await?;
         Ok(Response::new(pb::ActivateRiskModelResponse { model: Some(model_to_proto(&model)) }))
     }

@@ -9,8 +9,6 @@ use crate::app::{AppError, FieldViolation};
 
 /// Longest free-text reason accepted.
 pub const MAX_REASON_LEN: usize = 2000;
-/// Longest actor / submitter / approver name accepted.
-pub const MAX_ACTOR_LEN: usize = 200;
 /// Longest client-chosen idempotency key.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// Longer than any etag the server hands out.
@@ -124,9 +122,9 @@ impl Violations {
         }
     }
 
-    /// Who makes a change and why, both optional.
-    pub fn actor_and_reason(&mut self, actor: &str, reason: &str) -> (Option<String>, Option<String>) {
-        (self.optional_text("actor", actor, MAX_ACTOR_LEN), self.optional_text("reason", reason, MAX_REASON_LEN))
+    /// Why a change is made, when the caller says.
+    pub fn reason(&mut self, reason: &str) -> Option<String> {
+        self.optional_text("reason", reason, MAX_REASON_LEN)
     }
 
     /// A position in the event log: 0 (the start) or a sequence a previous answer carried.

@@ -9,10 +9,12 @@ pub mod proxy;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eucora::auth::{Authenticated, Bearer};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
+use eucora_services::auth::AuthConfig;
 use eucora_services::clock::Clock;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
@@ -114,7 +116,10 @@ pub struct TestServer {
     /// Address of the /metrics shim.
     pub metrics_addr: std::net::SocketAddr,
     pub pipeline: MetricsPipeline,
-    pub channel: Channel,
+    /// Calls carry the development admin's token ([`ADMIN`]).
+    pub channel: Authenticated,
+    /// Calls carry no credentials.
+    pub raw: Channel,
     pub store: Arc<Store>,
     pub database: TestDatabase,
     shutdown: Option<oneshot::Sender<()>>,
@@ -136,6 +141,8 @@ pub struct Options {
     pub connector_probe_interval: Duration,
     /// Retries of queued connector work; long unless a test wants them.
     pub delivery_retry_interval: Duration,
+    /// Identities: the development tokens unless a test says otherwise.
+    pub auth: AuthConfig,
 }
 
 impl Default for Options {
@@ -152,6 +159,7 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(5),
             connector_probe_interval: Duration::from_secs(3600),
             delivery_retry_interval: Duration::from_secs(3600),
+            auth: AuthConfig { dev_auth: true, ..AuthConfig::default() },
         }
     }
 }
@@ -222,6 +230,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         max_streams_per_connection: options.max_streams_per_connection,
         max_watch_streams: options.max_watch_streams,
         delivery_retry_interval: options.delivery_retry_interval,
+        auth: options.auth,
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },
@@ -232,17 +241,41 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
             let _ = rx.await;
         },
     ));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to server");
-    TestServer { addr, metrics_addr, pipeline, channel, store, database, shutdown: Some(tx), task: Some(task) }
+    let raw = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to server");
+    let channel = authenticated(&raw, ADMIN);
+    TestServer { addr, metrics_addr, pipeline, raw, channel, store, database, shutdown: Some(tx), task: Some(task) }
+}
+
+/// The development tokens (`--dev-auth`) tests call with.
+pub const ADMIN: &str = "dev-carol";
+pub const OPERATOR: &str = "dev-alice";
+pub const APPROVER: &str = "dev-bob";
+pub const VIEWER: &str = "dev-victor";
+pub const REPORTER: &str = "dev-agent";
+
+/// `channel` with calls carrying `token`.
+pub fn authenticated(channel: &Channel, token: &str) -> Authenticated {
+    tonic::service::interceptor::InterceptedService::new(channel.clone(), Bearer::new(token).expect("a valid token"))
 }
 
 impl TestServer {
-    pub fn deployments(&self) -> DeploymentServiceClient<Channel> {
+    /// Calls as the development admin (`carol`).
+    pub fn deployments(&self) -> DeploymentServiceClient<Authenticated> {
         DeploymentServiceClient::new(self.channel.clone())
     }
 
-    pub fn promotions(&self) -> RingPromotionServiceClient<Channel> {
+    /// Calls as the identity holding `token`.
+    pub fn deployments_as(&self, token: &str) -> DeploymentServiceClient<Authenticated> {
+        DeploymentServiceClient::new(self.channel_as(token))
+    }
+
+    pub fn promotions(&self) -> RingPromotionServiceClient<Authenticated> {
         RingPromotionServiceClient::new(self.channel.clone())
+    }
+
+    /// The server's channel with calls carrying `token`.
+    pub fn channel_as(&self, token: &str) -> Authenticated {
+        authenticated(&self.raw, token)
     }
 
     /// Signals shutdown and waits for the server to finish.
@@ -268,7 +301,7 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await.expect("shutdown finishes");
         }
-        drop(self.channel);
+        drop((self.channel, self.raw));
         if let Ok(store) = Arc::try_unwrap(self.store) {
             store.close().await;
         }
@@ -311,7 +344,6 @@ pub fn create_request(request_id: &str, app_name: &str, risk: i32) -> pb::Create
         connector_type: pb::ConnectorType::Intune.into(),
         target_ring: pb::Ring::Lab.into(),
         evidence_pack_id: evidence_pack_id(),
-        submitter: "alice".to_owned(),
         site_class: pb::SiteClass::Online.into(),
         evidence: Some(evidence(risk > 50)),
         ..Default::default()
@@ -319,7 +351,7 @@ pub fn create_request(request_id: &str, app_name: &str, risk: i32) -> pb::Create
 }
 
 pub async fn create(
-    client: &mut DeploymentServiceClient<Channel>,
+    client: &mut DeploymentServiceClient<Authenticated>,
     request_id: &str,
     app: &str,
     risk: i32,
@@ -387,7 +419,7 @@ pub async fn scrape(server: &TestServer) -> exposition::Exposition {
 }
 
 /// The audit trail of one deployment.
-pub async fn events_of(client: &mut DeploymentServiceClient<Channel>, id: &str) -> Vec<pb::DeploymentEvent> {
+pub async fn events_of(client: &mut DeploymentServiceClient<Authenticated>, id: &str) -> Vec<pb::DeploymentEvent> {
     let request = pb::ListDeploymentEventsRequest { deployment_id: id.to_owned(), ..Default::default() };
     client.list_deployment_events(request).await.unwrap().into_inner().events
 }
@@ -403,7 +435,7 @@ pub fn sample_for(ring: pb::Ring) -> i64 {
 }
 
 /// A low-risk deployment targeting GLOBAL, started (in LAB).
-pub async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: &str) -> pb::Deployment {
+pub async fn started(client: &mut DeploymentServiceClient<Authenticated>, request_id: &str) -> pb::Deployment {
     let request =
         pb::CreateDeploymentRequest { target_ring: pb::Ring::Global.into(), ..create_request(request_id, "edge", 20) };
     let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
@@ -412,7 +444,7 @@ pub async fn started(client: &mut DeploymentServiceClient<Channel>, request_id: 
 }
 
 /// Reports a passing outcome for the deployment's current ring (validating the rollback in LAB).
-pub async fn report_healthy(client: &mut DeploymentServiceClient<Channel>, deployment: &pb::Deployment) {
+pub async fn report_healthy(client: &mut DeploymentServiceClient<Authenticated>, deployment: &pb::Deployment) {
     let ring = deployment.current_ring();
     let request = pb::ReportRingOutcomeRequest {
         deployment_id: deployment.id.clone(),
@@ -429,7 +461,6 @@ pub fn promote_request(deployment: &pb::Deployment) -> pb::PromoteDeploymentRequ
     pb::PromoteDeploymentRequest {
         deployment_id: deployment.id.clone(),
         from_ring: deployment.current_ring,
-        actor: "release-manager".into(),
         ..Default::default()
     }
 }
@@ -485,7 +516,7 @@ impl ServerProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eucora"))
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--database-url", database_url, "--log", "warn,eucora=info"])
+            .args(["--database-url", database_url, "--log", "warn,eucora=info", "--dev-auth"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

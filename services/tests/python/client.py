@@ -17,6 +17,8 @@ from eucora.v1 import common_pb2, deployment_pb2, deployment_pb2_grpc, risk_pb2 
 def main() -> int:
     with grpc.insecure_channel(sys.argv[2]) as channel:
         deployments = deployment_pb2_grpc.DeploymentServiceStub(channel)
+        # The development operator of a --dev-auth server.
+        metadata = [("authorization", "Bearer dev-alice")]
         request = deployment_pb2.CreateDeploymentRequest(
             request_id="python-client-1",
             app_name="vlc",
@@ -24,7 +26,6 @@ def main() -> int:
             connector_type=common_pb2.CONNECTOR_TYPE_INTUNE,
             target_ring=common_pb2.RING_PILOT,
             evidence_pack_id="6f1c1f9e-3d2a-4c4b-9a57-0d8f7c9b1e11",
-            submitter="python",
             evidence=risk_pb2.EvidencePack(
                 artifact_sha256="ab" * 32,
                 vulnerabilities=risk_pb2.VulnerabilityCounts(),
@@ -32,14 +33,21 @@ def main() -> int:
                 rollback_tested=True,
             ),
         )
-        created = deployments.CreateDeployment(request).deployment
-        again = deployments.CreateDeployment(request).deployment
-        read = deployments.GetDeployment(deployment_pb2.GetDeploymentRequest(deployment_id=created.id)).deployment
+        created = deployments.CreateDeployment(request, metadata=metadata).deployment
+        again = deployments.CreateDeployment(request, metadata=metadata).deployment
+        read = deployments.GetDeployment(
+            deployment_pb2.GetDeploymentRequest(deployment_id=created.id), metadata=metadata
+        ).deployment
         try:
-            deployments.GetDeployment(deployment_pb2.GetDeploymentRequest(deployment_id="not-a-uuid"))
+            deployments.GetDeployment(deployment_pb2.GetDeploymentRequest(deployment_id="not-a-uuid"), metadata=metadata)
             bad_input = "OK"
         except grpc.RpcError as error:
             bad_input = error.code().name
+        try:
+            deployments.GetDeployment(deployment_pb2.GetDeploymentRequest(deployment_id=created.id))
+            anonymous = "OK"
+        except grpc.RpcError as error:
+            anonymous = error.code().name
     seen = {
         "id": read.id,
         "app_name": read.app_name,
@@ -48,8 +56,10 @@ def main() -> int:
         "current_ring": common_pb2.Ring.Name(read.current_ring),
         "target_ring": common_pb2.Ring.Name(read.target_ring),
         "risk_model_version": read.risk_assessment.model_version,
+        "submitter": read.submitter,
         "retry_returned_the_same": again.id == created.id,
         "bad_input": bad_input,
+        "anonymous": anonymous,
     }
     print(json.dumps(seen))
     expected = {
@@ -60,8 +70,10 @@ def main() -> int:
         "current_ring": "RING_LAB",
         "target_ring": "RING_PILOT",
         "risk_model_version": 1,
+        "submitter": "alice",
         "retry_returned_the_same": True,
         "bad_input": "INVALID_ARGUMENT",
+        "anonymous": "UNAUTHENTICATED",
     }
     wrong = {key: (seen[key], value) for key, value in expected.items() if seen[key] != value}
     if wrong:

@@ -1,0 +1,203 @@
+//! Who is calling and what they may do. Every RPC but grpc.health.v1 and
+//! server reflection needs an authenticated caller — a bearer token from the
+//! auth file (`--auth-file`) or, on loopback only, one of the development
+//! tokens (`--dev-auth`) — holding the role the RPC needs ([`roles`]). The
+//! identity reaches the handlers in the request's extensions and becomes the
+//! actor of everything the call changes; nothing a request says can claim
+//! another one.
+//!
+//! Without any identity source the server runs insecure — every caller is
+//! `anonymous` with every role — which it allows on loopback only, or
+//! anywhere with `--insecure-no-auth`, and says so loudly.
+
+pub mod layer;
+pub mod roles;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+pub use layer::AuthLayer;
+pub use roles::{Role, Roles};
+pub use tokens::TokenTable;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub roles: Roles,
+}
+
+impl Identity {
+    /// The caller of an insecure server: anyone, with every role.
+    pub fn anonymous() -> Identity {
+        Identity { name: "anonymous".to_owned(), roles: Roles::ALL }
+    }
+}
+
+/// Where identities come from.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The auth file (re-read on SIGHUP and when it changes).
+    pub auth_file: Option<PathBuf>,
+    /// Accept the documented development tokens (loopback only).
+    pub dev_auth: bool,
+    /// Serve with no authentication beyond loopback.
+    pub insecure_no_auth: bool,
+}
+
+/// Why the server refuses to start with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error(
+        "refusing to serve {addr} without authentication: configure --auth-file (or bind a loopback address), \
+         or pass --insecure-no-auth to accept anyone who can reach the port"
+    )]
+    UnauthenticatedBeyondLoopback { addr: SocketAddr },
+    #[error("--dev-auth accepts documented tokens: it is refused on {addr}, which is not a loopback address")]
+    DevAuthBeyondLoopback { addr: SocketAddr },
+    #[error(transparent)]
+    AuthFile(#[from] tokens::AuthFileError),
+}
+
+/// The identities the server accepts now; the auth file's part is replaced
+/// when the file is read again.
+#[derive(Debug)]
+pub struct Authenticator {
+    config: AuthConfig,
+    tokens: RwLock<Arc<TokenTable>>,
+}
+
+impl Authenticator {
+    /// Checks `config` against the addresses served, and loads the auth file.
+    ///
+    /// # Errors
+    /// A rule of the safe defaults is broken, or the auth file is unusable.
+    pub fn new(config: AuthConfig, served: &[SocketAddr]) -> Result<Authenticator, AuthSetupError> {
+        let exposed = served.iter().find(|addr| !addr.ip().is_loopback());
+        if let (true, Some(&addr)) = (config.dev_auth, exposed) {
+            return Err(AuthSetupError::DevAuthBeyondLoopback { addr });
+        }
+        let secured = config.dev_auth || config.auth_file.is_some();
+        if let (false, false, Some(&addr)) = (secured, config.insecure_no_auth, exposed) {
+            return Err(AuthSetupError::UnauthenticatedBeyondLoopback { addr });
+        }
+        let tokens = Self::read(&config)?;
+        if !secured {
+            tracing::warn!(
+                "NO AUTHENTICATION: every caller is `anonymous` with every role. Configure --auth-file, or \
+                 --dev-auth for a local trial; separation of duties cannot be met by one anonymous caller"
+            );
+        }
+        Ok(Authenticator { config, tokens: RwLock::new(Arc::new(tokens)) })
+    }
+
+    fn read(config: &AuthConfig) -> Result<TokenTable, tokens::AuthFileError> {
+        let file = match &config.auth_file {
+            Some(path) => TokenTable::load(path)?,
+            None => TokenTable::default(),
+        };
+        Ok(if config.dev_auth { file.with(TokenTable::development()) } else { file })
+    }
+
+    /// Whether callers must authenticate (an identity source is configured).
+    pub fn required(&self) -> bool {
+        self.config.dev_auth || self.config.auth_file.is_some()
+    }
+
+    /// The identity of a bearer token.
+    pub fn identify(&self, token: &str) -> Option<Identity> {
+        self.tokens.read().expect("token table").identify(token)
+    }
+
+    /// Reads the auth file again; on failure the identities known so far stay.
+    pub fn reload(&self) {
+        match Self::read(&self.config) {
+            Ok(tokens) => {
+                *self.tokens.write().expect("token table") = Arc::new(tokens);
+                tracing::info!(file = ?self.config.auth_file, "auth file read");
+            }
+            Err(err) => tracing::error!(error = %err, "auth file not reloaded; the identities read before stay"),
+        }
+    }
+
+    /// Reloads on SIGHUP and whenever the auth file's modification time
+    /// changes (checked every `period`), until `stop`.
+    pub async fn watch(self: Arc<Self>, period: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
+        let Some(path) = self.config.auth_file.clone() else { return };
+        let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&path);
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(err) => {
+                tracing::warn!(error = %err, "no SIGHUP handler: the auth file is re-read when it changes only");
+                None
+            }
+        };
+        let mut interval = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => None } } => {
+                    self.reload();
+                }
+                _ = interval.tick() => {
+                    let now = modified(&path);
+                    if now != seen {
+                        seen = now;
+                        self.reload();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn safe_defaults_refuse_to_expose_an_unauthenticated_server() {
+        let loopback = [addr("127.0.0.1:50051"), addr("[::1]:9464")];
+        let exposed = [addr("0.0.0.0:50051"), addr("127.0.0.1:9464")];
+        // No identity source: loopback only, unless told otherwise.
+        let none = AuthConfig::default();
+        let insecure = Authenticator::new(none.clone(), &loopback).expect("loopback without auth");
+        assert!(!insecure.required());
+        let refused = Authenticator::new(none, &exposed).unwrap_err();
+        assert!(matches!(refused, AuthSetupError::UnauthenticatedBeyondLoopback { .. }), "{refused}");
+        assert!(refused.to_string().contains("--insecure-no-auth"));
+        let forced = AuthConfig { insecure_no_auth: true, ..AuthConfig::default() };
+        assert!(Authenticator::new(forced, &exposed).is_ok());
+        // The documented development tokens never leave loopback, insecure flag or not.
+        let dev = AuthConfig { dev_auth: true, insecure_no_auth: true, ..AuthConfig::default() };
+        assert!(matches!(Authenticator::new(dev.clone(), &exposed), Err(AuthSetupError::DevAuthBeyondLoopback { .. })));
+        let dev = Authenticator::new(dev, &loopback).unwrap();
+        assert!(dev.required());
+        assert_eq!(dev.identify("dev-bob").unwrap().name, "bob");
+    }
+
+    #[test]
+    fn an_auth_file_secures_any_address_and_must_be_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        let (token, entry) = tokens::generate("ops", &[Role::Operator]);
+        tokens::append(&path, &entry).unwrap();
+        let config = AuthConfig { auth_file: Some(path.clone()), ..AuthConfig::default() };
+        let auth = Authenticator::new(config, &[addr("0.0.0.0:50051")]).expect("authenticated beyond loopback");
+        assert_eq!(auth.identify(&token).unwrap().name, "ops");
+        assert!(auth.identify("dev-alice").is_none(), "development tokens only with --dev-auth");
+        // A broken file on reload keeps the identities read before.
+        std::fs::write(&path, "not toml [").unwrap();
+        auth.reload();
+        assert_eq!(auth.identify(&token).unwrap().name, "ops");
+        let missing = AuthConfig { auth_file: Some(dir.path().join("absent.toml")), ..AuthConfig::default() };
+        assert!(matches!(Authenticator::new(missing, &[addr("127.0.0.1:1")]), Err(AuthSetupError::AuthFile(_))));
+    }
+}
