@@ -11,7 +11,7 @@ GRPC_ADDR ?= 127.0.0.1:50051
 ## run: start the server on its embedded defaults (SQLite file eucora.db, gRPC on 127.0.0.1:50051,
 ## the documented development identities of --dev-auth, loopback only)
 run:
-	cargo run -p eucora-services --bin eucora -- serve --simulator-connectors --dev-auth
+	cargo run -p eucora-services --bin eucora -- serve --simulator-connectors --dev-auth --allow-loopback-connectors
 
 ## build: compile everything, tests included
 build:

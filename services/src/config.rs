@@ -157,6 +157,10 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_DEV_AUTH")]
     pub dev_auth: bool,
 
+    /// Let connectors call adapters on loopback addresses (a local set-up; `make run` does).
+    #[arg(long, env = "EUCORA_ALLOW_LOOPBACK_CONNECTORS")]
+    pub allow_loopback_connectors: bool,
+
     /// Serve without authentication even beyond loopback: anyone who reaches the port is an
     /// anonymous admin. Without an identity source the server otherwise serves loopback only.
     #[arg(long, env = "EUCORA_INSECURE_NO_AUTH")]

@@ -9,6 +9,7 @@ use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::auth::{AuthConfig, tokens};
 use eucora_services::config::{AuthCommand, Cli, Command, DatabaseArgs, LogFormat, MigrateArgs, ServeArgs, TokenArgs};
+use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::domain::connector::SimulatorConfig;
 use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
@@ -88,6 +89,7 @@ async fn run(database: &DatabaseArgs, serve: Option<&ServeArgs>, identity: &Serv
         max_streams_per_connection: config.max_streams_per_connection,
         max_watch_streams: config.max_watch_streams,
         delivery_retry_interval: config.delivery_retry_interval,
+        egress: EgressPolicy { allow_loopback: config.allow_loopback_connectors },
         auth: AuthConfig {
             auth_file: config.auth_file.clone(),
             dev_auth: config.dev_auth,

@@ -25,6 +25,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::app::{ConnectorRegistry, Deployments, Promotions, RiskModels};
 use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
+use crate::connectors::egress::EgressPolicy;
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
@@ -86,6 +87,8 @@ pub struct ServeOptions {
     pub delivery_retry_interval: Duration,
     /// Where identities come from (none: insecure, loopback only).
     pub auth: AuthConfig,
+    /// Where connector calls may go.
+    pub egress: EgressPolicy,
 }
 
 impl Default for ServeOptions {
@@ -104,6 +107,7 @@ impl Default for ServeOptions {
             max_watch_streams: 1024,
             delivery_retry_interval: Duration::from_secs(30),
             auth: AuthConfig::default(),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -206,6 +210,7 @@ pub async fn serve(
         options.connector_retry,
         options.clock.clone(),
         outcomes_tx,
+        options.egress,
     ));
     let clock = options.clock.clone();
     let deployments = Deployments::new(

@@ -438,6 +438,69 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_calls_go_nowhere_they_should_not() {
+    let strict = common::Options { allow_loopback_connectors: false, ..Default::default() };
+    let server = start_server_with(Backend::Sqlite, strict).await;
+    let mut client = connectors(&server);
+    for (endpoint, why) in [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[fd00:ec2::254]/", "metadata"),
+        ("http://metadata.google.internal/", "metadata"),
+        ("http://127.0.0.1:8080/", "--allow-loopback-connectors"),
+        ("http://user:pw@adapter.example.com/", "credentials"),
+        ("http://", "URL"),
+        ("http://a b/", "URL"),
+    ] {
+        let request =
+            pb::CreateConnectorRequest { connector: Some(http_connector("sneaky", endpoint)), ..Default::default() };
+        let status = assert_code(client.create_connector(request).await, Code::InvalidArgument);
+        let violations = status.get_error_details().bad_request().unwrap().field_violations.clone();
+        assert!(
+            violations.iter().any(|v| v.field == "connector.endpoint" && v.description.contains(why)),
+            "{endpoint}: {violations:?}"
+        );
+    }
+    // Moving an allowed connector onto a metadata address is refused the same way.
+    create_connector(&mut client, http_connector("fine", "https://adapter.example.com/")).await;
+    let moved = pb::UpdateConnectorRequest {
+        connector: Some(pb::Connector {
+            name: "fine".into(),
+            endpoint: "http://169.254.169.254/".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["endpoint".into()] }),
+        ..Default::default()
+    };
+    assert_code(client.update_connector(moved).await, Code::InvalidArgument);
+    server.stop().await;
+
+    // Redirects are not followed: the adapter's answer is the answer.
+    let server = start_server(Backend::Sqlite).await;
+    let followed = Arc::new(AtomicU16::new(0));
+    let counter = followed.clone();
+    let app = Router::new()
+        .route("/v1/health", get(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/v1/elsewhere")]) }))
+        .route(
+            "/v1/elsewhere",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut client = connectors(&server);
+    create_connector(&mut client, http_connector("redirecting", &endpoint)).await;
+    let probe = pb::CheckConnectorHealthRequest { connector_name: "redirecting".into() };
+    let health = client.check_connector_health(probe).await.unwrap().into_inner().health.unwrap();
+    assert_eq!(health.status(), pb::ConnectorHealthStatus::Unhealthy);
+    assert!(health.last_error.contains("307"), "{}", health.last_error);
+    assert_eq!(followed.load(Ordering::SeqCst), 0, "the redirect was not followed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_probes_follow_the_adapter() {
     let server = start_server(Backend::Sqlite).await;
     let (endpoint, _adapter) = start_adapter().await;

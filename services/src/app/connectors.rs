@@ -44,6 +44,7 @@ impl ConnectorRegistry {
         request_id: Option<&str>,
         ctx: &ChangeContext,
     ) -> AppResult<ConnectorDef> {
+        self.check_egress(&def)?;
         let key = request_id.map(|request_id| RequestKey {
             operation: "create_connector",
             request_id: request_id.to_owned(),
@@ -69,6 +70,15 @@ impl ConnectorRegistry {
                 None => Err(AppError::Aborted("a concurrent call with the same request_id failed; retry".into())),
             },
             Err(err) => Err(err.into()),
+        }
+    }
+
+    /// INVALID_ARGUMENT when the endpoint is somewhere connector calls may not go.
+    fn check_egress(&self, def: &ConnectorDef) -> AppResult<()> {
+        let endpoint = def.endpoint.as_deref().and_then(|endpoint| url::Url::parse(endpoint).ok());
+        match endpoint.and_then(|url| self.connectors.egress().refuse_url(&url)) {
+            Some(why) => Err(AppError::invalid("connector.endpoint", format!("refused: {why}"))),
+            None => Ok(()),
         }
     }
 
@@ -104,7 +114,9 @@ impl ConnectorRegistry {
     ) -> AppResult<ConnectorDef> {
         let current = self.store.get_connector(name).await?;
         check_etag(etag, current.revision, format_args!("connector {:?}", current.name))?;
-        let saved = self.store.update_connector(&current, &change(&current)?, ctx).await?;
+        let changed = change(&current)?;
+        self.check_egress(&changed)?;
+        let saved = self.store.update_connector(&current, &changed, ctx).await?;
         self.connectors.forget(&saved.name);
         Ok(saved)
     }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
+use super::egress::EgressPolicy;
 use super::{CallError, Deployed, Driver, Operation, RingCounts, WorkItem};
 use crate::domain::connector::ConnectorDef;
 
@@ -28,6 +29,7 @@ pub struct HttpDriver {
     client: reqwest::Client,
     /// None when the stored endpoint is not a URL: every call then fails PERMANENT.
     base: Option<Url>,
+    egress: EgressPolicy,
     token: Option<String>,
     timeout: std::time::Duration,
 }
@@ -55,13 +57,18 @@ impl HttpDriver {
     fn url(&self, segments: &[&str]) -> Result<Url, CallError> {
         let mut url =
             self.base.clone().ok_or_else(|| CallError::Permanent("the connector's endpoint is not a URL".into()))?;
+        // A name is checked again when it resolves; an address only here.
+        if let Some(why) = self.egress.refuse_url(&url) {
+            return Err(CallError::Permanent(format!("refused to call the connector's endpoint: {why}")));
+        }
         url.path_segments_mut().expect("a base URL").pop_if_empty().extend(segments);
         Ok(url)
     }
 
-    pub fn new(client: reqwest::Client, def: &ConnectorDef) -> HttpDriver {
+    pub fn new(client: reqwest::Client, egress: EgressPolicy, def: &ConnectorDef) -> HttpDriver {
         HttpDriver {
             client,
+            egress,
             base: base_url(def.endpoint.as_deref().unwrap_or_default()),
             token: def.auth_token.clone(),
             timeout: def.call_timeout,

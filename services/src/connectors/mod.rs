@@ -6,6 +6,7 @@
 //! (never the same work twice at once in a process, never work already
 //! delivered), and probes every connector's health on its own schedule.
 
+pub mod egress;
 pub mod http;
 pub mod simulator;
 
@@ -20,6 +21,8 @@ use chrono::{DateTime, Utc};
 use eucora_otel::Catalog;
 use eucora_otel::catalog::{ErrorTypeLabel, OperationStatusLabel};
 use tokio::sync::{Mutex, mpsc};
+
+use egress::EgressPolicy;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -175,6 +178,7 @@ pub struct Connectors {
     catalog: Catalog,
     retry: RetryPolicy,
     http: reqwest::Client,
+    egress: EgressPolicy,
     outcomes: mpsc::Sender<ReportedOutcome>,
     breakers: SyncMutex<HashMap<String, CircuitBreaker>>,
     /// Drivers by connector name, with the revision they were built from.
@@ -193,19 +197,26 @@ impl Connectors {
         retry: RetryPolicy,
         clock: Clock,
         outcomes: mpsc::Sender<ReportedOutcome>,
+        egress: EgressPolicy,
     ) -> Connectors {
         Connectors {
             clock,
             store,
             catalog,
             retry,
-            http: reqwest::Client::new(),
+            http: egress.client(),
+            egress,
             outcomes,
             breakers: SyncMutex::new(HashMap::new()),
             drivers: SyncMutex::new(HashMap::new()),
             dispatch_locks: SyncMutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// Where connector calls may go.
+    pub fn egress(&self) -> EgressPolicy {
+        self.egress
     }
 
     /// Ends every outstanding and later call at once, as TRANSIENT (shutdown).
@@ -503,7 +514,7 @@ impl Connectors {
             return driver.clone();
         }
         let driver: Arc<dyn Driver> = match def.driver {
-            DriverKind::Http => Arc::new(http::HttpDriver::new(self.http.clone(), def)),
+            DriverKind::Http => Arc::new(http::HttpDriver::new(self.http.clone(), self.egress, def)),
             DriverKind::Simulator => Arc::new(simulator::Simulator::new(def, self.outcomes.clone())),
         };
         drivers.insert(def.name.clone(), (def.revision, driver.clone()));

@@ -16,6 +16,7 @@ use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::auth::AuthConfig;
 use eucora_services::clock::Clock;
+use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
@@ -143,6 +144,8 @@ pub struct Options {
     pub delivery_retry_interval: Duration,
     /// Identities: the development tokens unless a test says otherwise.
     pub auth: AuthConfig,
+    /// Test adapters listen on loopback: allowed unless a test says otherwise.
+    pub allow_loopback_connectors: bool,
 }
 
 impl Default for Options {
@@ -160,6 +163,7 @@ impl Default for Options {
             connector_probe_interval: Duration::from_secs(3600),
             delivery_retry_interval: Duration::from_secs(3600),
             auth: AuthConfig { dev_auth: true, ..AuthConfig::default() },
+            allow_loopback_connectors: true,
         }
     }
 }
@@ -231,6 +235,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         max_watch_streams: options.max_watch_streams,
         delivery_retry_interval: options.delivery_retry_interval,
         auth: options.auth,
+        egress: EgressPolicy { allow_loopback: options.allow_loopback_connectors },
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },
