@@ -74,6 +74,7 @@ up:
 	@test -f deploy/eucora-auth.toml || { cargo run -q -p eucora-services --bin eucora -- auth token \
 	  --name admin --roles admin --auth-file deploy/eucora-auth.toml > deploy/eucora-admin.token \
 	  && echo "admin token written to deploy/eucora-admin.token (add identities with eucora auth token)"; }
+	@test -f deploy/eucora-secret.key || head -c 32 /dev/urandom | base64 > deploy/eucora-secret.key
 	docker-compose -f deploy/docker-compose.yml up -d --build
 
 down:

@@ -157,6 +157,15 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_DEV_AUTH")]
     pub dev_auth: bool,
 
+    /// The key connector tokens are sealed with at rest: 32 random bytes in base64
+    /// (`openssl rand -base64 32`). Storing a token without one is refused, but under --dev-auth.
+    #[arg(long, env = "EUCORA_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// A file holding that key (preferred to the variable: it stays out of the environment).
+    #[arg(long, env = "EUCORA_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Let connectors call adapters on loopback addresses (a local set-up; `make run` does).
     #[arg(long, env = "EUCORA_ALLOW_LOOPBACK_CONNECTORS")]
     pub allow_loopback_connectors: bool,

@@ -13,6 +13,7 @@ use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::domain::connector::SimulatorConfig;
 use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
+use eucora_services::store::secrets::SecretKey;
 use eucora_services::store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tonic_health::pb::HealthCheckRequest;
@@ -49,7 +50,14 @@ async fn main() -> anyhow::Result<()> {
         otlp_endpoint: serve.as_ref().and_then(|serve| serve.otlp_endpoint.clone()),
         identity: identity.clone(),
     })?;
-    let result = run(&database, serve.as_ref(), &identity).await;
+    let secret_key = match serve.as_ref().map(secret_key).transpose() {
+        Ok(key) => key.flatten(),
+        Err(err) => {
+            tracing_guard.shutdown();
+            return Err(err);
+        }
+    };
+    let result = run(&database, secret_key, serve.as_ref(), &identity).await;
     if let Err(err) = &result {
         tracing::error!(error = format!("{err:#}"), "exiting");
     }
@@ -57,9 +65,31 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
+/// The key connector credentials are sealed with: the file's, the
+/// variable's, or under --dev-auth the documented development key.
+fn secret_key(serve: &ServeArgs) -> anyhow::Result<Option<SecretKey>> {
+    let text = match (&serve.secret_key_file, &serve.secret_key) {
+        (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        (None, value) => value.clone(),
+    };
+    match text {
+        Some(text) => Ok(Some(SecretKey::from_base64(&text)?)),
+        None if serve.dev_auth => {
+            tracing::warn!("no secret key: connector tokens are sealed with the documented development key");
+            Ok(Some(SecretKey::development()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Migrates, then serves when `serve` is given.
-async fn run(database: &DatabaseArgs, serve: Option<&ServeArgs>, identity: &ServiceIdentity) -> anyhow::Result<()> {
-    let store = connect(database).await?;
+async fn run(
+    database: &DatabaseArgs,
+    secret_key: Option<SecretKey>,
+    serve: Option<&ServeArgs>,
+    identity: &ServiceIdentity,
+) -> anyhow::Result<()> {
+    let store = connect(database, secret_key).await?;
     store.migrate().await.context("migrating the database")?;
     let Some(config) = serve else {
         tracing::info!(database = %redact(&database.database_url), "migrations applied");
@@ -135,8 +165,9 @@ async fn check_health(addr: &str, service: String, timeout: std::time::Duration)
     Ok(answer.into_inner().status())
 }
 
-async fn connect(config: &DatabaseArgs) -> anyhow::Result<Store> {
+async fn connect(config: &DatabaseArgs, secret_key: Option<SecretKey>) -> anyhow::Result<Store> {
     let store_config = StoreConfig {
+        secret_key,
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
         operation_timeout: config.database_operation_timeout,

@@ -29,6 +29,7 @@ use tonic_types::StatusExt;
 on_every_backend!(
     the_registry_validates_and_never_echoes_secrets,
     creates_are_idempotent_on_their_request_id,
+    tokens_are_sealed_at_rest,
     a_simulator_rollout_runs_from_lab_to_global
 );
 
@@ -434,6 +435,39 @@ async fn an_http_adapter_is_retried_only_when_it_helps_and_broken_off_when_it_fa
     let last = changes.last().unwrap();
     assert_eq!(last.kind(), pb::ConnectorChangeKind::BreakerReset);
     assert_eq!((last.actor.as_str(), last.reason.as_str()), ("carol", "adapter fixed"));
+    server.stop().await;
+}
+
+async fn tokens_are_sealed_at_rest(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let server = start_server(backend).await;
+    let mut client = connectors(&server);
+    create_connector(&mut client, http_connector("sealed", "https://adapter.example.com/")).await;
+    // What the database holds: never the token.
+    let db = sea_orm::Database::connect(&server.database.url).await.unwrap();
+    let query =
+        Statement::from_string(db.get_database_backend(), "SELECT auth_token FROM connectors WHERE name = 'sealed'");
+    let row = db.query_one_raw(query).await.unwrap().expect("the row");
+    let stored: String = row.try_get("", "auth_token").unwrap();
+    assert!(stored.starts_with("sealed:v1:") && !stored.contains("s3cret-token"), "{stored}");
+    // The server reads it back for its calls, and never shows it.
+    let fetched = client.get_connector(pb::GetConnectorRequest { connector_name: "sealed".into() }).await.unwrap();
+    let fetched = fetched.into_inner().connector.unwrap();
+    assert!(fetched.has_auth_token && fetched.auth_token.is_empty());
+    server.stop().await;
+
+    // Without a secret key, a token is not stored at all; a connector without one is.
+    let keyless = common::Options { secret_key: None, ..Default::default() };
+    let server = start_server_with(backend, keyless).await;
+    let mut client = connectors(&server);
+    let request = pb::CreateConnectorRequest {
+        connector: Some(http_connector("clear", "https://a.example.com/")),
+        ..Default::default()
+    };
+    let refused = assert_code(client.create_connector(request).await, Code::FailedPrecondition);
+    assert!(refused.message().contains("secret key"), "{}", refused.message());
+    let tokenless = pb::Connector { auth_token: String::new(), ..http_connector("no-token", "https://a.example.com/") };
+    create_connector(&mut client, tokenless).await;
     server.stop().await;
 }
 

@@ -5,6 +5,7 @@
 use crate::connectors::DispatchError;
 use crate::domain::{DeploymentError, GateEvaluation};
 use crate::store::StoreError;
+use crate::store::secrets::SecretError;
 
 /// One bad field of a request (a dotted path) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +102,8 @@ impl From<StoreError> for AppError {
             StoreError::DiskFull(what) => {
                 AppError::Unavailable(format!("the database is unavailable: disk full: {what}"))
             }
+            StoreError::Secret(err @ SecretError::NoKey) => AppError::FailedPrecondition(err.to_string()),
+            StoreError::Secret(err) => AppError::Unavailable(err.to_string()),
             StoreError::Database(err) => AppError::Internal(format!("database error: {err}")),
             StoreError::Corrupt(what) => AppError::Internal(format!("stored data is corrupt: {what}")),
         }

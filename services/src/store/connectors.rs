@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::audit::{RequestKey, log_connector_change, record_request};
 use super::entity::{connector, dispatch};
+use super::secrets::SecretError;
 use super::{Store, StoreError, StoreResult, parse};
 use crate::domain::breaker::BreakerConfig;
 use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
@@ -31,6 +32,25 @@ pub struct DispatchRecord {
 }
 
 impl Store {
+    /// The row of `def`, its token sealed.
+    fn sealed_row(&self, def: &ConnectorDef) -> StoreResult<connector::ActiveModel> {
+        let mut row = connector_row(def);
+        if let Some(token) = &def.auth_token {
+            let key = self.secret_key.as_ref().ok_or(SecretError::NoKey)?;
+            row.auth_token = Set(Some(key.seal(token)));
+        }
+        Ok(row)
+    }
+
+    /// The connector of a row, its token opened.
+    fn opened(&self, mut row: connector::Model) -> StoreResult<ConnectorDef> {
+        if let Some(sealed) = row.auth_token.take() {
+            let key = self.secret_key.as_ref().ok_or(SecretError::NoKey)?;
+            row.auth_token = Some(key.open(&sealed)?);
+        }
+        connector_from_row(row)
+    }
+
     /// Stores a new connector and logs its creation (with the request id
     /// that asked for it, when given), in one transaction.
     ///
@@ -45,7 +65,7 @@ impl Store {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
-            match connector::Entity::insert(connector_row(def)).exec_without_returning(&txn).await {
+            match connector::Entity::insert(self.sealed_row(def)?).exec_without_returning(&txn).await {
                 Ok(_) => {}
                 Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                     return Err(StoreError::ConnectorExists(def.name.clone()));
@@ -70,7 +90,7 @@ impl Store {
                 .one(&self.db)
                 .await?
                 .ok_or_else(|| StoreError::ConnectorNotFound(name.to_owned()))?;
-            connector_from_row(row)
+            self.opened(row)
         })
         .await
     }
@@ -97,7 +117,7 @@ impl Store {
             let mut rows = query.order_by_asc(connector::Column::Name).limit(limit + 1).all(&self.db).await?;
             let more = rows.len() as u64 > limit;
             rows.truncate(limit as usize);
-            Ok((rows.into_iter().map(connector_from_row).collect::<StoreResult<Vec<_>>>()?, more))
+            Ok((rows.into_iter().map(|row| self.opened(row)).collect::<StoreResult<Vec<_>>>()?, more))
         })
         .await
     }
@@ -113,7 +133,7 @@ impl Store {
                 .order_by_asc(connector::Column::Name)
                 .all(&self.db)
                 .await?;
-            rows.into_iter().map(connector_from_row).collect()
+            rows.into_iter().map(|row| self.opened(row)).collect()
         })
         .await
     }
@@ -133,7 +153,7 @@ impl Store {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
             let saved = ConnectorDef { revision: before.revision + 1, ..after.clone() };
-            let mut row = connector_row(&saved);
+            let mut row = self.sealed_row(&saved)?;
             row.healthy = NotSet;
             row.health_error = NotSet;
             row.health_checked_at = NotSet;

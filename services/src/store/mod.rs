@@ -21,6 +21,7 @@ pub mod entity;
 pub mod migration;
 pub mod promotions;
 pub mod risk;
+pub mod secrets;
 
 pub use deployments::{Alongside, CreateOutcome, DeploymentFilter, StoredEvent};
 
@@ -82,6 +83,9 @@ pub enum StoreError {
     /// The operation outlived its budget (or the caller's deadline).
     #[error("database unavailable: no answer within {0:?}")]
     Timeout(Duration),
+    /// A connector credential cannot be sealed or opened.
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
     /// The SQLite file the server opened was deleted or replaced: writes to
     /// it would be lost, so none are made until a restart reopens the path.
     #[error("database unavailable: {0}")]
@@ -211,6 +215,8 @@ pub struct StoreConfig {
     /// Longest one store operation may take, cut shorter by the served
     /// call's deadline; also PostgreSQL's `statement_timeout`.
     pub operation_timeout: Duration,
+    /// Seals connector credentials at rest; storing one without a key is refused.
+    pub secret_key: Option<secrets::SecretKey>,
 }
 
 impl StoreConfig {
@@ -222,6 +228,7 @@ impl StoreConfig {
             acquire_timeout: Duration::from_secs(3),
             event_feed_capacity: DEFAULT_EVENT_FEED_CAPACITY,
             operation_timeout: Duration::from_secs(5),
+            secret_key: None,
         }
     }
 }
@@ -237,6 +244,7 @@ pub struct Store {
     faults: Notify,
     /// SQLite: the file opened at start, to notice it being deleted or replaced.
     file: Option<DatabaseFile>,
+    secret_key: Option<secrets::SecretKey>,
 }
 
 /// A SQLite database file and the identity (device, inode) it had when opened.
@@ -327,6 +335,7 @@ impl Store {
             operation_timeout: config.operation_timeout,
             faults: Notify::new(),
             file,
+            secret_key: config.secret_key.clone(),
         })
     }
 

@@ -18,6 +18,7 @@ use eucora_services::auth::AuthConfig;
 use eucora_services::clock::Clock;
 use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
+use eucora_services::store::secrets::SecretKey;
 use eucora_services::store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -146,6 +147,8 @@ pub struct Options {
     pub auth: AuthConfig,
     /// Test adapters listen on loopback: allowed unless a test says otherwise.
     pub allow_loopback_connectors: bool,
+    /// Seals connector tokens: the development key unless a test says otherwise.
+    pub secret_key: Option<SecretKey>,
 }
 
 impl Default for Options {
@@ -164,6 +167,7 @@ impl Default for Options {
             delivery_retry_interval: Duration::from_secs(3600),
             auth: AuthConfig { dev_auth: true, ..AuthConfig::default() },
             allow_loopback_connectors: true,
+            secret_key: Some(SecretKey::development()),
         }
     }
 }
@@ -197,6 +201,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         acquire_timeout: Duration::from_secs(1),
         event_feed_capacity: options.event_feed_capacity,
         operation_timeout: options.operation_timeout,
+        secret_key: options.secret_key.clone(),
         ..StoreConfig::new(database.url.clone())
     };
     let store = Arc::new(Store::connect(&config).await.expect("connect"));
