@@ -55,6 +55,7 @@ pub mod names {
     pub const PROMOTION_GATE_CHECKS: &str = "promotion_gate_checks";
     pub const AUTH_FAILURES: &str = "auth_failures";
     pub const AUTH_DENIED: &str = "auth_denied";
+    pub const LIMITS_EXCEEDED: &str = "limits_exceeded";
     /// OpenTelemetry RPC semantic conventions.
     pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
     pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
@@ -148,6 +149,7 @@ pub struct Catalog {
     gate_checks: Counter<u64>,
     auth_failures: Counter<u64>,
     auth_denied: Counter<u64>,
+    limits_exceeded: Counter<u64>,
 }
 
 // === impl Catalog ===
@@ -253,6 +255,12 @@ impl Catalog {
             auth_denied: meter
                 .u64_counter(names::AUTH_DENIED)
                 .with_description("Calls refused PERMISSION_DENIED, by the role they needed")
+                .build(),
+            limits_exceeded: meter
+                .u64_counter(names::LIMITS_EXCEEDED)
+                .with_description(
+                    "Calls refused or cut by a limit: rate, in_flight, watch_streams, message_size, deadline",
+                )
                 .build(),
         }
     }
@@ -400,6 +408,11 @@ impl Catalog {
     /// An authenticated call refused for want of `role`.
     pub fn auth_denied(&self, role: Label) {
         self.auth_denied.add(1, &[KeyValue::new("role", role)]);
+    }
+
+    /// A call refused or cut by `limit` (`rate`, `in_flight`, `watch_streams`, `message_size`, `deadline`).
+    pub fn limit_exceeded(&self, limit: Label) {
+        self.limits_exceeded.add(1, &[KeyValue::new("limit", limit)]);
     }
 
     /// One finished gRPC call (OpenTelemetry RPC semantic conventions).

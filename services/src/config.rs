@@ -192,6 +192,27 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_MAX_WATCH_STREAMS", default_value_t = 1024)]
     pub max_watch_streams: usize,
 
+    /// Most WatchDeployments streams one identity may hold open.
+    #[arg(long, env = "EUCORA_MAX_WATCH_STREAMS_PER_IDENTITY", default_value_t = 64)]
+    pub max_watch_streams_per_identity: usize,
+
+    /// Most calls in flight at once; more are shed RESOURCE_EXHAUSTED (with RetryInfo).
+    #[arg(long, env = "EUCORA_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Calls per second one identity may make on average (0: unlimited); more are
+    /// RESOURCE_EXHAUSTED with RetryInfo saying when to retry.
+    #[arg(long, env = "EUCORA_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
+
+    /// Calls one identity may make in a burst above its rate.
+    #[arg(long, env = "EUCORA_RATE_BURST", default_value_t = 400)]
+    pub rate_burst: u32,
+
+    /// The deadline of a call whose caller sets no `grpc-timeout` (e.g. `60s`); DEADLINE_EXCEEDED past it.
+    #[arg(long, env = "EUCORA_DEFAULT_DEADLINE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub default_deadline: Duration,
+
     /// How often the database is probed to keep grpc.health.v1 current (e.g. `5s`).
     #[arg(long, env = "EUCORA_HEALTH_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub health_probe_interval: Duration,

@@ -1,6 +1,7 @@
 //! The `eucora` binary: parses configuration, sets up logs, traces and
 //! metrics, connects the store, and serves until SIGINT/SIGTERM.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use eucora_services::auth::{AuthConfig, tokens};
 use eucora_services::config::{AuthCommand, Cli, Command, DatabaseArgs, LogFormat, MigrateArgs, ServeArgs, TokenArgs};
 use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::domain::connector::SimulatorConfig;
+use eucora_services::grpc::admission::AdmissionLimits;
 use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::secrets::SecretKey;
@@ -120,6 +122,13 @@ async fn run(
         max_watch_streams: config.max_watch_streams,
         delivery_retry_interval: config.delivery_retry_interval,
         egress: EgressPolicy { allow_loopback: config.allow_loopback_connectors },
+        admission: AdmissionLimits {
+            max_in_flight: config.max_in_flight,
+            rate_per_identity: NonZeroU32::new(config.rate_limit),
+            burst_per_identity: NonZeroU32::new(config.rate_burst.max(1)).expect("at least 1"),
+        },
+        default_deadline: config.default_deadline,
+        max_watch_streams_per_identity: config.max_watch_streams_per_identity,
         auth: AuthConfig {
             auth_file: config.auth_file.clone(),
             dev_auth: config.dev_auth,

@@ -147,6 +147,11 @@ impl DeploymentMetrics {
         }
     }
 
+    /// A call was refused by `limit` (see the catalog's `limits_exceeded_total`).
+    pub fn limit_exceeded(&self, limit: &'static str) {
+        self.catalog.limit_exceeded(limit);
+    }
+
     /// A promotion attempt was recorded. Completions (leaving the target
     /// ring) and rollbacks have no next ring: `to_ring` repeats `from_ring`.
     pub fn promotion(&self, promotion: &Promotion) {

@@ -23,12 +23,14 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::app::deployments::WatchLimits;
 use crate::app::{ConnectorRegistry, Deployments, Promotions, RiskModels};
 use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
 use crate::connectors::egress::EgressPolicy;
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
 use crate::domain::connector::SimulatorConfig;
+use crate::grpc::admission::{AdmissionLayer, AdmissionLimits};
 use crate::grpc::call_limits::CallLimitsLayer;
 use crate::grpc::connector::ConnectorApi;
 use crate::grpc::correlation;
@@ -89,6 +91,12 @@ pub struct ServeOptions {
     pub auth: AuthConfig,
     /// Where connector calls may go.
     pub egress: EgressPolicy,
+    /// Calls in flight and per-identity rates admitted.
+    pub admission: AdmissionLimits,
+    /// The deadline of a call whose caller sets none (DEADLINE_EXCEEDED past it).
+    pub default_deadline: Duration,
+    /// Most WatchDeployments streams one identity may hold open.
+    pub max_watch_streams_per_identity: usize,
 }
 
 impl Default for ServeOptions {
@@ -108,6 +116,9 @@ impl Default for ServeOptions {
             delivery_retry_interval: Duration::from_secs(30),
             auth: AuthConfig::default(),
             egress: EgressPolicy::default(),
+            admission: AdmissionLimits::default(),
+            default_deadline: Duration::from_secs(60),
+            max_watch_streams_per_identity: 64,
         }
     }
 }
@@ -219,7 +230,7 @@ pub async fn serve(
         connectors.clone(),
         clock.clone(),
         stop.clone(),
-        options.max_watch_streams,
+        WatchLimits { total: options.max_watch_streams, per_identity: options.max_watch_streams_per_identity },
     );
     let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone());
     let registry = ConnectorRegistry::new(store.clone(), connectors.clone(), clock.clone());
@@ -256,8 +267,9 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(correlation::layer())
         .layer(RpcObservabilityLayer::new(telemetry.catalog.clone(), served_methods()))
-        .layer(CallLimitsLayer)
+        .layer(CallLimitsLayer { default_deadline: options.default_deadline, catalog: telemetry.catalog.clone() })
         .layer(AuthLayer::new(authenticator.clone(), telemetry.catalog.clone()))
+        .layer(AdmissionLayer::new(options.admission, telemetry.catalog.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -237,3 +237,110 @@ async fn health_flips_on_the_first_failed_call() {
     server.database.bring_online().await;
     server.stop().await;
 }
+
+/// A connector on an adapter that never answers, and a deployment of it created, not started.
+async fn hanging_deployment(server: &TestServer, endpoint: &str, request_id: &str) -> String {
+    let connector = pb::Connector {
+        name: "hanging".into(),
+        connector_type: pb::ConnectorType::Ansible.into(),
+        driver: pb::ConnectorDriver::Http.into(),
+        endpoint: endpoint.into(),
+        enabled: true,
+        call_timeout: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+        ..Default::default()
+    };
+    let create = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
+    let _ = ConnectorServiceClient::new(server.channel.clone()).create_connector(create).await;
+    let request = pb::CreateDeploymentRequest {
+        connector_type: pb::ConnectorType::Ansible.into(),
+        connector_name: "hanging".into(),
+        ..create_request(request_id, "ansible-role", 10)
+    };
+    server.deployments().create_deployment(request).await.unwrap().into_inner().deployment.unwrap().id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_a_limit_get_the_right_code() {
+    use eucora_services::grpc::admission::AdmissionLimits;
+    use std::num::NonZeroU32;
+    use tonic_types::StatusExt;
+
+    let admission = AdmissionLimits {
+        max_in_flight: 2,
+        rate_per_identity: NonZeroU32::new(5),
+        burst_per_identity: NonZeroU32::new(5).unwrap(),
+    };
+    let options = Options {
+        admission,
+        default_deadline: Duration::from_millis(1500),
+        max_watch_streams_per_identity: 2,
+        ..Options::default()
+    };
+    let server = start_server_with(Backend::Sqlite, options).await;
+
+    // A caller past its rate is told when to come back; another caller is not affected.
+    let mut viewer = server.deployments_as(common::VIEWER);
+    let mut refused = None;
+    for _ in 0..10 {
+        if let Err(status) = viewer.list_deployments(pb::ListDeploymentsRequest::default()).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("the sixth call within a second is over the rate");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry = refused.get_error_details().retry_info().expect("RetryInfo").retry_delay.expect("a delay");
+    assert!(retry > Duration::ZERO && retry <= Duration::from_secs(1), "{retry:?}");
+    server.deployments_as(common::OPERATOR).list_deployments(pb::ListDeploymentsRequest::default()).await.unwrap();
+
+    // Watch streams per identity: the third of one caller is refused, another caller's is not.
+    let mut watcher = server.deployments_as(common::APPROVER);
+    let _first = watcher.watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap();
+    let _second = watcher.watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap();
+    assert_code(watcher.watch_deployments(pb::WatchDeploymentsRequest::default()).await, Code::ResourceExhausted);
+    let _other = server.deployments().watch_deployments(pb::WatchDeploymentsRequest::default()).await.unwrap();
+
+    // A call with no deadline of its own gets the server's: a hung adapter cannot hold it.
+    let (adapter, endpoint) = hung_adapter().await;
+    let first = hanging_deployment(&server, &endpoint, "hang-1").await;
+    let started = Instant::now();
+    let start = pb::StartDeploymentRequest { deployment_id: first, ..Default::default() };
+    assert_code(server.deployments().start_deployment(start).await, Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(4), "cut at the default deadline: {:?}", started.elapsed());
+
+    // Past the calls in flight, more are shed at once (with RetryInfo), not queued.
+    let held: Vec<_> = ["hang-2", "hang-3"]
+        .into_iter()
+        .map(|request_id| {
+            let mut client = server.deployments();
+            let request_id = request_id.to_owned();
+            let call = async move {
+                let request = pb::CreateDeploymentRequest {
+                    connector_type: pb::ConnectorType::Ansible.into(),
+                    connector_name: "hanging".into(),
+                    ..create_request(&request_id, "ansible-role", 10)
+                };
+                let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
+                client
+                    .start_deployment(pb::StartDeploymentRequest { deployment_id: created.id, ..Default::default() })
+                    .await
+            };
+            tokio::spawn(call)
+        })
+        .collect();
+    // Both starts are now waiting on the adapter, holding the two places in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shed = server.deployments().get_deployment(pb::GetDeploymentRequest::default()).await.unwrap_err();
+    assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
+    assert!(shed.get_error_details().retry_info().is_some());
+    for call in held {
+        let _ = call.await;
+    }
+
+    let m = common::scrape(&server).await;
+    for limit in ["rate", "watch_streams", "deadline", "in_flight"] {
+        assert!(m.value("limits_exceeded_total", &[("limit", limit)]) >= 1.0, "{limit}");
+    }
+    adapter.abort();
+    server.stop().await;
+}

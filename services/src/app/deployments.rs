@@ -4,7 +4,7 @@
 //! connectors once the decision recording it is durable.
 
 use crate::domain::Label;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub struct Deployments {
     shutdown: CancellationToken,
     /// One per open watch, so that watchers cannot take all memory.
     watch_permits: Arc<Semaphore>,
+    /// Open watches by identity, so that one caller cannot take them all.
+    watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    max_watches_per_identity: usize,
     in_flight: Arc<InFlight>,
 }
 
@@ -52,12 +55,38 @@ pub struct Shown {
     pub next_action_time: Option<DateTime<Utc>>,
 }
 
+/// How many WatchDeployments streams may be open.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchLimits {
+    pub total: usize,
+    pub per_identity: usize,
+}
+
 /// An open watch: the committed-event feed, and its place among the open ones.
 pub struct Watch {
     pub feed: broadcast::Receiver<Arc<StoredEvent>>,
     /// Only this deployment's events, when set.
     pub deployment: Option<Uuid>,
     _permit: OwnedSemaphorePermit,
+    _slot: WatcherSlot,
+}
+
+/// One identity's place among the open watches, given back on drop.
+struct WatcherSlot {
+    watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    identity: String,
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        let mut watchers = self.watchers.lock().expect("watchers");
+        if let Some(open) = watchers.get_mut(&self.identity) {
+            *open -= 1;
+            if *open == 0 {
+                watchers.remove(&self.identity);
+            }
+        }
+    }
 }
 
 /// Work a call in this process has queued and is delivering: the dispatcher
@@ -105,10 +134,19 @@ impl Deployments {
         connectors: Arc<Connectors>,
         clock: Clock,
         shutdown: CancellationToken,
-        max_watch_streams: usize,
+        watch_limits: WatchLimits,
     ) -> Deployments {
-        let watch_permits = Arc::new(Semaphore::new(max_watch_streams));
-        Deployments { store, metrics, connectors, clock, shutdown, watch_permits, in_flight: Arc::default() }
+        Deployments {
+            store,
+            metrics,
+            connectors,
+            clock,
+            shutdown,
+            watch_permits: Arc::new(Semaphore::new(watch_limits.total)),
+            watchers: Arc::default(),
+            max_watches_per_identity: watch_limits.per_identity,
+            in_flight: Arc::default(),
+        }
     }
 
     /// The clock every decision of this layer reads.
@@ -208,18 +246,32 @@ impl Deployments {
     /// (`Some`) or all; at most `--max-watch-streams` are open at once.
     ///
     /// # Errors
-    /// NOT_FOUND for an unknown deployment; RESOURCE_EXHAUSTED when too many are open.
-    pub async fn watch(&self, deployment: Option<Uuid>) -> AppResult<Watch> {
+    /// NOT_FOUND for an unknown deployment; RESOURCE_EXHAUSTED when too many
+    /// are open, on the server or by `identity`.
+    pub async fn watch(&self, deployment: Option<Uuid>, identity: &str) -> AppResult<Watch> {
         if let Some(id) = deployment {
             self.store.get_deployment(id).await?;
         }
+        let slot = {
+            let mut watchers = self.watchers.lock().expect("watchers");
+            let open = watchers.entry(identity.to_owned()).or_default();
+            if *open >= self.max_watches_per_identity {
+                self.metrics.limit_exceeded("watch_streams");
+                return Err(AppError::ResourceExhausted(format!(
+                    "{identity} holds {open} WatchDeployments streams, its limit; close one (a watch can resume with after_sequence)"
+                )));
+            }
+            *open += 1;
+            WatcherSlot { watchers: self.watchers.clone(), identity: identity.to_owned() }
+        };
         let permit = self.watch_permits.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.limit_exceeded("watch_streams");
             AppError::ResourceExhausted(
                 "too many WatchDeployments streams are open on this server; retry later or close an idle one".into(),
             )
         })?;
         // Subscribed before the call is answered: every event committed after it reaches the watcher.
-        Ok(Watch { feed: self.store.subscribe(), deployment, _permit: permit })
+        Ok(Watch { feed: self.store.subscribe(), deployment, _permit: permit, _slot: slot })
     }
 
     /// Starts a created (or approved) deployment in its first ring, handing

@@ -1,37 +1,47 @@
 //! Per-call limits applied around every gRPC handler: the caller's
-//! `grpc-timeout` becomes the call's deadline, which bounds the database work
-//! done for it (see [`crate::deadline`]); and a request larger than the
-//! decoding limit is answered RESOURCE_EXHAUSTED, as gRPC specifies, rather
-//! than tonic's OUT_OF_RANGE.
+//! `grpc-timeout`, or the server's default deadline when it sends none,
+//! becomes the call's deadline, which bounds the database work done for it
+//! (see [`crate::deadline`]) and, once passed, answers DEADLINE_EXCEEDED
+//! (a connector that hangs cannot hold a call past it); and a request larger
+//! than the decoding limit is answered RESOURCE_EXHAUSTED, as gRPC
+//! specifies, rather than tonic's OUT_OF_RANGE. Both count in
+//! `limits_exceeded_total`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use eucora_otel::Catalog;
 use http::HeaderValue;
 use tower::{Layer, Service};
 
 /// Tower layer applying the per-call limits.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallLimitsLayer;
+#[derive(Debug, Clone)]
+pub struct CallLimitsLayer {
+    /// The deadline of a call whose caller sets none.
+    pub default_deadline: Duration,
+    pub catalog: Catalog,
+}
 
 impl<S> Layer<S> for CallLimitsLayer {
     type Service = CallLimitsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallLimitsService { inner }
+        CallLimitsService { inner, default_deadline: self.default_deadline, catalog: self.catalog.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct CallLimitsService<S> {
     inner: S,
+    default_deadline: Duration,
+    catalog: Catalog,
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallLimitsService<S>
+impl<S, ReqBody> Service<http::Request<ReqBody>> for CallLimitsService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -43,15 +53,22 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let timeout = request.headers().get("grpc-timeout").and_then(parse_grpc_timeout);
+        let timeout =
+            request.headers().get("grpc-timeout").and_then(parse_grpc_timeout).unwrap_or(self.default_deadline);
+        let deadline = tokio::time::Instant::now() + timeout;
         let response = self.inner.call(request);
+        let catalog = self.catalog.clone();
         Box::pin(async move {
-            let mut response = match timeout {
-                Some(timeout) => crate::deadline::scope(tokio::time::Instant::now() + timeout, response).await?,
-                None => response.await?,
+            let answered = tokio::time::timeout_at(deadline, crate::deadline::scope(deadline, response)).await;
+            let Ok(response) = answered else {
+                catalog.limit_exceeded("deadline");
+                let message = format!("no answer within the call's deadline ({timeout:?})");
+                return Ok(tonic::Status::deadline_exceeded(message).into_http());
             };
+            let mut response = response?;
             let headers = response.headers_mut();
             if is_decode_limit(headers) {
+                catalog.limit_exceeded("message_size");
                 headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
             }
             Ok(response)

@@ -425,7 +425,7 @@ impl DeploymentService for DeploymentApi {
         let filter = (!req.deployment_id.is_empty()).then(|| v.uuid("deployment_id", &req.deployment_id));
         let after_sequence = v.sequence("after_sequence", req.after_sequence);
         v.finish()?;
-        let watch = self.app.watch(filter).await?;
+        let watch = self.app.watch(filter, &super::caller(&request)).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let resume = (after_sequence > 0).then_some(after_sequence);
         tokio::spawn(forward_events(self.app.clone(), watch, resume, tx));

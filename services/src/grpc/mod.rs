@@ -2,6 +2,7 @@
 //! the pieces they share: request validation, page tokens, enum and message
 //! conversion, the one error-to-status mapping, and the call layers.
 
+pub mod admission;
 pub mod call_limits;
 pub mod connector;
 pub mod convert;

@@ -17,6 +17,7 @@ use eucora_otel::{MetricsPipeline, ServiceIdentity};
 use eucora_services::auth::AuthConfig;
 use eucora_services::clock::Clock;
 use eucora_services::connectors::egress::EgressPolicy;
+use eucora_services::grpc::admission::AdmissionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::secrets::SecretKey;
 use eucora_services::store::{Store, StoreConfig};
@@ -149,6 +150,10 @@ pub struct Options {
     pub allow_loopback_connectors: bool,
     /// Seals connector tokens: the development key unless a test says otherwise.
     pub secret_key: Option<SecretKey>,
+    /// Admission limits: the server's defaults, but no rate limit (races and floods are tests' business).
+    pub admission: AdmissionLimits,
+    pub default_deadline: Duration,
+    pub max_watch_streams_per_identity: usize,
 }
 
 impl Default for Options {
@@ -168,6 +173,9 @@ impl Default for Options {
             auth: AuthConfig { dev_auth: true, ..AuthConfig::default() },
             allow_loopback_connectors: true,
             secret_key: Some(SecretKey::development()),
+            admission: AdmissionLimits { rate_per_identity: None, ..AdmissionLimits::default() },
+            default_deadline: Duration::from_secs(60),
+            max_watch_streams_per_identity: 64,
         }
     }
 }
@@ -241,6 +249,9 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         delivery_retry_interval: options.delivery_retry_interval,
         auth: options.auth,
         egress: EgressPolicy { allow_loopback: options.allow_loopback_connectors },
+        admission: options.admission,
+        default_deadline: options.default_deadline,
+        max_watch_streams_per_identity: options.max_watch_streams_per_identity,
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },
