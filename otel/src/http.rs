@@ -1,7 +1,10 @@
 //! The HTTP shim on its own listener: `GET /metrics` (and the Django-era
 //! alias `GET /api/v1/metrics/`) in the Prometheus text format, gzip when the
 //! scraper accepts it; `/healthz` (the process runs) and `/readyz` (its
-//! dependencies answer). Other methods get 405, other paths 404.
+//! dependencies answer). Other methods get 405, other paths 404. When a
+//! scrape token is configured, the metrics pages answer only requests that
+//! carry it (`authorization: Bearer <token>`, as Prometheus scrape configs
+//! send it) and 401 others; the probes stay open.
 //!
 //! Rendering runs on the blocking pool: a scrape of many series is CPU work
 //! that must not stall the async workers serving gRPC.
@@ -38,17 +41,24 @@ impl Readiness {
 struct ShimState {
     pipeline: MetricsPipeline,
     readiness: Readiness,
+    /// The bearer token scrapes must carry, when one is required.
+    scrape_token: Option<Arc<str>>,
 }
 
-/// The shim's routes.
-pub fn router(pipeline: MetricsPipeline, readiness: Readiness) -> Router {
+/// Whether `presented` equals `expected`, compared in constant time.
+fn same_token(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len() && presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// The shim's routes; with `scrape_token`, the metrics pages require it.
+pub fn router(pipeline: MetricsPipeline, readiness: Readiness, scrape_token: Option<String>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/metrics/", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .layer(CompressionLayer::new().gzip(true))
-        .with_state(ShimState { pipeline, readiness })
+        .with_state(ShimState { pipeline, readiness, scrape_token: scrape_token.map(Arc::from) })
 }
 
 /// Serves `router` on `listener` (a plain `TcpListener`, or one that limits
@@ -69,7 +79,14 @@ where
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
-async fn metrics(State(state): State<ShimState>) -> Response {
+async fn metrics(State(state): State<ShimState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.scrape_token {
+        let presented = headers.get(header::AUTHORIZATION).and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        if !presented.is_some_and(|token| same_token(token, expected.as_bytes())) {
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a scrape token is required\n")
+                .into_response();
+        }
+    }
     let pipeline = state.pipeline.clone();
     match tokio::task::spawn_blocking(move || pipeline.render()).await {
         Ok(Ok((content_type, body))) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),

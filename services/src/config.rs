@@ -166,6 +166,23 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_SECRET_KEY_FILE", conflicts_with = "secret_key")]
     pub secret_key_file: Option<PathBuf>,
 
+    /// Serve gRPC and /metrics over TLS with this PEM certificate chain (re-read on SIGHUP).
+    #[arg(long, env = "EUCORA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "EUCORA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates chaining to this PEM CA (mTLS).
+    #[arg(long, env = "EUCORA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A file holding the bearer token Prometheus must send to read /metrics
+    /// (its scrape config's `authorization.credentials_file`).
+    #[arg(long, env = "EUCORA_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
     /// Let connectors call adapters on loopback addresses (a local set-up; `make run` does).
     #[arg(long, env = "EUCORA_ALLOW_LOOPBACK_CONNECTORS")]
     pub allow_loopback_connectors: bool,

@@ -14,6 +14,7 @@
 //! - [`metrics`]: deployment instruments recorded from committed changes.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`net`]: listeners with connection caps and idle timeouts.
+//! - [`tls`]: TLS (and mTLS) on both listeners from PEM files, reloaded on SIGHUP.
 //! - [`clock`]: injectable time for breakers and the controller.
 //! - [`deadline`]: the served call's deadline, which bounds database work.
 //! - [`config`]: command line and `EUCORA_*` environment settings.
@@ -32,3 +33,4 @@ pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod store;
+pub mod tls;

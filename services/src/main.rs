@@ -17,6 +17,7 @@ use eucora_services::net::ConnectionLimits;
 use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
 use eucora_services::store::secrets::SecretKey;
 use eucora_services::store::{Store, StoreConfig};
+use eucora_services::tls::TlsFiles;
 use tokio::net::TcpListener;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -128,6 +129,12 @@ async fn run(
             burst_per_identity: NonZeroU32::new(config.rate_burst.max(1)).expect("at least 1"),
         },
         default_deadline: config.default_deadline,
+        tls: config.tls_cert.clone().zip(config.tls_key.clone()).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: config.tls_client_ca.clone(),
+        }),
+        scrape_token: config.metrics_token_file.as_deref().map(read_scrape_token).transpose()?,
         max_watch_streams_per_identity: config.max_watch_streams_per_identity,
         auth: AuthConfig {
             auth_file: config.auth_file.clone(),
@@ -219,6 +226,15 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// The scrape token in `path`, refused when empty (an empty token would let
+/// any `Bearer ` header through).
+fn read_scrape_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let token = token.trim();
+    anyhow::ensure!(!token.is_empty(), "{} holds no scrape token", path.display());
+    Ok(token.to_owned())
 }
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ impl LimitedListener {
     }
 
     /// Connections open on this listener now.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
     pub fn open_connections(&self) -> usize {
         self.limits.max_connections.max(1) - self.permits.available_permits()
     }
@@ -63,7 +67,7 @@ impl LimitedListener {
     /// The next connection within the cap; others are closed as they come.
     /// Accept errors (out of file descriptors, say) are logged and retried
     /// after a pause rather than in a busy loop.
-    async fn next(&self) -> (LimitedStream, SocketAddr) {
+    pub async fn accept_limited(&self) -> (LimitedStream, SocketAddr) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, addr)) => match self.permits.clone().try_acquire_owned() {
@@ -88,7 +92,7 @@ impl LimitedListener {
     /// The connections as the stream tonic serves from.
     pub fn into_incoming(self) -> impl Stream<Item = io::Result<LimitedStream>> + Send + 'static {
         futures_util::stream::unfold(self, |listener| async move {
-            let (stream, _) = listener.next().await;
+            let (stream, _) = listener.accept_limited().await;
             Some((Ok(stream), listener))
         })
     }
@@ -99,7 +103,7 @@ impl axum::serve::Listener for LimitedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        self.next().await
+        self.accept_limited().await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -219,12 +223,12 @@ mod tests {
         for _ in 0..3 {
             clients.push(TcpStream::connect(addr).await.unwrap());
         }
-        let (mut first, _) = listener.next().await;
-        let (mut second, _) = listener.next().await;
+        let (mut first, _) = listener.accept_limited().await;
+        let (mut second, _) = listener.accept_limited().await;
         assert_eq!(listener.open_connections(), 2);
         // The third is closed at once: its client reads end of stream.
         let accepting = tokio::spawn(async move {
-            let (_stream, _) = listener.next().await;
+            let (_stream, _) = listener.accept_limited().await;
         });
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(5), clients[2].read(&mut byte)).await;

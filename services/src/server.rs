@@ -40,6 +40,7 @@ use crate::grpc::risk::RiskApi;
 use crate::metrics::DeploymentMetrics;
 use crate::net::{ConnectionLimits, LimitedListener};
 use crate::store::Store;
+use crate::tls::{Incoming, Protocol, TlsConfig, TlsError, TlsFiles};
 
 /// How often the auth file is checked for changes (SIGHUP reloads at once).
 const AUTH_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -97,6 +98,10 @@ pub struct ServeOptions {
     pub default_deadline: Duration,
     /// Most WatchDeployments streams one identity may hold open.
     pub max_watch_streams_per_identity: usize,
+    /// Serve both listeners over TLS from these files (mTLS with a client CA).
+    pub tls: Option<TlsFiles>,
+    /// The bearer token scrapes of /metrics must carry, when set.
+    pub scrape_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -119,6 +124,8 @@ impl Default for ServeOptions {
             admission: AdmissionLimits::default(),
             default_deadline: Duration::from_secs(60),
             max_watch_streams_per_identity: 64,
+            tls: None,
+            scrape_token: None,
         }
     }
 }
@@ -158,6 +165,8 @@ pub enum ServeError {
     Simulators(#[from] crate::store::StoreError),
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, ends watch
@@ -191,9 +200,18 @@ pub async fn serve(
         options.clone(),
         stop.clone(),
     ));
+    let tls = match &options.tls {
+        Some(files) => {
+            let tls = Arc::new(TlsConfig::load(files.clone())?);
+            tokio::spawn(tls.clone().watch(stop.clone()));
+            Some(tls)
+        }
+        None => None,
+    };
+    let metrics_listener = LimitedListener::new(listeners.metrics, options.connection_limits, "metrics");
     let shim = tokio::spawn(eucora_otel::http::serve(
-        LimitedListener::new(listeners.metrics, options.connection_limits, "metrics"),
-        eucora_otel::http::router(telemetry.pipeline.clone(), readiness),
+        Incoming::new(metrics_listener, tls.clone(), Protocol::Http)?,
+        eucora_otel::http::router(telemetry.pipeline.clone(), readiness, options.scrape_token.clone()),
         stop.clone().cancelled_owned(),
     ));
 
@@ -278,7 +296,12 @@ pub async fn serve(
         .add_service(ConnectorServiceServer::new(ConnectorApi::new(registry)))
         .add_service(RiskModelServiceServer::new(RiskApi::new(RiskModels::new(store.clone()), clock)))
         .serve_with_incoming_shutdown(
-            LimitedListener::new(listeners.grpc, options.connection_limits, "grpc").into_incoming(),
+            Incoming::new(
+                LimitedListener::new(listeners.grpc, options.connection_limits, "grpc"),
+                tls,
+                Protocol::Grpc,
+            )?
+            .into_stream(),
             stop.clone().cancelled_owned(),
         );
     tokio::pin!(server);

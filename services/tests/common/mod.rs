@@ -154,6 +154,9 @@ pub struct Options {
     pub admission: AdmissionLimits,
     pub default_deadline: Duration,
     pub max_watch_streams_per_identity: usize,
+    /// TLS on both listeners; the harness's own channels then do not connect (a test brings its own).
+    pub tls: Option<eucora_services::tls::TlsFiles>,
+    pub scrape_token: Option<String>,
 }
 
 impl Default for Options {
@@ -176,6 +179,8 @@ impl Default for Options {
             admission: AdmissionLimits { rate_per_identity: None, ..AdmissionLimits::default() },
             default_deadline: Duration::from_secs(60),
             max_watch_streams_per_identity: 64,
+            tls: None,
+            scrape_token: None,
         }
     }
 }
@@ -252,6 +257,8 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         admission: options.admission,
         default_deadline: options.default_deadline,
         max_watch_streams_per_identity: options.max_watch_streams_per_identity,
+        tls: options.tls.clone(),
+        scrape_token: options.scrape_token.clone(),
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },
@@ -262,7 +269,11 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
             let _ = rx.await;
         },
     ));
-    let raw = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to server");
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    let raw = match options.tls {
+        Some(_) => endpoint.connect_lazy(),
+        None => endpoint.connect().await.expect("connect to server"),
+    };
     let channel = authenticated(&raw, ADMIN);
     TestServer { addr, metrics_addr, pipeline, raw, channel, store, database, shutdown: Some(tx), task: Some(task) }
 }
