@@ -562,6 +562,19 @@ async fn health_probes_follow_the_adapter() {
     let m = scrape(&server).await;
     assert_eq!(m.value("connector_health", &[("connector_type", "ansible")]), 1.0);
     assert_eq!(m.value("connector_health", &[("connector_type", "jamf")]), 0.0);
+
+    // The gauge is per type: a broken connector is not hidden by a healthy
+    // one of the same type probed after it, and deleting it clears the type.
+    create_connector(&mut client, http_connector("dead-ansible", "http://127.0.0.1:9")).await;
+    for name in ["dead-ansible", "adapter"] {
+        client.check_connector_health(pb::CheckConnectorHealthRequest { connector_name: name.into() }).await.unwrap();
+    }
+    assert_eq!(scrape(&server).await.value("connector_health", &[("connector_type", "ansible")]), 0.0);
+    client
+        .delete_connector(pb::DeleteConnectorRequest { connector_name: "dead-ansible".into(), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(scrape(&server).await.value("connector_health", &[("connector_type", "ansible")]), 1.0);
     server.stop().await;
 }
 

@@ -183,6 +183,9 @@ pub struct Connectors {
     breakers: SyncMutex<HashMap<String, CircuitBreaker>>,
     /// Drivers by connector name, with the revision they were built from.
     drivers: SyncMutex<HashMap<String, CachedDriver>>,
+    /// The last probe of each connector by name: `connector_health` is per
+    /// type, so a type is healthy only while every connector of it is.
+    health: SyncMutex<HashMap<String, (&'static str, bool)>>,
     /// One dispatch of the same work at a time in this process.
     dispatch_locks: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Ends every outstanding call when shutdown's grace period is over.
@@ -209,6 +212,7 @@ impl Connectors {
             outcomes,
             breakers: SyncMutex::new(HashMap::new()),
             drivers: SyncMutex::new(HashMap::new()),
+            health: SyncMutex::new(HashMap::new()),
             dispatch_locks: SyncMutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
         }
@@ -441,6 +445,24 @@ impl Connectors {
     /// Drops what is cached for a connector that was changed or deleted.
     pub fn forget(&self, name: &str) {
         self.drivers.lock().expect("drivers lock").remove(name);
+        let mut health = self.health.lock().expect("health lock");
+        if let Some((connector_type, _)) = health.remove(name) {
+            Self::record_type_health(&self.catalog, &health, connector_type);
+        }
+    }
+
+    /// Sets `connector_health` of `connector_type` from the last probes:
+    /// unhealthy while any connector of that type is (one healthy connector
+    /// must not hide a broken one of the same type).
+    fn record_type_health(
+        catalog: &Catalog,
+        health: &HashMap<String, (&'static str, bool)>,
+        connector_type: &'static str,
+    ) {
+        let mut probed = health.values().filter(|(t, _)| *t == connector_type).peekable();
+        if probed.peek().is_some() {
+            catalog.connector_health(connector_type, probed.all(|(_, healthy)| *healthy));
+        }
     }
 
     /// Probes a connector's health now (outside its breaker: probing is how
@@ -457,7 +479,11 @@ impl Connectors {
             last_error: result.err().map(|e| e.to_string()),
             checked_at: self.clock.now(),
         };
-        self.catalog.connector_health(connector_type, health.healthy);
+        {
+            let mut probed = self.health.lock().expect("health lock");
+            probed.insert(def.name.clone(), (connector_type, health.healthy));
+            Self::record_type_health(&self.catalog, &probed, connector_type);
+        }
         if !health.healthy {
             tracing::warn!(connector = %def.name, error = health.last_error.as_deref().unwrap_or(""), "connector unhealthy");
         }
