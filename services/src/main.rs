@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use eucora_otel::tracing_setup::{self, LogFormat as OtelLogFormat, TracingConfig};
 use eucora_otel::{MetricsPipeline, ServiceIdentity};
-use eucora_services::auth::{AuthConfig, tokens};
+use eucora_services::auth::{AuthConfig, file, tokens};
 use eucora_services::config::{AuthCommand, Cli, Command, DatabaseArgs, LogFormat, MigrateArgs, ServeArgs, TokenArgs};
 use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::domain::connector::SimulatorConfig;
@@ -156,7 +156,7 @@ async fn run(
 /// `eucora auth token`: a new identity's token, printed once; the auth file keeps its hash.
 fn new_token(args: &TokenArgs) -> anyhow::Result<()> {
     let (token, entry) = tokens::generate(&args.name, &args.roles);
-    tokens::append(&args.auth_file, &entry)?;
+    file::append(&args.auth_file, &entry)?;
     eprintln!(
         "identity {:?} ({}) added to {}; its token is shown once:",
         args.name,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{ADMIN, APPROVER, Backend, OPERATOR, Options, REPORTER, VIEWER, assert_code, create_request, scrape};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
-use eucora_services::auth::{AuthConfig, Role, tokens};
+use eucora_services::auth::{AuthConfig, Role, file, tokens};
 use http::uri::PathAndQuery;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -146,7 +146,7 @@ fn auth_file(dir: &std::path::Path, entries: &[(&str, &[Role])]) -> (std::path::
         .iter()
         .map(|(name, roles)| {
             let (token, entry) = tokens::generate(name, roles);
-            tokens::append(&path, &entry).unwrap();
+            file::append(&path, &entry).unwrap();
             token
         })
         .collect();
@@ -181,11 +181,196 @@ async fn separation_of_duties_compares_identities_from_the_auth_file() {
     let (frank, entry) = tokens::generate("frank", &[Role::Viewer]);
     let mut frank_client = server.deployments_as(&frank);
     assert_code(frank_client.list_deployments(pb::ListDeploymentsRequest::default()).await, Code::Unauthenticated);
-    tokens::append(&path, &entry).unwrap();
+    file::append(&path, &entry).unwrap();
     common::eventually("the changed auth file to be read", Duration::from_secs(10), || {
         let mut client = frank_client.clone();
         async move { client.list_deployments(pb::ListDeploymentsRequest::default()).await.ok() }
     })
     .await;
+    server.stop().await;
+}
+
+/// An identity provider for the tests: ES256 signing keys published as a
+/// JWKS on loopback, which can rotate its key or go down.
+struct Provider {
+    url: String,
+    jwks: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    key: (String, jsonwebtoken::EncodingKey),
+}
+
+const ISSUER: &str = "https://idp.example/tenant";
+
+impl Provider {
+    fn key(kid: &str) -> (String, jsonwebtoken::EncodingKey) {
+        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        (kid.to_owned(), jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap())
+    }
+
+    fn publish(&self, keys: &[&(String, jsonwebtoken::EncodingKey)]) {
+        let keys = keys
+            .iter()
+            .map(|(kid, key)| {
+                let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(key, jsonwebtoken::Algorithm::ES256).unwrap();
+                jwk.common.key_id = Some(kid.clone());
+                jwk
+            })
+            .collect();
+        let set = jsonwebtoken::jwk::JwkSet { keys };
+        *self.jwks.lock().unwrap() = Some(serde_json::to_string(&set).unwrap());
+    }
+
+    async fn start() -> Provider {
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let served = jwks.clone();
+        let app = axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                let served = served.lock().unwrap().clone();
+                async move { served.ok_or(http::StatusCode::SERVICE_UNAVAILABLE) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/keys", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let provider = Provider { url, jwks, key: Provider::key("k1") };
+        provider.publish(&[&provider.key]);
+        provider
+    }
+
+    /// A token signed by `key` with these claims over the defaults (issuer,
+    /// audience, a name, valid for an hour).
+    fn sign_with(key: &(String, jsonwebtoken::EncodingKey), claims: serde_json::Value) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut all = serde_json::json!({
+            "iss": ISSUER, "aud": "eucora", "sub": "0f3a", "preferred_username": "olivia@contoso.example",
+            "iat": now, "exp": now + 3600, "groups": ["eucora-ops"],
+        });
+        all.as_object_mut().unwrap().extend(claims.as_object().unwrap().clone());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.0.clone());
+        jsonwebtoken::encode(&header, &all, &key.1).unwrap()
+    }
+
+    fn sign(&self, claims: serde_json::Value) -> String {
+        Provider::sign_with(&self.key, claims)
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_from_the_identity_provider_are_checked_before_they_are_trusted() {
+    let provider = Provider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.toml");
+    let settings = format!(
+        "[oidc]\nissuer = \"{ISSUER}\"\naudience = \"eucora\"\njwks_url = \"{}\"\nname_claim = \"preferred_username\"\n\
+         roles_claim = \"groups\"\nunknown_key_refetch = \"200ms\"\n\n[oidc.roles_map]\neucora-ops = [\"operator\"]\n\
+         eucora-cab = [\"approver\"]\n",
+        provider.url
+    );
+    std::fs::write(&path, settings).unwrap();
+    let options = Options { auth: AuthConfig { auth_file: Some(path), ..AuthConfig::default() }, ..Options::default() };
+    let server = common::start_server_with(Backend::Sqlite, options).await;
+
+    // A good token: the name claim is the identity, the mapped group its role.
+    let olivia = provider.sign(serde_json::json!({}));
+    let created = server.deployments_as(&olivia).create_deployment(create_request("jwt", "kernel-driver", 90)).await;
+    let created = created.expect("a valid JWT is accepted").into_inner().deployment.unwrap();
+    assert_eq!(created.submitter, "olivia@contoso.example");
+    let events = server
+        .deployments_as(&olivia)
+        .list_deployment_events(pb::ListDeploymentEventsRequest {
+            deployment_id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events[0].kind(), pb::DeploymentEventKind::Created);
+    assert_eq!(events[0].actor, "olivia@contoso.example", "the audit trail names the caller");
+    // Separation of duties holds between identities from the provider too.
+    let approve = pb::ApproveDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() };
+    let self_approval = provider.sign(serde_json::json!({"groups": ["eucora-ops", "eucora-cab"]}));
+    assert_code(
+        server.deployments_as(&self_approval).approve_deployment(approve.clone()).await,
+        Code::PermissionDenied,
+    );
+    let peter =
+        provider.sign(serde_json::json!({"preferred_username": "peter@contoso.example", "groups": ["eucora-cab"]}));
+    let approved = server.deployments_as(&peter).approve_deployment(approve).await.unwrap().into_inner();
+    assert_eq!(approved.deployment.unwrap().cab_approver, "peter@contoso.example");
+    // A group the mapping does not know grants nothing.
+    let outsider = provider.sign(serde_json::json!({"groups": ["operator", "everyone"]}));
+    assert_code(
+        server.deployments_as(&outsider).list_deployments(pb::ListDeploymentsRequest::default()).await,
+        Code::PermissionDenied,
+    );
+
+    // Tokens that must not get in.
+    let now = jsonwebtoken::get_current_timestamp();
+    let stranger = Provider::key("k1");
+    let unsigned = format!(
+        "{}.{}.",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(serde_json::json!({"iss": ISSUER, "aud": "eucora", "preferred_username": "mallory", "exp": now + 3600, "groups": ["eucora-ops"]}).to_string().as_bytes())
+    );
+    let hmac = {
+        let claims = serde_json::json!({"iss": ISSUER, "aud": "eucora", "preferred_username": "mallory", "exp": now + 3600, "groups": ["eucora-ops"]});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(b"k1").unwrap()).unwrap()
+    };
+    let refused = [
+        ("expired", provider.sign(serde_json::json!({"iat": now - 7200, "exp": now - 3600}))),
+        ("not yet valid", provider.sign(serde_json::json!({"nbf": now + 3600}))),
+        ("wrong issuer", provider.sign(serde_json::json!({"iss": "https://evil.example"}))),
+        ("wrong audience", provider.sign(serde_json::json!({"aud": "another-app"}))),
+        ("no expiry", provider.sign(serde_json::json!({"exp": null}))),
+        ("signed by another key under the same kid", Provider::sign_with(&stranger, serde_json::json!({}))),
+        ("alg none", unsigned),
+        ("HMAC with a guessable secret", hmac),
+        ("a tampered payload", {
+            let mut parts: Vec<String> = olivia.split('.').map(str::to_owned).collect();
+            parts[1] = base64url(serde_json::json!({"iss": ISSUER, "aud": "eucora", "preferred_username": "mallory", "exp": now + 3600, "groups": ["eucora-ops"]}).to_string().as_bytes());
+            parts.join(".")
+        }),
+    ];
+    for (what, token) in refused {
+        let answer = server.deployments_as(&token).list_deployments(pb::ListDeploymentsRequest::default()).await;
+        assert_eq!(answer.map(|_| ()).unwrap_err().code(), Code::Unauthenticated, "{what}");
+    }
+
+    // The provider rotates its key: a token under the new one is accepted
+    // at once (the keys are fetched again), the old key's are not.
+    let next = Provider::key("k2");
+    provider.publish(&[&next]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = Provider::sign_with(&next, serde_json::json!({}));
+    server.deployments_as(&rotated).list_deployments(pb::ListDeploymentsRequest::default()).await.expect("the new key");
+    assert_code(
+        server.deployments_as(&olivia).list_deployments(pb::ListDeploymentsRequest::default()).await,
+        Code::Unauthenticated,
+    );
+
+    // The provider goes down: keys already fetched keep working; a token
+    // under a key not seen yet cannot be checked, and that is counted.
+    *provider.jwks.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unseen = Provider::sign_with(&Provider::key("k3"), serde_json::json!({}));
+    assert_code(
+        server.deployments_as(&unseen).list_deployments(pb::ListDeploymentsRequest::default()).await,
+        Code::Unauthenticated,
+    );
+    server.deployments_as(&rotated).list_deployments(pb::ListDeploymentsRequest::default()).await.expect("cached key");
+
+    let m = scrape(&server).await;
+    assert!(m.value("auth_failures_total", &[("reason", "expired")]) >= 2.0);
+    assert!(m.value("auth_failures_total", &[("reason", "invalid")]) >= 7.0);
+    assert_eq!(m.value("auth_failures_total", &[("reason", "keys_unavailable")]), 1.0);
     server.stop().await;
 }

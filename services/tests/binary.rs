@@ -92,8 +92,8 @@ fn auth_token_prints_a_token_once_and_stores_its_hash() {
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     let stored = std::fs::read_to_string(&file).unwrap();
     assert!(!stored.contains(&token), "the token itself is never stored");
-    let table = eucora_services::auth::TokenTable::load(&file).unwrap();
-    assert_eq!(table.identify(&token).unwrap().name, "alice");
+    let identities = eucora_services::auth::Identities::load(&file).unwrap();
+    assert_eq!(identities.tokens.identify(&token).unwrap().name, "alice");
     let token_for = |name: &str, roles: &str| {
         Command::new(BIN).args(["auth", "token", "--name", name, "--roles", roles, "--auth-file"]).arg(&file).output()
     };

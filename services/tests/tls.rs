@@ -1,6 +1,7 @@
 //! TLS end to end, with certificates made in the test: gRPC over TLS with
 //! client certificates (mTLS) — a client without one, or without TLS, does
-//! not get in — a certificate replaced on SIGHUP without dropping the
+//! not get in; a certificate the auth file maps to an identity is that
+//! identity — a certificate replaced on SIGHUP without dropping the
 //! connections already open, and /metrics over the same TLS asking for the
 //! scrape token.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use common::{ADMIN, Backend, Options};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
+use eucora_services::auth::AuthConfig;
 use eucora_services::tls::TlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -68,15 +70,37 @@ async fn tls_and_client_certificates_with_a_reload() {
         key: write(dir.path(), "server.key", &key),
         client_ca: Some(write(dir.path(), "clients.pem", &client_ca.pem())),
     };
-    let options =
-        Options { tls: Some(files.clone()), scrape_token: Some("scrape-s3cret".into()), ..Options::default() };
+    let auth_file = write(
+        dir.path(),
+        "auth.toml",
+        "[[identity]]\nname = \"monitor\"\nroles = [\"viewer\"]\nclient_certificate = \"monitor-1.example\"\n",
+    );
+    let options = Options {
+        tls: Some(files.clone()),
+        scrape_token: Some("scrape-s3cret".into()),
+        auth: AuthConfig { auth_file: Some(auth_file), dev_auth: true, ..AuthConfig::default() },
+        ..Options::default()
+    };
     let server = common::start_server_with(Backend::Sqlite, options).await;
     let addr = server.addr.to_string();
     let agent = client_ca.issue(&["agent-1"]);
 
-    // With a client certificate: calls go through (and still need their bearer token).
+    // With a client certificate: calls go through with a bearer token; a
+    // certificate the auth file does not name is nobody on its own.
     let channel = client(&addr, &server_ca.pem(), Some(&agent)).await.expect("an mTLS connection");
     list_as_admin(&channel).await.expect("an authenticated call over mTLS");
+    let list = pb::ListDeploymentsRequest::default();
+    let unnamed = DeploymentServiceClient::new(channel.clone()).list_deployments(list.clone()).await;
+    assert_eq!(unnamed.unwrap_err().code(), tonic::Code::Unauthenticated);
+    // A certificate the auth file names is its identity, with that identity's roles.
+    let monitor = client_ca.issue(&["monitor-1.example"]);
+    let monitor = client(&addr, &server_ca.pem(), Some(&monitor)).await.unwrap();
+    let mut monitor = DeploymentServiceClient::new(monitor);
+    monitor.list_deployments(list).await.expect("the certificate's identity may read");
+    let create = monitor.create_deployment(common::create_request("mtls", "agent", 10)).await;
+    let denied = create.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(denied.message().contains("monitor"), "{}", denied.message());
     // Without one, or without TLS at all: no way in.
     let anonymous = match client(&addr, &server_ca.pem(), None).await {
         Ok(channel) => list_as_admin(&channel).await.is_err(),

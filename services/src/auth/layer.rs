@@ -14,7 +14,8 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::roles::required_role;
-use super::{Authenticator, Identity};
+use super::{Authenticator, Failure, Identity};
+use crate::tls::PeerInfo;
 
 /// Tower layer applying authentication and authorization.
 #[derive(Clone)]
@@ -44,45 +45,38 @@ pub struct AuthService<S> {
     catalog: Catalog,
 }
 
-/// Why a call has no identity (the `reason` of `auth_failures_total`).
-enum Failure {
-    Missing,
-    Malformed,
-    Invalid,
-}
-
-impl Failure {
-    fn label(&self) -> &'static str {
-        match self {
-            Failure::Missing => "missing",
-            Failure::Malformed => "malformed",
-            Failure::Invalid => "invalid",
-        }
+/// The caller of a request with these headers and peer, or why there is none.
+async fn authenticate(
+    authenticator: &Authenticator,
+    authorization: Option<http::HeaderValue>,
+    peer: Option<PeerInfo>,
+) -> Result<Identity, Failure> {
+    if !authenticator.required() {
+        return Ok(Identity::anonymous());
     }
-}
-
-impl<S> AuthService<S> {
-    /// The caller of `request`, or why there is none.
-    fn authenticate<B>(&self, request: &http::Request<B>) -> Result<Identity, Failure> {
-        if !self.authenticator.required() {
-            return Ok(Identity::anonymous());
-        }
-        let header = request.headers().get(http::header::AUTHORIZATION).ok_or(Failure::Missing)?;
-        let value = header.to_str().map_err(|_| Failure::Malformed)?;
-        let (scheme, token) = value.split_once(' ').ok_or(Failure::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(Failure::Malformed);
-        }
-        self.authenticator.identify(token.trim()).ok_or(Failure::Invalid)
+    let Some(header) = authorization else {
+        // No token: a client certificate the auth file knows will do.
+        let leaf = peer.as_ref().and_then(|peer| peer.certificates.as_ref()).and_then(|chain| chain.first().cloned());
+        return match leaf {
+            Some(leaf) => authenticator.identify_certificate(&leaf).ok_or(Failure::Invalid),
+            None => Err(Failure::Missing),
+        };
+    };
+    let value = header.to_str().map_err(|_| Failure::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Failure::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Failure::Malformed);
     }
+    authenticator.identify(token.trim()).await
 }
 
 type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
 impl<S, ReqBody> Service<http::Request<ReqBody>> for AuthService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    ReqBody: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -97,25 +91,34 @@ where
         let Some(needed) = required_role(&path) else {
             return Box::pin(self.inner.call(request));
         };
-        let refusal = match self.authenticate(&request) {
-            Err(failure) => {
-                tracing::info!(method = %path, reason = failure.label(), "unauthenticated call refused");
-                self.catalog.auth_failed(failure.label());
-                Status::unauthenticated("missing or invalid credentials: send `authorization: Bearer <token>`")
-            }
-            Ok(identity) if !identity.roles.permit(needed) => {
-                tracing::info!(method = %path, identity = %identity.name, role = %needed, "call denied");
-                self.catalog.auth_denied(needed.into());
-                Status::permission_denied(format!(
-                    "{path} needs the {needed} role, which {} does not hold",
-                    identity.name
-                ))
-            }
-            Ok(identity) => {
-                request.extensions_mut().insert(identity);
-                return Box::pin(self.inner.call(request));
-            }
-        };
-        Box::pin(async move { Ok(refusal.into_http()) })
+        // The service that was polled ready serves this call; its clone
+        // waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (authenticator, catalog) = (self.authenticator.clone(), self.catalog.clone());
+        let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        Box::pin(async move {
+            let refusal = match authenticate(&authenticator, authorization, peer).await {
+                Err(failure) => {
+                    tracing::info!(method = %path, reason = failure.label(), "unauthenticated call refused");
+                    catalog.auth_failed(failure.label());
+                    Status::unauthenticated("missing or invalid credentials: send `authorization: Bearer <token>`")
+                }
+                Ok(identity) if !identity.roles.permit(needed) => {
+                    tracing::info!(method = %path, identity = %identity.name, role = %needed, "call denied");
+                    catalog.auth_denied(needed.into());
+                    Status::permission_denied(format!(
+                        "{path} needs the {needed} role, which {} does not hold",
+                        identity.name
+                    ))
+                }
+                Ok(identity) => {
+                    request.extensions_mut().insert(identity);
+                    return inner.call(request).await;
+                }
+            };
+            Ok(refusal.into_http())
+        })
     }
 }

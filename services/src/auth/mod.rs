@@ -1,16 +1,20 @@
 //! Who is calling and what they may do. Every RPC but grpc.health.v1 and
-//! server reflection needs an authenticated caller — a bearer token from the
-//! auth file (`--auth-file`) or, on loopback only, one of the development
-//! tokens (`--dev-auth`) — holding the role the RPC needs ([`roles`]). The
-//! identity reaches the handlers in the request's extensions and becomes the
-//! actor of everything the call changes; nothing a request says can claim
-//! another one.
+//! server reflection needs an authenticated caller holding the role the RPC
+//! needs ([`roles`]). A caller proves who it is with a bearer token — one of
+//! the auth file's (`--auth-file`), a JWT from the identity provider its
+//! `[oidc]` section names, or on loopback only a development token
+//! (`--dev-auth`) — or, sending no token, with a client certificate (mTLS)
+//! whose name the auth file maps to an identity. The identity reaches the
+//! handlers in the request's extensions and becomes the actor of everything
+//! the call changes; nothing a request says can claim another one.
 //!
 //! Without any identity source the server runs insecure — every caller is
 //! `anonymous` with every role — which it allows on loopback only, or
 //! anywhere with `--insecure-no-auth`, and says so loudly.
 
+pub mod file;
 pub mod layer;
+pub mod oidc;
 pub mod roles;
 pub mod tokens;
 
@@ -18,7 +22,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub use file::Identities;
 pub use layer::AuthLayer;
+use oidc::{JwtFailure, OidcVerifier};
 pub use roles::{Role, Roles};
 pub use tokens::TokenTable;
 
@@ -58,7 +64,34 @@ pub enum AuthSetupError {
     #[error("--dev-auth accepts documented tokens: it is refused on {addr}, which is not a loopback address")]
     DevAuthBeyondLoopback { addr: SocketAddr },
     #[error(transparent)]
-    AuthFile(#[from] tokens::AuthFileError),
+    AuthFile(#[from] file::AuthFileError),
+}
+
+/// Why a call has no identity (the `reason` of `auth_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No credentials at all.
+    Missing,
+    /// An `authorization` header that is not `Bearer <token>`.
+    Malformed,
+    /// A token or certificate nobody is known by, or a JWT that fails a check.
+    Invalid,
+    /// A JWT past its `exp` or before its `nbf`.
+    Expired,
+    /// A JWT whose signing keys could not be fetched from the identity provider.
+    KeysUnavailable,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Missing => "missing",
+            Failure::Malformed => "malformed",
+            Failure::Invalid => "invalid",
+            Failure::Expired => "expired",
+            Failure::KeysUnavailable => "keys_unavailable",
+        }
+    }
 }
 
 /// The identities the server accepts now; the auth file's part is replaced
@@ -66,7 +99,10 @@ pub enum AuthSetupError {
 #[derive(Debug)]
 pub struct Authenticator {
     config: AuthConfig,
-    tokens: RwLock<Arc<TokenTable>>,
+    identities: RwLock<Arc<Identities>>,
+    /// JWT verification with its cached keys, kept across reloads while the
+    /// `[oidc]` settings stay the same.
+    oidc: RwLock<Option<Arc<OidcVerifier>>>,
 }
 
 impl Authenticator {
@@ -83,22 +119,35 @@ impl Authenticator {
         if let (false, false, Some(&addr)) = (secured, config.insecure_no_auth, exposed) {
             return Err(AuthSetupError::UnauthenticatedBeyondLoopback { addr });
         }
-        let tokens = Self::read(&config)?;
+        let identities = Self::read(&config)?;
         if !secured {
             tracing::warn!(
                 "NO AUTHENTICATION: every caller is `anonymous` with every role. Configure --auth-file, or \
                  --dev-auth for a local trial; separation of duties cannot be met by one anonymous caller"
             );
         }
-        Ok(Authenticator { config, tokens: RwLock::new(Arc::new(tokens)) })
+        let authenticator = Authenticator { config, identities: RwLock::new(Arc::default()), oidc: RwLock::new(None) };
+        authenticator.install(identities);
+        Ok(authenticator)
     }
 
-    fn read(config: &AuthConfig) -> Result<TokenTable, tokens::AuthFileError> {
+    fn read(config: &AuthConfig) -> Result<Identities, file::AuthFileError> {
         let file = match &config.auth_file {
-            Some(path) => TokenTable::load(path)?,
-            None => TokenTable::default(),
+            Some(path) => Identities::load(path)?,
+            None => Identities::default(),
         };
-        Ok(if config.dev_auth { file.with(TokenTable::development()) } else { file })
+        Ok(if config.dev_auth { file.with(Identities::development()) } else { file })
+    }
+
+    /// Puts `identities` in force, with a new JWT verifier only when the
+    /// OIDC settings changed.
+    fn install(&self, identities: Identities) {
+        let mut oidc = self.oidc.write().expect("oidc verifier");
+        let unchanged = oidc.as_ref().map(|verifier| verifier.settings()) == identities.oidc.as_ref();
+        if !unchanged {
+            *oidc = identities.oidc.clone().map(|settings| Arc::new(OidcVerifier::new(settings)));
+        }
+        *self.identities.write().expect("identities") = Arc::new(identities);
     }
 
     /// Whether callers must authenticate (an identity source is configured).
@@ -106,25 +155,54 @@ impl Authenticator {
         self.config.dev_auth || self.config.auth_file.is_some()
     }
 
-    /// The identity of a bearer token.
-    pub fn identify(&self, token: &str) -> Option<Identity> {
-        self.tokens.read().expect("token table").identify(token)
+    /// The identity of a bearer token: a JWT when it has the shape of one
+    /// and OIDC is configured, else a static token.
+    ///
+    /// # Errors
+    /// Why the token proves nobody.
+    pub async fn identify(&self, token: &str) -> Result<Identity, Failure> {
+        let verifier = self.oidc.read().expect("oidc verifier").clone();
+        match verifier {
+            Some(verifier) if OidcVerifier::looks_like_jwt(token) => {
+                verifier.verify(token).await.map_err(|failure| match failure {
+                    JwtFailure::Expired => Failure::Expired,
+                    JwtFailure::KeysUnavailable => Failure::KeysUnavailable,
+                    JwtFailure::Invalid => Failure::Invalid,
+                })
+            }
+            _ => self.identities.read().expect("identities").tokens.identify(token).ok_or(Failure::Invalid),
+        }
+    }
+
+    /// The identity of a verified client certificate (DER).
+    pub fn identify_certificate(&self, der: &[u8]) -> Option<Identity> {
+        self.identities.read().expect("identities").by_certificate(der)
     }
 
     /// Reads the auth file again; on failure the identities known so far stay.
     pub fn reload(&self) {
         match Self::read(&self.config) {
-            Ok(tokens) => {
-                *self.tokens.write().expect("token table") = Arc::new(tokens);
+            Ok(identities) => {
+                self.install(identities);
+                self.refresh_keys();
                 tracing::info!(file = ?self.config.auth_file, "auth file read");
             }
             Err(err) => tracing::error!(error = %err, "auth file not reloaded; the identities read before stay"),
         }
     }
 
+    /// Fetches the identity provider's signing keys in the background.
+    fn refresh_keys(&self) {
+        if let Some(verifier) = self.oidc.read().expect("oidc verifier").as_ref() {
+            verifier.refresh_in_background();
+        }
+    }
+
     /// Reloads on SIGHUP and whenever the auth file's modification time
     /// changes (checked every `period`), until `stop`.
+    /// The identity provider's keys are fetched at once.
     pub async fn watch(self: Arc<Self>, period: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
+        self.refresh_keys();
         let Some(path) = self.config.auth_file.clone() else { return };
         let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut seen = modified(&path);
@@ -180,7 +258,7 @@ mod tests {
         assert!(matches!(Authenticator::new(dev.clone(), &exposed), Err(AuthSetupError::DevAuthBeyondLoopback { .. })));
         let dev = Authenticator::new(dev, &loopback).unwrap();
         assert!(dev.required());
-        assert_eq!(dev.identify("dev-bob").unwrap().name, "bob");
+        assert_eq!(dev.identities.read().unwrap().tokens.identify("dev-bob").unwrap().name, "bob");
     }
 
     #[test]
@@ -188,15 +266,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auth.toml");
         let (token, entry) = tokens::generate("ops", &[Role::Operator]);
-        tokens::append(&path, &entry).unwrap();
+        file::append(&path, &entry).unwrap();
         let config = AuthConfig { auth_file: Some(path.clone()), ..AuthConfig::default() };
         let auth = Authenticator::new(config, &[addr("0.0.0.0:50051")]).expect("authenticated beyond loopback");
-        assert_eq!(auth.identify(&token).unwrap().name, "ops");
-        assert!(auth.identify("dev-alice").is_none(), "development tokens only with --dev-auth");
+        let known = |token: &str| auth.identities.read().unwrap().tokens.identify(token).map(|identity| identity.name);
+        assert_eq!(known(&token).unwrap(), "ops");
+        assert!(known("dev-alice").is_none(), "development tokens only with --dev-auth");
         // A broken file on reload keeps the identities read before.
         std::fs::write(&path, "not toml [").unwrap();
         auth.reload();
-        assert_eq!(auth.identify(&token).unwrap().name, "ops");
+        assert_eq!(known(&token).unwrap(), "ops");
         let missing = AuthConfig { auth_file: Some(dir.path().join("absent.toml")), ..AuthConfig::default() };
         assert!(matches!(Authenticator::new(missing, &[addr("127.0.0.1:1")]), Err(AuthSetupError::AuthFile(_))));
     }

@@ -1,45 +1,16 @@
-//! Static bearer tokens from an auth file (TOML, one `[[identity]]` per
-//! caller with its roles and the SHA-256 of its token — the token itself is
-//! never stored), the fixed development tokens of `--dev-auth`, and the
-//! generation of new tokens (`eucora auth token`). Presented tokens are
-//! hashed and compared with every entry in constant time.
-
-use std::path::Path;
+//! Static bearer tokens: the table of token hashes an auth file declares
+//! (the token itself is never stored), the fixed development tokens of
+//! `--dev-auth`, and the generation of new tokens (`eucora auth token`).
+//! Presented tokens are hashed and compared with every entry in constant
+//! time.
 
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Identity;
+use super::file::IdentityEntry;
 use super::roles::{Role, Roles};
-
-/// One `[[identity]]` of the auth file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityEntry {
-    pub name: String,
-    pub roles: Vec<Role>,
-    /// Lower-case hex SHA-256 of the bearer token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_sha256: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct AuthFile {
-    #[serde(default)]
-    identity: Vec<IdentityEntry>,
-}
-
-/// Why an auth file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthFileError {
-    #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
 
 /// The development identities of `--dev-auth`: (token, identity, role).
 /// Documented, so never accepted beyond loopback.
@@ -63,7 +34,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_hex(text: &str) -> Option<[u8; 32]> {
+pub(super) fn parse_hex(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
@@ -87,42 +58,9 @@ impl TokenTable {
         )
     }
 
-    /// The identities of an auth file's text; `path` names it in errors.
-    ///
-    /// # Errors
-    /// Not TOML of the expected shape, an identity named twice, a malformed hash, no role.
-    pub fn parse(text: &str, path: &str) -> Result<TokenTable, AuthFileError> {
-        let invalid = |message: String| AuthFileError::Invalid { path: path.to_owned(), message };
-        let file: AuthFile = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
-        let mut table = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        for entry in file.identity {
-            if entry.name.is_empty() || !entry.name.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(invalid(format!("identity name {:?} must be printable ASCII", entry.name)));
-            }
-            if !names.insert(entry.name.clone()) {
-                return Err(invalid(format!("identity {:?} appears twice", entry.name)));
-            }
-            if entry.roles.is_empty() {
-                return Err(invalid(format!("identity {:?} has no role", entry.name)));
-            }
-            if let Some(hash) = &entry.token_sha256 {
-                let hash = parse_hex(&hash.to_ascii_lowercase())
-                    .ok_or_else(|| invalid(format!("identity {:?}: token_sha256 must be 64 hex digits", entry.name)))?;
-                table.push((hash, Identity { name: entry.name, roles: Roles::of(&entry.roles) }));
-            }
-        }
-        Ok(TokenTable(table))
-    }
-
-    /// The identities of the auth file at `path`.
-    ///
-    /// # Errors
-    /// As [`TokenTable::parse`], or the file cannot be read.
-    pub fn load(path: &Path) -> Result<TokenTable, AuthFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| AuthFileError::Read { path: path.display().to_string(), source })?;
-        TokenTable::parse(&text, &path.display().to_string())
+    /// Accepts the token whose SHA-256 is `hash` as `identity`.
+    pub fn insert(&mut self, hash: [u8; 32], identity: Identity) {
+        self.0.push((hash, identity));
     }
 
     /// The identity `token` belongs to. Every entry is compared, in constant
@@ -131,15 +69,11 @@ impl TokenTable {
         let presented = sha256(token);
         let mut found = None;
         for (hash, identity) in &self.0 {
-            if bool::from(hash.ct_eq(&presented)) {
+            if bool::from(hash.ct_eq(&presented)) && found.is_none() {
                 found = Some(identity.clone());
             }
         }
         found
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// Both tables' identities (a token in both belongs to the first's).
@@ -157,35 +91,13 @@ pub fn generate(name: &str, roles: &[Role]) -> (String, IdentityEntry) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!("eucora_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-    let entry =
-        IdentityEntry { name: name.to_owned(), roles: roles.to_vec(), token_sha256: Some(hex(&sha256(&token))) };
-    (token, entry)
-}
-
-/// Appends `entry` to the auth file at `path` (created when missing),
-/// refusing a name already there.
-///
-/// # Errors
-/// The file cannot be read or written, is not a valid auth file, or names the identity already.
-pub fn append(path: &Path, entry: &IdentityEntry) -> Result<(), AuthFileError> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(AuthFileError::Read { path: path.display().to_string(), source }),
+    let entry = IdentityEntry {
+        name: name.to_owned(),
+        roles: roles.to_vec(),
+        token_sha256: Some(hex(&sha256(&token))),
+        client_certificate: None,
     };
-    let file: AuthFile = toml::from_str(&existing)
-        .map_err(|err| AuthFileError::Invalid { path: path.display().to_string(), message: err.to_string() })?;
-    if file.identity.iter().any(|known| known.name == entry.name) {
-        return Err(AuthFileError::Invalid {
-            path: path.display().to_string(),
-            message: format!("identity {:?} exists already", entry.name),
-        });
-    }
-    let appended = AuthFile { identity: vec![entry.clone()] };
-    let text = toml::to_string(&appended).expect("an auth file serializes");
-    let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
-    let write = std::fs::write(path, format!("{existing}{separator}{text}"));
-    write.map_err(|source| AuthFileError::Read { path: path.display().to_string(), source })
+    (token, entry)
 }
 
 #[cfg(test)]
@@ -197,45 +109,14 @@ mod tests {
         let (token, entry) = generate("alice", &[Role::Operator, Role::Approver]);
         assert!(token.len() > 40 && token.starts_with("eucora_"));
         assert!(!toml::to_string(&entry).unwrap().contains(&token), "the token is never stored");
-        let text = toml::to_string(&AuthFile { identity: vec![entry] }).unwrap();
-        let table = TokenTable::parse(&text, "auth.toml").unwrap();
+        let mut table = TokenTable::default();
+        let hash = parse_hex(entry.token_sha256.as_deref().unwrap()).unwrap();
+        table.insert(hash, Identity { name: entry.name, roles: Roles::of(&entry.roles) });
         let alice = table.identify(&token).expect("known token");
         assert_eq!(alice.name, "alice");
         assert!(alice.roles.permit(Role::Approver) && !alice.roles.permit(Role::Admin));
         assert!(table.identify("eucora_guess").is_none());
         assert!(table.identify("").is_none());
-    }
-
-    #[test]
-    fn bad_auth_files_are_refused_with_a_reason() {
-        let cases = [
-            ("[[identity]]\nname = \"a\"\nroles = []\ntoken_sha256 = \"00\"", "has no role"),
-            ("[[identity]]\nname = \"a\"\nroles = [\"operator\"]\ntoken_sha256 = \"xyz\"", "64 hex digits"),
-            ("[[identity]]\nname = \"a\"\nroles = [\"root\"]", "unknown variant"),
-            (
-                "[[identity]]\nname = \"a\"\nroles = [\"viewer\"]\n[[identity]]\nname = \"a\"\nroles = [\"viewer\"]",
-                "twice",
-            ),
-            ("[[identity]]\nname = \"a\"\nroles = [\"viewer\"]\ntoken = \"plain\"", "unknown field"),
-        ];
-        for (text, reason) in cases {
-            let err = TokenTable::parse(text, "auth.toml").unwrap_err().to_string();
-            assert!(err.contains(reason) && err.starts_with("auth.toml"), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn entries_are_appended_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auth.toml");
-        let (alice_token, alice) = generate("alice", &[Role::Operator]);
-        append(&path, &alice).unwrap();
-        let (bob_token, bob) = generate("bob", &[Role::Approver]);
-        append(&path, &bob).unwrap();
-        assert!(append(&path, &alice).unwrap_err().to_string().contains("exists already"));
-        let table = TokenTable::load(&path).unwrap();
-        assert_eq!(table.identify(&alice_token).unwrap().name, "alice");
-        assert_eq!(table.identify(&bob_token).unwrap().name, "bob");
     }
 
     #[test]
