@@ -10,6 +10,7 @@ const PROTO_FILES: &[&str] = &[
     "eucora/v1/promotion.proto",
     "eucora/v1/connector.proto",
     "eucora/v1/risk.proto",
+    "eucora/v1/control.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eucora::v1::connector_service_server::ConnectorServiceServer;
+use eucora::v1::control_change_service_server::ControlChangeServiceServer;
 use eucora::v1::deployment_service_server::DeploymentServiceServer;
 use eucora::v1::ring_promotion_service_server::RingPromotionServiceServer;
 use eucora::v1::risk_model_service_server::RiskModelServiceServer;
@@ -24,7 +25,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::app::deployments::WatchLimits;
-use crate::app::{ConnectorRegistry, Deployments, Promotions, RiskModels};
+use crate::app::{ConnectorRegistry, ControlChanges, Deployments, Promotions, RiskModels};
 use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
 use crate::connectors::egress::EgressPolicy;
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
@@ -33,6 +34,7 @@ use crate::domain::connector::SimulatorConfig;
 use crate::grpc::admission::{AdmissionLayer, AdmissionLimits};
 use crate::grpc::call_limits::CallLimitsLayer;
 use crate::grpc::connector::ConnectorApi;
+use crate::grpc::control::ControlApi;
 use crate::grpc::correlation;
 use crate::grpc::deployment::DeploymentApi;
 use crate::grpc::promotion::PromotionApi;
@@ -51,6 +53,7 @@ pub const SERVED_SERVICES: &[&str] = &[
     <RingPromotionServiceServer<PromotionApi> as NamedService>::NAME,
     <ConnectorServiceServer<ConnectorApi> as NamedService>::NAME,
     <RiskModelServiceServer<RiskApi> as NamedService>::NAME,
+    <ControlChangeServiceServer<ControlApi> as NamedService>::NAME,
 ];
 
 /// How often an HTTP/2 connection with no traffic is pinged, and how long
@@ -250,7 +253,8 @@ pub async fn serve(
         stop.clone(),
         WatchLimits { total: options.max_watch_streams, per_identity: options.max_watch_streams_per_identity },
     );
-    let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone());
+    let control = ControlChanges::new(store.clone(), metrics.clone());
+    let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone(), control.clone());
     let registry = ConnectorRegistry::new(store.clone(), connectors.clone(), clock.clone());
     let controller = options.controller_interval.map(|interval| {
         let controller = Controller::new(
@@ -294,7 +298,11 @@ pub async fn serve(
         .add_service(DeploymentServiceServer::new(DeploymentApi::new(deployments)))
         .add_service(RingPromotionServiceServer::new(PromotionApi::new(promotions, clock.clone())))
         .add_service(ConnectorServiceServer::new(ConnectorApi::new(registry)))
-        .add_service(RiskModelServiceServer::new(RiskApi::new(RiskModels::new(store.clone()), clock)))
+        .add_service(RiskModelServiceServer::new(RiskApi::new(
+            RiskModels::new(store.clone(), control.clone()),
+            clock.clone(),
+        )))
+        .add_service(ControlChangeServiceServer::new(ControlApi::new(control, clock)))
         .serve_with_incoming_shutdown(
             Incoming::new(
                 LimitedListener::new(listeners.grpc, options.connection_limits, "grpc"),

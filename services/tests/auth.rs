@@ -55,6 +55,10 @@ const NEEDS: &[(&str, &str)] = &[
     ("RiskModelService/GetRiskModel", "viewer"),
     ("RiskModelService/CreateRiskModel", "admin"),
     ("RiskModelService/ActivateRiskModel", "admin"),
+    ("ControlChangeService/ListControlChanges", "viewer"),
+    ("ControlChangeService/GetControlChange", "viewer"),
+    ("ControlChangeService/ApproveControlChange", "admin"),
+    ("ControlChangeService/RejectControlChange", "admin"),
 ];
 
 /// The development identities and what each may call.

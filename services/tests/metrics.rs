@@ -281,8 +281,8 @@ async fn current_deployments_thresholds_and_gate_checks_are_exported() {
     assert_eq!(m.value("promotion_gate_checks_total", &check("sample_size", "fail")), 1.0, "nothing reported yet");
     assert_eq!(m.value("promotion_gate_checks_total", &check("evidence_pack", "pass")), 1.0);
 
-    // A new policy threshold shows up.
-    let policy = pb::RingPolicy { ring: pb::Ring::Canary.into(), min_success_rate: 0.95, ..Default::default() };
+    // A new policy threshold shows up (a stricter one: a weaker one waits for a second admin).
+    let policy = pb::RingPolicy { ring: pb::Ring::Canary.into(), min_success_rate: 0.99, ..Default::default() };
     let update = pb::UpdateRingPolicyRequest {
         policy: Some(policy),
         update_mask: Some(prost_types::FieldMask { paths: vec!["min_success_rate".into()] }),
@@ -290,7 +290,7 @@ async fn current_deployments_thresholds_and_gate_checks_are_exported() {
     };
     server.promotions().update_ring_policy(update).await.unwrap();
     scrape_until(&server, |m| {
-        m.find("promotion_gate_threshold", &[("ring", "canary")]).first().is_some_and(|s| s.value == 0.95)
+        m.find("promotion_gate_threshold", &[("ring", "canary")]).first().is_some_and(|s| s.value == 0.99)
     })
     .await;
 

@@ -29,6 +29,9 @@ pub struct Change<T> {
     pub reason: String,
     pub correlation_id: String,
     pub at: DateTime<Utc>,
+    /// The second admin who approved a change that weakened a control
+    /// (`actor` proposed it).
+    pub approved_by: Option<String>,
 }
 
 #[cfg(test)]

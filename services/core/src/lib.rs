@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod breaker;
 pub mod connector;
+pub mod control;
 pub mod controller;
 pub mod deployment;
 pub mod gate;

@@ -85,6 +85,13 @@ impl From<StoreError> for AppError {
                 "risk model version {version} changed since etag {expected:?} was read; get it again and retry"
             )),
             StoreError::ConnectorNotFound(name) => AppError::NotFound(format!("connector {name:?} not found")),
+            StoreError::ControlChangeNotFound(id) => AppError::NotFound(format!("control change {id} not found")),
+            StoreError::ControlChangeDecided(id) => {
+                AppError::Aborted(format!("control change {id} was decided by someone else meanwhile; get it again"))
+            }
+            StoreError::ControlChangeSuperseded(id) => AppError::FailedPrecondition(format!(
+                "control change {id} is superseded: what it changes changed since it was proposed; propose it again"
+            )),
             StoreError::ConnectorExists(name) => {
                 AppError::AlreadyExists(format!("connector {name:?} already exists; update it or pick another name"))
             }

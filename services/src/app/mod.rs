@@ -4,12 +4,14 @@
 //! nothing of the wire.
 
 pub mod connectors;
+pub mod control;
 pub mod deployments;
 mod error;
 pub mod promotions;
 pub mod risk;
 
 pub use connectors::ConnectorRegistry;
+pub use control::{ControlChanges, Guarded};
 pub use deployments::{Deployments, Shown, Watch};
 pub use error::{AppError, AppResult, FieldViolation};
 pub use promotions::{Promotions, Step};

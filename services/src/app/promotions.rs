@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{AppError, AppResult, Deployments, check_etag, retry_on_conflict};
+use super::{AppError, AppResult, ControlChanges, Deployments, Guarded, check_etag, retry_on_conflict};
 use crate::connectors::Operation;
+use crate::domain::control::{self, ControlSubject};
 use crate::domain::{
     Change, ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult,
     Ring, RingPolicies, RingPolicy, gate,
@@ -23,11 +24,18 @@ pub struct Promotions {
     metrics: DeploymentMetrics,
     /// Hands work to connectors and fails deployments they refuse.
     deployments: Deployments,
+    /// Holds policy updates that weaken a control for a second admin.
+    control: ControlChanges,
 }
 
 impl Promotions {
-    pub fn new(store: Arc<Store>, metrics: DeploymentMetrics, deployments: Deployments) -> Promotions {
-        Promotions { store, metrics, deployments }
+    pub fn new(
+        store: Arc<Store>,
+        metrics: DeploymentMetrics,
+        deployments: Deployments,
+        control: ControlChanges,
+    ) -> Promotions {
+        Promotions { store, metrics, deployments, control }
     }
 
     /// # Errors
@@ -43,7 +51,8 @@ impl Promotions {
     }
 
     /// Changes `ring`'s policy to what `change` makes of the stored one,
-    /// recording who and why; without an etag a lost race is retried.
+    /// recording who and why; without an etag a lost race is retried. An
+    /// update that weakens a control is proposed instead, for a second admin.
     ///
     /// # Errors
     /// ABORTED for a stale etag; whatever `change` refuses; database failures.
@@ -53,12 +62,18 @@ impl Promotions {
         etag: Option<i64>,
         ctx: &ChangeContext,
         change: impl Fn(&RingPolicy) -> AppResult<RingPolicy>,
-    ) -> AppResult<RingPolicy> {
+    ) -> AppResult<Guarded<RingPolicy>> {
         let saved = retry_on_conflict(etag.is_none(), || async {
             let before = self.store.get_policy(ring).await?;
             check_etag(etag, before.revision, format_args!("the {ring} policy"))?;
             let after = change(&before)?;
-            Ok(self.store.update_policy(&before, &after, ctx).await?)
+            let weakenings = control::policy_weakenings(&before, &after);
+            if !weakenings.is_empty() {
+                let subject = ControlSubject::RingPolicy { before: Box::new(before.clone()), after: Box::new(after) };
+                let change = self.control.propose(subject, weakenings, ctx).await?;
+                return Ok(Guarded::Proposed { current: before, change });
+            }
+            Ok(Guarded::Applied(self.store.update_policy(&before, &after, ctx).await?))
         })
         .await?;
         self.metrics.policies_changed();

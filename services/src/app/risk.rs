@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{AppError, AppResult, fingerprint, replayed};
+use super::{AppError, AppResult, ControlChanges, Guarded, fingerprint, replayed};
 use crate::domain::ChangeContext;
+use crate::domain::control::{self, ControlSubject};
 use crate::domain::risk::RiskModel;
 use crate::store::audit::RequestKey;
 use crate::store::{Store, StoreError};
@@ -14,11 +15,13 @@ use crate::store::{Store, StoreError};
 #[derive(Clone)]
 pub struct RiskModels {
     store: Arc<Store>,
+    /// Holds activations that raise the CAB threshold for a second admin.
+    control: ControlChanges,
 }
 
 impl RiskModels {
-    pub fn new(store: Arc<Store>) -> RiskModels {
-        RiskModels { store }
+    pub fn new(store: Arc<Store>, control: ControlChanges) -> RiskModels {
+        RiskModels { store, control }
     }
 
     /// # Errors
@@ -74,13 +77,32 @@ impl RiskModels {
     }
 
     /// Makes `version` the model that scores new deployments; when `etag`
-    /// is given, only if the version is still at it.
+    /// is given, only if the version is still at it. A model with a higher
+    /// CAB threshold than the active one's is proposed instead, for a
+    /// second admin.
     ///
     /// # Errors
     /// NOT_FOUND; ABORTED for a stale etag; database failures.
-    pub async fn activate(&self, version: i32, etag: Option<&str>, ctx: &ChangeContext) -> AppResult<RiskModel> {
+    pub async fn activate(
+        &self,
+        version: i32,
+        etag: Option<&str>,
+        ctx: &ChangeContext,
+    ) -> AppResult<Guarded<RiskModel>> {
+        let candidate = self.store.get_risk_model(version).await?;
+        let active = self.store.active_risk_model().await?;
+        if let Some(weakening) = control::threshold_weakening(active.threshold, candidate.threshold) {
+            if let Some(etag) = etag
+                && candidate.etag() != etag
+            {
+                return Err(StoreError::RiskModelConflict { version, expected: etag.to_owned() }.into());
+            }
+            let subject = ControlSubject::RiskModelActivation { active_version: Some(active.version), version };
+            let change = self.control.propose(subject, vec![weakening], ctx).await?;
+            return Ok(Guarded::Proposed { current: candidate, change });
+        }
         let model = self.store.activate_risk_model(version, etag, ctx).await?;
         tracing::info!(version = model.version, actor = %ctx.actor, "risk model activated");
-        Ok(model)
+        Ok(Guarded::Applied(model))
     }
 }

@@ -95,11 +95,13 @@ pub fn required_role(path: &str) -> Option<Role> {
             "CreateConnector" | "UpdateConnector" | "DeleteConnector" | "ResetCircuitBreaker",
         ) => Role::Admin,
         ("eucora.v1.RiskModelService", "CreateRiskModel" | "ActivateRiskModel") => Role::Admin,
+        ("eucora.v1.ControlChangeService", "ApproveControlChange" | "RejectControlChange") => Role::Admin,
         (
             "eucora.v1.DeploymentService"
             | "eucora.v1.RingPromotionService"
             | "eucora.v1.ConnectorService"
-            | "eucora.v1.RiskModelService",
+            | "eucora.v1.RiskModelService"
+            | "eucora.v1.ControlChangeService",
             method,
         ) if is_read(method) => Role::Viewer,
         _ => Role::Admin,
@@ -131,6 +133,8 @@ mod tests {
             ("eucora.v1.ConnectorService/CheckConnectorHealth", Some(Role::Viewer)),
             ("eucora.v1.ConnectorService/ResetCircuitBreaker", Some(Role::Admin)),
             ("eucora.v1.RiskModelService/ActivateRiskModel", Some(Role::Admin)),
+            ("eucora.v1.ControlChangeService/ListControlChanges", Some(Role::Viewer)),
+            ("eucora.v1.ControlChangeService/ApproveControlChange", Some(Role::Admin)),
             ("grpc.health.v1.Health/Check", None),
             ("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None),
             ("eucora.v1.DeploymentService/Unknown", Some(Role::Admin)),

@@ -14,10 +14,12 @@ use super::roles::{Role, Roles};
 
 /// The development identities of `--dev-auth`: (token, identity, role).
 /// Documented, so never accepted beyond loopback.
-pub const DEV_TOKENS: [(&str, &str, Role); 5] = [
+pub const DEV_TOKENS: [(&str, &str, Role); 6] = [
     ("dev-alice", "alice", Role::Operator),
     ("dev-bob", "bob", Role::Approver),
     ("dev-carol", "carol", Role::Admin),
+    // A second admin, for changes that weaken a control (dual control).
+    ("dev-dave", "dave", Role::Admin),
     ("dev-victor", "victor", Role::Viewer),
     ("dev-agent", "agent", Role::Reporter),
 ];

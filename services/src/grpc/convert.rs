@@ -6,6 +6,7 @@ use eucora::v1 as pb;
 
 use crate::domain::breaker::BreakerState;
 use crate::domain::connector::Driver;
+use crate::domain::control::ControlState;
 use crate::domain::risk::FactorKind;
 use crate::domain::{
     ChangeKind, CheckKind, ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion,
@@ -67,6 +68,7 @@ wire_enum!(CheckKind => pb::GateCheckKind {
     SuccessRate, SampleSize, TimeToCompliance, CabApproval, EvidencePack, RollbackValidated,
 });
 wire_enum!(PromotionResult => pb::PromotionResult { Promoted, Blocked, RolledBack });
+wire_enum!(ControlState => pb::ControlChangeState { Pending, Approved, Rejected, Expired, Superseded });
 wire_enum!(Driver => pb::ConnectorDriver { Http, Simulator });
 wire_enum!(BreakerState => pb::CircuitBreakerState { Closed, Open, HalfOpen });
 wire_enum!(ChangeKind => pb::ConnectorChangeKind { Created, Updated, Deleted, BreakerReset });

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod call_limits;
 pub mod connector;
+pub mod control;
 pub mod convert;
 pub mod correlation;
 pub mod deployment;

@@ -11,7 +11,7 @@ use super::convert::Wire;
 use super::convert::{self, deployment_to_proto, gate_to_proto, policy_to_proto, promotion_to_proto};
 use super::page_token::Scope;
 use super::validate::{MAX_REASON_LEN, MAX_REQUEST_ID_LEN, Violations, truncate};
-use crate::app::{AppError, AppResult, Promotions, Step};
+use crate::app::{AppError, AppResult, Guarded, Promotions, Step};
 use crate::clock::Clock;
 use crate::domain::{Change, ChangeContext, Deployment, Label, Promotion, Ring, RingPolicy};
 
@@ -67,7 +67,7 @@ impl PromotionApi {
         Ok(shown(&deployment, &promotion))
     }
 
-    async fn update_policy(&self, request: &Request<pb::UpdateRingPolicyRequest>) -> AppResult<RingPolicy> {
+    async fn update_policy(&self, request: &Request<pb::UpdateRingPolicyRequest>) -> AppResult<Guarded<RingPolicy>> {
         let req = request.get_ref();
         let mut v = Violations::new();
         let Some(update) = req.policy.as_ref() else {
@@ -199,6 +199,7 @@ fn policy_change_to_proto(change: &Change<RingPolicy>) -> pb::RingPolicyChange {
         reason: change.reason.clone(),
         correlation_id: change.correlation_id.clone(),
         create_time: Some(convert::timestamp(change.at)),
+        approved_by: change.approved_by.clone().unwrap_or_default(),
     }
 }
 
@@ -235,8 +236,17 @@ impl RingPromotionService for PromotionApi {
         &self,
         request: Request<pb::UpdateRingPolicyRequest>,
     ) -> Result<Response<pb::UpdateRingPolicyResponse>, Status> {
-        let policy = self.update_policy(&request).await?;
-        Ok(Response::new(pb::UpdateRingPolicyResponse { policy: Some(policy_to_proto(&policy)) }))
+        let answer = match self.update_policy(&request).await? {
+            Guarded::Applied(policy) => {
+                pb::UpdateRingPolicyResponse { policy: Some(policy_to_proto(&policy)), ..Default::default() }
+            }
+            Guarded::Proposed { current, change } => pb::UpdateRingPolicyResponse {
+                policy: Some(policy_to_proto(&current)),
+                pending_change_id: change.id.to_string(),
+                weakenings: change.weakenings,
+            },
+        };
+        Ok(Response::new(answer))
     }
 
     async fn evaluate_promotion_gate(

@@ -9,7 +9,7 @@ use super::change_context;
 use super::convert::Wire;
 use super::convert::timestamp;
 use super::validate::{MAX_ETAG_LEN, MAX_REQUEST_ID_LEN, Violations};
-use crate::app::{AppError, AppResult, RiskModels};
+use crate::app::{AppError, AppResult, Guarded, RiskModels};
 use crate::clock::Clock;
 use crate::domain::ChangeContext;
 use crate::domain::risk::{Assessment, Evidence, Factor, FactorKind, RiskModel, SbomSummary, ScanCounts};
@@ -238,7 +238,16 @@ impl RiskModelService for RiskApi {
         let etag = v.optional_text("etag", &req.etag, MAX_ETAG_LEN);
         v.finish()?;
         let ctx = self.model_change(&request, &req.reason)?;
-        let model = self.app.activate(req.version, etag.as_deref(), &ctx).await?;
-        Ok(Response::new(pb::ActivateRiskModelResponse { model: Some(model_to_proto(&model)) }))
+        let answer = match self.app.activate(req.version, etag.as_deref(), &ctx).await? {
+            Guarded::Applied(model) => {
+                pb::ActivateRiskModelResponse { model: Some(model_to_proto(&model)), ..Default::default() }
+            }
+            Guarded::Proposed { current, change } => pb::ActivateRiskModelResponse {
+                model: Some(model_to_proto(&current)),
+                pending_change_id: change.id.to_string(),
+                weakenings: change.weakenings,
+            },
+        };
+        Ok(Response::new(answer))
     }
 }

@@ -162,6 +162,7 @@ impl Store {
                         reason: row.reason,
                         correlation_id: row.correlation_id,
                         at: row.created_at,
+                        approved_by: row.approved_by,
                     })
                 },
             )
@@ -203,6 +204,7 @@ impl Store {
                         reason: row.reason,
                         correlation_id: row.correlation_id,
                         at: row.created_at,
+                        approved_by: None,
                     })
                 },
             )

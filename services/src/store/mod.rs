@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod connectors;
+pub mod control;
 pub mod deployments;
 pub mod entity;
 pub mod migration;
@@ -65,6 +66,14 @@ pub enum StoreError {
     RiskModelConflict { version: i32, expected: String },
     #[error("connector {0:?} not found")]
     ConnectorNotFound(String),
+    #[error("control change {0} not found")]
+    ControlChangeNotFound(Uuid),
+    /// Another decision on the control change was recorded first.
+    #[error("control change {0} was decided concurrently")]
+    ControlChangeDecided(Uuid),
+    /// What the control change changes moved on since it was proposed.
+    #[error("control change {0} is superseded")]
+    ControlChangeSuperseded(Uuid),
     #[error("connector {0:?} already exists")]
     ConnectorExists(String),
     #[error("connector {name:?} was changed concurrently (revision {expected} is stale)")]

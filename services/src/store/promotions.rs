@@ -60,29 +60,7 @@ impl Store {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
-            let mut saved = after.clone();
-            saved.revision = before.revision + 1;
-            saved.updated_at = change.now;
-            let updated = ring_policy::Entity::update_many()
-                .set(policy_row(&saved))
-                .filter(ring_policy::Column::Ring.eq(before.ring.as_label()))
-                .filter(ring_policy::Column::Revision.eq(before.revision))
-                .exec(&txn)
-                .await?;
-            if updated.rows_affected == 0 {
-                return Err(StoreError::PolicyConflict { ring: before.ring, expected: before.revision });
-            }
-            let audit = ring_policy_change::ActiveModel {
-                seq: NotSet,
-                ring: Set(before.ring.as_label().to_owned()),
-                actor: Set(change.actor.clone()),
-                reason: Set(change.reason.clone()),
-                correlation_id: Set(change.correlation_id.clone()),
-                before: Set(super::audit::policy_json(before)),
-                after: Set(super::audit::policy_json(&saved)),
-                created_at: Set(change.now),
-            };
-            ring_policy_change::Entity::insert(audit).exec_without_returning(&txn).await?;
+            let saved = write_policy(&txn, before, after, change, None).await?;
             txn.commit().await?;
             Ok(saved)
         })
@@ -181,6 +159,46 @@ fn seconds(duration: Duration) -> i64 {
 
 fn duration(seconds: i64) -> Duration {
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+/// Replaces `before` by `after` in `txn`, conditional on `before`'s
+/// revision, and logs the change (with the second admin who approved it,
+/// when it needed one).
+///
+/// # Errors
+/// [`StoreError::PolicyConflict`] when the policy changed since `before` was read.
+pub(super) async fn write_policy(
+    txn: &impl ConnectionTrait,
+    before: &RingPolicy,
+    after: &RingPolicy,
+    change: &ChangeContext,
+    approved_by: Option<&str>,
+) -> StoreResult<RingPolicy> {
+    let mut saved = after.clone();
+    saved.revision = before.revision + 1;
+    saved.updated_at = change.now;
+    let updated = ring_policy::Entity::update_many()
+        .set(policy_row(&saved))
+        .filter(ring_policy::Column::Ring.eq(before.ring.as_label()))
+        .filter(ring_policy::Column::Revision.eq(before.revision))
+        .exec(txn)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(StoreError::PolicyConflict { ring: before.ring, expected: before.revision });
+    }
+    let audit = ring_policy_change::ActiveModel {
+        seq: NotSet,
+        ring: Set(before.ring.as_label().to_owned()),
+        actor: Set(change.actor.clone()),
+        reason: Set(change.reason.clone()),
+        correlation_id: Set(change.correlation_id.clone()),
+        before: Set(super::audit::policy_json(before)),
+        after: Set(super::audit::policy_json(&saved)),
+        created_at: Set(change.now),
+        approved_by: Set(approved_by.map(str::to_owned)),
+    };
+    ring_policy_change::Entity::insert(audit).exec_without_returning(txn).await?;
+    Ok(saved)
 }
 
 pub(super) fn policy_row(p: &RingPolicy) -> ring_policy::ActiveModel {

@@ -86,7 +86,7 @@ impl Store {
             if let Some(key) = request {
                 record_request(&txn, key, &created.version.to_string(), change).await?;
             }
-            audit(&txn, created.version, "created", change).await?;
+            audit(&txn, created.version, "created", change, None).await?;
             txn.commit().await?;
             Ok(created)
         })
@@ -116,18 +116,7 @@ impl Store {
             {
                 return Err(StoreError::RiskModelConflict { version, expected: etag.to_owned() });
             }
-            risk_model::Entity::update_many()
-                .col_expr(risk_model::Column::Active, false.into())
-                .filter(risk_model::Column::Active.eq(true))
-                .exec(&txn)
-                .await?;
-            risk_model::Entity::update_many()
-                .col_expr(risk_model::Column::Active, true.into())
-                .col_expr(risk_model::Column::ActivatedAt, change.now.into())
-                .filter(risk_model::Column::Version.eq(version))
-                .exec(&txn)
-                .await?;
-            audit(&txn, version, "activated", change).await?;
+            write_activation(&txn, version, change, None).await?;
             txn.commit().await?;
             self.get_risk_model(version).await
         })
@@ -171,11 +160,34 @@ impl Store {
     }
 }
 
+/// Makes `version` the only active model in `txn`, and logs it (with the
+/// second admin who approved it, when it needed one).
+pub(super) async fn write_activation(
+    txn: &impl sea_orm::ConnectionTrait,
+    version: i32,
+    change: &ChangeContext,
+    approved_by: Option<&str>,
+) -> StoreResult<()> {
+    risk_model::Entity::update_many()
+        .col_expr(risk_model::Column::Active, false.into())
+        .filter(risk_model::Column::Active.eq(true))
+        .exec(txn)
+        .await?;
+    risk_model::Entity::update_many()
+        .col_expr(risk_model::Column::Active, true.into())
+        .col_expr(risk_model::Column::ActivatedAt, change.now.into())
+        .filter(risk_model::Column::Version.eq(version))
+        .exec(txn)
+        .await?;
+    audit(txn, version, "activated", change, approved_by).await
+}
+
 async fn audit(
     conn: &impl sea_orm::ConnectionTrait,
     version: i32,
     action: &str,
     change: &ChangeContext,
+    approved_by: Option<&str>,
 ) -> StoreResult<()> {
     let row = risk_model_event::ActiveModel {
         seq: NotSet,
@@ -185,6 +197,7 @@ async fn audit(
         reason: Set(change.reason.clone()),
         correlation_id: Set(change.correlation_id.clone()),
         created_at: Set(change.now),
+        approved_by: Set(approved_by.map(str::to_owned)),
     };
     risk_model_event::Entity::insert(row).exec_without_returning(conn).await?;
     Ok(())

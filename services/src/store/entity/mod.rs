@@ -3,6 +3,7 @@
 
 pub mod connector;
 pub mod connector_change;
+pub mod control_change;
 pub mod deployment;
 pub mod deployment_event;
 pub mod dispatch;

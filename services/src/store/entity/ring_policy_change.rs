@@ -15,6 +15,8 @@ pub struct Model {
     pub before: String,
     pub after: String,
     pub created_at: DateTimeUtc,
+    /// The second admin who approved a change that weakened a control.
+    pub approved_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

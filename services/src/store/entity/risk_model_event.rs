@@ -14,6 +14,8 @@ pub struct Model {
     pub reason: String,
     pub correlation_id: String,
     pub created_at: DateTimeUtc,
+    /// The second admin who approved an activation that weakened a control.
+    pub approved_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,9 +1,9 @@
 //! Schema migrations, run on `serve` and `migrate`; applied ones are recorded
 //! in `seaql_migrations`, so running them again changes nothing. One file per
-//! migration; a migration is never edited once released (the product has not
-//! been: its history starts with one initial schema).
+//! migration; a migration is never edited once released.
 
 mod m20261202_000001_initial;
+mod m20261202_000002_control_changes;
 
 use sea_orm_migration::prelude::*;
 
@@ -12,6 +12,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261202_000001_initial::Migration)]
+        vec![Box::new(m20261202_000001_initial::Migration), Box::new(m20261202_000002_control_changes::Migration)]
     }
 }
