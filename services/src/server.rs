@@ -266,11 +266,14 @@ pub async fn serve(
         );
         tokio::spawn(controller.run(store.subscribe(), interval, stop.clone()))
     });
+    // Watchers hear of every event committed from here on.
+    let last_event = store.last_event_seq().await?;
     let background = [
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
         tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, stop.clone())),
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
         tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
+        tokio::spawn(store.clone().tail_events(last_event, stop.clone())),
         tokio::spawn(authenticator.clone().watch(AUTH_FILE_CHECK_INTERVAL, stop.clone())),
     ];
 

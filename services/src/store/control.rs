@@ -184,6 +184,7 @@ impl Store {
                         )?;
                     }
                     ControlSubject::RiskModelActivation { active_version, version } => {
+                        super::serialize(&txn, super::Serialized::RiskModelActivation).await?;
                         let active = risk_model::Entity::find()
                             .filter(risk_model::Column::Active.eq(true))
                             .one(&txn)

@@ -279,6 +279,23 @@ impl Store {
         Ok(saved)
     }
 
+    /// The sequence of the last event committed (0 with none).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn last_event_seq(&self) -> StoreResult<i64> {
+        self.guard(async {
+            let last: Option<Option<i64>> = deployment_event::Entity::find()
+                .select_only()
+                .column_as(deployment_event::Column::Seq.max(), "last")
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            Ok(last.flatten().unwrap_or(0))
+        })
+        .await
+    }
+
     /// Events in sequence order after sequence `after`: one deployment's
     /// audit trail (`Some`), or every deployment's.
     ///
@@ -378,6 +395,7 @@ async fn insert_events(
     app_name: &str,
     events: &[NewEvent],
 ) -> StoreResult<Vec<StoredEvent>> {
+    super::serialize(txn, super::Serialized::EventOrder).await?;
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let row = deployment_event::ActiveModel {

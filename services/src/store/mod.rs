@@ -4,11 +4,16 @@
 //! budgets, pages, the feed of committed events — and one repository module
 //! per aggregate: `deployments`, `promotions`, `connectors`, `risk`, `audit`.
 //!
-//! Writes go through one in-process lock held across commit and publish, so
-//! the feed carries events in commit (= sequence) order. On SQLite this is
-//! the database's own single-writer rule made explicit (no SQLITE_BUSY); on
-//! PostgreSQL it orders this process's writes, while optimistic revisions keep
-//! several processes correct.
+//! Event sequences follow commit order, so that a reader resuming after a
+//! sequence misses nothing. On SQLite writes go through one in-process lock
+//! held across commit and publish (the database's own single-writer rule
+//! made explicit: no SQLITE_BUSY), and the feed is fed at commit. On
+//! PostgreSQL several processes write at once, kept correct by revisions,
+//! unique keys and fencing tokens; the transactions that append events take
+//! one transaction-scoped advisory lock just before appending, so sequences
+//! are handed out in commit order across every replica, and the feed is fed
+//! by tailing the event table (woken by local commits, by other replicas
+//! through the coordination bus, and by a short poll).
 //!
 //! Every operation runs within a time budget (cut shorter by the served
 //! call's deadline) and tells the health probe when the database failed;
@@ -242,11 +247,43 @@ impl StoreConfig {
     }
 }
 
+/// Keys of the PostgreSQL transaction-scoped advisory locks that serialize
+/// what revisions alone cannot.
+#[derive(Debug, Clone, Copy)]
+#[repr(i64)]
+pub(crate) enum Serialized {
+    /// Appending events: sequences are then handed out in commit order.
+    EventOrder = 0x6575_636f_7261_0001,
+    /// Switching the active risk model: exactly one stays active.
+    RiskModelActivation = 0x6575_636f_7261_0002,
+}
+
+/// PostgreSQL: takes the advisory lock `key` until the end of `txn`, so
+/// that transactions doing the same thing commit one after the other.
+/// SQLite: nothing (its writers are one at a time already).
+pub(crate) async fn serialize(txn: &impl ConnectionTrait, key: Serialized) -> StoreResult<()> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let sql = format!("SELECT pg_advisory_xact_lock({})", key as i64);
+        txn.execute_raw(Statement::from_string(DbBackend::Postgres, sql)).await?;
+    }
+    Ok(())
+}
+
+/// Events the tail reads per query.
+const EVENT_TAIL_BATCH: u64 = 500;
+
+/// How often the PostgreSQL event tail looks for events committed by other
+/// replicas when nothing woke it.
+pub const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// The deployment store.
 pub struct Store {
     db: DatabaseConnection,
+    /// SQLite only: one writer at a time (PostgreSQL writers run concurrently).
     write_lock: Mutex<()>,
     feed: broadcast::Sender<Arc<StoredEvent>>,
+    /// PostgreSQL: wakes the event tail (a local commit, or another replica's).
+    tail: Notify,
     operation_timeout: Duration,
     /// Wakes the health probe as soon as an operation finds the database
     /// unusable, rather than at its next tick.
@@ -341,6 +378,7 @@ impl Store {
             db,
             write_lock: Mutex::new(()),
             feed,
+            tail: Notify::new(),
             operation_timeout: config.operation_timeout,
             faults: Notify::new(),
             file,
@@ -409,14 +447,14 @@ impl Store {
         result
     }
 
-    /// The write lock, taken only while the database file is still the one
-    /// opened (a write into a deleted file would be acknowledged and lost).
-    async fn lock_writes(&self) -> StoreResult<tokio::sync::MutexGuard<'_, ()>> {
+    /// SQLite: the write lock, taken only while the database file is still
+    /// the one opened (a write into a deleted file would be acknowledged and
+    /// lost). PostgreSQL: nothing (its writers run concurrently).
+    async fn lock_writes(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        let Some(file) = &self.file else { return Ok(None) };
         let guard = self.write_lock.lock().await;
-        if let Some(file) = &self.file {
-            file.check()?;
-        }
-        Ok(guard)
+        file.check()?;
+        Ok(Some(guard))
     }
 
     /// Current connection pool sizes, read from memory (no query).
@@ -475,10 +513,52 @@ impl Store {
         })
     }
 
+    /// Hands just-committed `events` to the feed: at once on SQLite (under
+    /// the write lock, so in sequence order); on PostgreSQL by waking the
+    /// tail, which reads them back in sequence order with other replicas'.
     fn publish(&self, events: Vec<StoredEvent>) {
+        if self.file.is_none() {
+            self.tail.notify_one();
+            return;
+        }
         for event in events {
             // No receiver is fine: nobody is watching.
             let _ = self.feed.send(Arc::new(event));
+        }
+    }
+
+    /// Another replica committed events (the coordination bus says so).
+    pub fn events_committed_elsewhere(&self) {
+        self.tail.notify_one();
+    }
+
+    /// PostgreSQL: feeds the feed from the event table in sequence order,
+    /// from the events committed after sequence `after` (read before
+    /// serving starts), until `stop`. Woken by local commits and
+    /// [`Store::events_committed_elsewhere`], and every
+    /// [`EVENT_POLL_INTERVAL`] in case a wake-up was lost. SQLite: returns.
+    pub async fn tail_events(self: Arc<Self>, mut after: i64, stop: tokio_util::sync::CancellationToken) {
+        if self.file.is_some() {
+            return;
+        }
+        loop {
+            match self.list_events(None, Some(after), EVENT_TAIL_BATCH).await {
+                Ok(page) => {
+                    for event in page.items {
+                        after = event.seq;
+                        let _ = self.feed.send(Arc::new(event));
+                    }
+                    if page.next_after.is_some() {
+                        continue;
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "event tail: reading new events"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.tail.notified() => {}
+                () = tokio::time::sleep(EVENT_POLL_INTERVAL) => {}
+            }
         }
     }
 }

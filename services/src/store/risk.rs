@@ -107,6 +107,7 @@ impl Store {
         self.guard(async {
             let _guard = self.lock_writes().await?;
             let txn = self.db.begin().await?;
+            super::serialize(&txn, super::Serialized::RiskModelActivation).await?;
             let row = risk_model::Entity::find_by_id(version)
                 .one(&txn)
                 .await?
@@ -168,6 +169,7 @@ pub(super) async fn write_activation(
     change: &ChangeContext,
     approved_by: Option<&str>,
 ) -> StoreResult<()> {
+    super::serialize(txn, super::Serialized::RiskModelActivation).await?;
     risk_model::Entity::update_many()
         .col_expr(risk_model::Column::Active, false.into())
         .filter(risk_model::Column::Active.eq(true))

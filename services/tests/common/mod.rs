@@ -545,10 +545,16 @@ impl ServerProcess {
     /// Starts `eucora serve` on `database_url` with port 0 for both listeners,
     /// reads the addresses it logs, and waits until grpc.health.v1 says SERVING.
     pub async fn spawn(database_url: &str) -> ServerProcess {
+        ServerProcess::spawn_with(database_url, &[]).await
+    }
+
+    /// As [`ServerProcess::spawn`], with more command-line arguments.
+    pub async fn spawn_with(database_url: &str, args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eucora"))
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--database-url", database_url, "--log", "warn,eucora=info", "--dev-auth"])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
