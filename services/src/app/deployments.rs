@@ -65,6 +65,9 @@ pub struct WatchLimits {
 /// An open watch: the committed-event feed, and its place among the open ones.
 pub struct Watch {
     pub feed: broadcast::Receiver<Arc<StoredEvent>>,
+    /// The last sequence committed when the watch began: the feed's events
+    /// up to it are older than the watch.
+    pub committed: i64,
     /// Only this deployment's events, when set.
     pub deployment: Option<Uuid>,
     _permit: OwnedSemaphorePermit,
@@ -270,8 +273,13 @@ impl Deployments {
                 "too many WatchDeployments streams are open on this server; retry later or close an idle one".into(),
             )
         })?;
-        // Subscribed before the call is answered: every event committed after it reaches the watcher.
-        Ok(Watch { feed: self.store.subscribe(), deployment, _permit: permit, _slot: slot })
+        // Subscribed before the call is answered: every event committed after
+        // it reaches the watcher. The last sequence is read after subscribing,
+        // so an event the feed still carries from before (PostgreSQL's tail
+        // runs behind commits) is told apart from the later ones.
+        let feed = self.store.subscribe();
+        let committed = self.store.last_event_seq().await?;
+        Ok(Watch { feed, committed, deployment, _permit: permit, _slot: slot })
     }
 
     /// Starts a created (or approved) deployment in its first ring, handing

@@ -445,8 +445,9 @@ async fn forward_events(app: Deployments, mut watch: Watch, resume: Option<i64>,
     let shutdown = app.shutdown().clone();
     let filter = watch.deployment;
     // The feed was subscribed before the stored pages are read: an event
-    // committed meanwhile is in both, and is sent once.
-    let mut last_sent = 0;
+    // committed meanwhile is in both, and is sent once. Without a resume,
+    // what the feed carries from before the watch began is skipped.
+    let mut last_sent = if resume.is_some() { 0 } else { watch.committed };
     if let Some(mut after) = resume {
         loop {
             let page = match app.events_after(filter, after, DEFAULT_EVENT_PAGE_SIZE).await {
