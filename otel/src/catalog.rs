@@ -56,6 +56,7 @@ pub mod names {
     pub const AUTH_FAILURES: &str = "auth_failures";
     pub const AUTH_DENIED: &str = "auth_denied";
     pub const LIMITS_EXCEEDED: &str = "limits_exceeded";
+    pub const COORDINATION_LEASE_HELD: &str = "coordination_lease_held";
     /// OpenTelemetry RPC semantic conventions.
     pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
     pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
@@ -143,6 +144,7 @@ pub struct Catalog {
     controller_evaluations: Counter<u64>,
     controller_actions: Counter<u64>,
     deployments_stalled: Gauge<i64>,
+    lease_held: Gauge<i64>,
     ring_duration: Histogram<f64>,
     deployments_current: Gauge<i64>,
     gate_threshold: Gauge<f64>,
@@ -229,6 +231,10 @@ impl Catalog {
             deployments_stalled: meter
                 .i64_gauge(names::DEPLOYMENTS_STALLED)
                 .with_description("Deploying deployments flagged stalled (no new outcomes)")
+                .build(),
+            lease_held: meter
+                .i64_gauge(names::COORDINATION_LEASE_HELD)
+                .with_description("Whether this replica holds a background duty's lease (1) or not (0)")
                 .build(),
             ring_duration: meter
                 .f64_histogram(names::RING_DURATION)
@@ -393,6 +399,11 @@ impl Catalog {
     /// Deploying deployments currently flagged stalled.
     pub fn deployments_stalled(&self, count: u64) {
         self.deployments_stalled.record(i64::try_from(count).unwrap_or(i64::MAX), &[]);
+    }
+
+    /// Whether this replica holds the lease of background duty `lease`.
+    pub fn lease_held(&self, lease: Label, held: bool) {
+        self.lease_held.record(i64::from(held), &[KeyValue::new("lease", lease)]);
     }
 
     /// A deployment left `ring` after `seconds` in it.

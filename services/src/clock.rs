@@ -37,6 +37,7 @@ impl Clock {
             reason,
             correlation_id: correlation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             now: stored_time(self.now()),
+            fence: None,
         }
     }
 }

@@ -256,9 +256,14 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_DELIVERY_RETRY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub delivery_retry_interval: Duration,
 
-    /// Run no rollout controller in this process (run it in exactly one replica until leases exist).
+    /// Never take the rollout controller's lease in this process (the other replicas run it).
     #[arg(long, env = "EUCORA_NO_CONTROLLER")]
     pub no_controller: bool,
+
+    /// How long a background duty's lease (controller, connector probing) lasts unless renewed;
+    /// another replica takes over a dead holder's duty within two periods.
+    #[arg(long, env = "EUCORA_LEASE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_period: Duration,
 
     #[command(flatten)]
     pub log: LogArgs,

@@ -5,7 +5,8 @@
 //! `controller`. It never acts on paused, terminal or CAB-waiting
 //! deployments, and promotes with `from_ring` so that a concurrent manual
 //! promotion (or a second controller) cannot make it act twice on one step.
-//! Until leases exist it should run in one process (`--controller`).
+//! Among replicas only the holder of the controller lease acts, and every
+//! action carries the lease's fence, so a former holder cannot act.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +19,9 @@ use uuid::Uuid;
 
 use crate::app::{AppResult, Deployments, Promotions, Step};
 use crate::clock::{Clock, stored_time};
+use crate::coord::LeaseHandle;
 use crate::domain::controller::{Decision, decide};
-use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, RingPolicy, gate};
+use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, Fence, RingPolicy, gate};
 use crate::store::{DeploymentFilter, Store, StoredEvent};
 
 /// The actor recorded on everything the controller does.
@@ -46,12 +48,14 @@ impl Controller {
         Controller { store, deployments, promotions, catalog, clock }
     }
 
-    /// Evaluates on every `interval` and whenever a deployment's outcomes or
-    /// state change, until `stop`.
+    /// Evaluates on every `interval`, whenever a deployment's outcomes or
+    /// state change, and at once on taking the lease — only while `lease`
+    /// is held — until `stop`.
     pub async fn run(
         self,
         mut feed: broadcast::Receiver<Arc<StoredEvent>>,
         interval: Duration,
+        mut lease: LeaseHandle,
         stop: CancellationToken,
     ) {
         let mut ticks = tokio::time::interval(interval);
@@ -59,22 +63,26 @@ impl Controller {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = ticks.tick() => self.sweep().await,
-                received = feed.recv() => match received {
-                    Ok(event) if wakes_controller(&event) && event.event.actor != ACTOR => {
-                        self.evaluate(event.event.deployment_id).await;
+                // Taken over: whatever the former holder left is looked at now.
+                () = lease.changed() => if let Some(fence) = lease.fence() { self.sweep(&fence).await },
+                _ = ticks.tick() => if let Some(fence) = lease.fence() { self.sweep(&fence).await },
+                received = feed.recv() => match (received, lease.fence()) {
+                    (_, None) => {}
+                    (Ok(event), Some(fence)) if wakes_controller(&event) && event.event.actor != ACTOR => {
+                        self.evaluate(event.event.deployment_id, &fence).await;
                     }
-                    Ok(_) => {}
+                    (Ok(_), _) => {}
                     // Missed some events: look at everything instead.
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.sweep().await,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    (Err(broadcast::error::RecvError::Lagged(_)), Some(fence)) => self.sweep(&fence).await,
+                    (Err(broadcast::error::RecvError::Closed), _) => return,
                 },
             }
         }
     }
 
-    /// Evaluates every deploying deployment; publishes how many are stalled.
-    pub async fn sweep(&self) {
+    /// Evaluates every deploying deployment under `fence`; publishes how
+    /// many are stalled.
+    pub async fn sweep(&self, fence: &Fence) {
         let filter = DeploymentFilter { status: Some(DeploymentStatus::Deploying), ..DeploymentFilter::default() };
         // One read of the five policies serves the whole sweep.
         let policies = match self.store.list_policies().await {
@@ -96,7 +104,7 @@ impl Controller {
             };
             for deployment in &page.items {
                 let policy = &policies[deployment.current_ring];
-                if self.act(deployment, policy).await.is_some_and(|d| d.stalled_since.is_some()) {
+                if self.act(deployment, policy, fence).await.is_some_and(|d| d.stalled_since.is_some()) {
                     stalled += 1;
                 }
             }
@@ -108,8 +116,8 @@ impl Controller {
         self.catalog.deployments_stalled(stalled);
     }
 
-    /// Evaluates one deployment now.
-    pub async fn evaluate(&self, id: Uuid) {
+    /// Evaluates one deployment now, under `fence`.
+    pub async fn evaluate(&self, id: Uuid, fence: &Fence) {
         let read = async {
             let deployment = self.store.get_deployment(id).await?;
             let policy = self.store.get_policy(deployment.current_ring).await?;
@@ -117,7 +125,7 @@ impl Controller {
         };
         match read.await {
             Ok((deployment, policy)) => {
-                self.act(&deployment, &policy).await;
+                self.act(&deployment, &policy, fence).await;
             }
             Err(err) => tracing::warn!(deployment = %id, error = %err, "controller could not read deployment"),
         }
@@ -125,13 +133,17 @@ impl Controller {
 
     /// Decides and acts under `policy` (the current ring's); returns the
     /// deployment as it stands afterwards when known.
-    async fn act(&self, deployment: &Deployment, policy: &RingPolicy) -> Option<Deployment> {
+    async fn act(&self, deployment: &Deployment, policy: &RingPolicy, fence: &Fence) -> Option<Deployment> {
         let now = stored_time(self.clock.now());
         let evaluation = gate::evaluate(deployment, policy, now);
         let decision = decide(deployment, policy, &evaluation, now);
         let action = decision.as_label();
         self.catalog.controller_evaluated(action);
-        let ctx = |reason: String| ChangeContext { now, ..self.clock.context(ACTOR.to_owned(), reason, None) };
+        let ctx = |reason: String| ChangeContext {
+            now,
+            fence: Some(fence.clone()),
+            ..self.clock.context(ACTOR.to_owned(), reason, None)
+        };
         let step = Step { id: deployment.id, request_id: None, etag: None, from_ring: Some(deployment.current_ring) };
         let result: AppResult<Option<Deployment>> = match decision {
             Decision::Promote => {

@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod controller;
+pub mod coord;
 pub mod deadline;
 pub use eucora_core as domain;
 pub mod grpc;

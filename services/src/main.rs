@@ -114,6 +114,7 @@ async fn run(
         connector_probe_interval: config.connector_probe_interval,
         simulator_connectors: config.simulator_connectors.then(SimulatorConfig::default),
         controller_interval: (!config.no_controller).then_some(config.controller_interval),
+        lease_period: config.lease_period,
         connection_limits: ConnectionLimits {
             max_connections: config.max_connections,
             idle_timeout: config.connection_idle_timeout,

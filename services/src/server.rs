@@ -30,6 +30,7 @@ use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
 use crate::connectors::egress::EgressPolicy;
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
+use crate::coord::{self, LeaseKeeper};
 use crate::domain::connector::SimulatorConfig;
 use crate::grpc::admission::{AdmissionLayer, AdmissionLimits};
 use crate::grpc::call_limits::CallLimitsLayer;
@@ -80,8 +81,11 @@ pub struct ServeOptions {
     /// The time circuit breakers and the rollout controller see.
     pub clock: Clock,
     /// How often the rollout controller sweeps every deploying deployment;
-    /// `None` runs no controller in this process.
+    /// `None`: this process never takes the controller lease.
     pub controller_interval: Option<Duration>,
+    /// How long a background duty's lease lasts unless renewed (renewed
+    /// three times per period; a dead holder is replaced within two).
+    pub lease_period: Duration,
     /// Connection caps and idle timeouts of both listeners.
     pub connection_limits: ConnectionLimits,
     /// Most concurrent calls (HTTP/2 streams) on one gRPC connection.
@@ -118,6 +122,7 @@ impl Default for ServeOptions {
             simulator_connectors: None,
             clock: Clock::system(),
             controller_interval: Some(Duration::from_secs(30)),
+            lease_period: Duration::from_secs(10),
             connection_limits: ConnectionLimits::default(),
             max_streams_per_connection: 256,
             max_watch_streams: 1024,
@@ -256,6 +261,9 @@ pub async fn serve(
     let control = ControlChanges::new(store.clone(), metrics.clone());
     let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone(), control.clone());
     let registry = ConnectorRegistry::new(store.clone(), connectors.clone(), clock.clone());
+    let leases =
+        Arc::new(LeaseKeeper::new(store.clone(), clock.clone(), telemetry.catalog.clone(), options.lease_period));
+    let mut lease_keepers = Vec::new();
     let controller = options.controller_interval.map(|interval| {
         let controller = Controller::new(
             store.clone(),
@@ -264,13 +272,17 @@ pub async fn serve(
             telemetry.catalog.clone(),
             options.clock.clone(),
         );
-        tokio::spawn(controller.run(store.subscribe(), interval, stop.clone()))
+        let (lease, keeper) = leases.keep(coord::leases::CONTROLLER, stop.clone());
+        lease_keepers.push(keeper);
+        tokio::spawn(controller.run(store.subscribe(), interval, lease, stop.clone()))
     });
+    let (probe_lease, keeper) = leases.keep(coord::leases::CONNECTOR_PROBES, stop.clone());
+    lease_keepers.push(keeper);
     // Watchers hear of every event committed from here on.
     let last_event = store.last_event_seq().await?;
     let background = [
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
-        tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, stop.clone())),
+        tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, probe_lease, stop.clone())),
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
         tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
         tokio::spawn(store.clone().tail_events(last_event, stop.clone())),
@@ -330,7 +342,7 @@ pub async fn serve(
     // Calls still waiting on a connector after the grace period end now.
     connectors.cancel_calls();
     let _ = probe.await;
-    for task in background.into_iter().chain(controller) {
+    for task in background.into_iter().chain(controller).chain(lease_keepers) {
         let _ = task.await;
     }
     let shim_result = shim.await.unwrap_or(Ok(()));

@@ -132,7 +132,7 @@ mod tests {
     }
 
     fn ctx(at: DateTime<Utc>) -> ChangeContext {
-        ChangeContext { actor: "test".into(), reason: String::new(), correlation_id: "c".into(), now: at }
+        ChangeContext { actor: "test".into(), reason: String::new(), correlation_id: "c".into(), now: at, fence: None }
     }
 
     /// A CANARY deployment started at t(0) with `success`/`failure` reported at t(1).

@@ -70,6 +70,18 @@ pub struct ChangeContext {
     pub reason: String,
     pub correlation_id: String,
     pub now: DateTime<Utc>,
+    /// For a background duty's change: the lease it holds, checked in the
+    /// change's transaction so that a former holder cannot act.
+    pub fence: Option<Fence>,
+}
+
+/// A lease held, as the fencing token of its acquisition: tokens grow with
+/// every acquisition, so a change carrying an older one comes from a holder
+/// that lost the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: &'static str,
+    pub token: i64,
 }
 
 /// An audit event about to be appended; the store assigns its sequence.
@@ -743,6 +755,7 @@ mod tests {
             reason: "because".into(),
             correlation_id: "corr-1".into(),
             now: DateTime::UNIX_EPOCH,
+            fence: None,
         }
     }
 

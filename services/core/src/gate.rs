@@ -426,7 +426,7 @@ mod tests {
     }
 
     fn ctx(at: DateTime<Utc>) -> ChangeContext {
-        ChangeContext { actor: "ops".into(), reason: String::new(), correlation_id: "c".into(), now: at }
+        ChangeContext { actor: "ops".into(), reason: String::new(), correlation_id: "c".into(), now: at, fence: None }
     }
 
     /// A deployment DEPLOYING in `ring` (promoted there without gates), started at `now()`.

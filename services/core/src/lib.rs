@@ -41,7 +41,7 @@ pub trait Label: Copy + Into<&'static str> + std::str::FromStr + strum::VariantA
 
 impl<T> Label for T where T: Copy + Into<&'static str> + std::str::FromStr + strum::VariantArray + 'static {}
 pub use deployment::{
-    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Handover, MAX_RING_DEVICES,
+    ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, EventKind, Fence, Handover, MAX_RING_DEVICES,
     NewDeployment, NewEvent, Outcome, RingProgress, SiteClass,
 };
 pub use gate::{CheckKind, GateCheck, GateEvaluation, RingPolicies, RingPolicy};

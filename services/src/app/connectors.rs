@@ -152,7 +152,7 @@ impl ConnectorRegistry {
     /// NOT_FOUND; database failures.
     pub async fn probe(&self, name: &str) -> AppResult<(ConnectorDef, Health)> {
         let def = self.store.get_connector(name).await?;
-        let health = self.connectors.probe(&def).await?;
+        let health = self.connectors.probe(&def, None).await?;
         Ok((def, health))
     }
 

@@ -115,6 +115,7 @@ impl ControlChanges {
             reason: change.reason.clone(),
             correlation_id: change.correlation_id.clone(),
             now: ctx.now,
+            fence: None,
         };
         match self.store.decide_control_change(&change, &applied).await {
             Ok(()) => {}

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{AppError, AppResult, check_etag, retry_on_conflict};
 use crate::clock::Clock;
-use crate::connectors::{Connectors, DispatchError, Operation, ReportedOutcome};
+use crate::connectors::{Connectors, Deployed, DispatchError, Operation, ReportedOutcome};
 use crate::domain::{
     ChangeContext, ConnectorType, Delivery, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Handover,
     NewDeployment, NewEvent, Outcome, Ring, controller, gate,
@@ -409,7 +409,7 @@ impl Deployments {
         let id = record.deployment_id;
         let ring = record.ring;
         let name = record.connector_name.as_str();
-        match self.connectors.deliver(deployment, record).await {
+        let settle = async |result: Result<Deployed, DispatchError>| match result {
             Ok(deployed) => {
                 let delivered = DispatchRecord { object_id: deployed.object_id.clone(), ..record.clone() };
                 let handover = Handover {
@@ -446,7 +446,8 @@ impl Deployments {
                 .await
             }
             Err(DispatchError::Store(err)) => Err(err.into()),
-        }
+        };
+        self.connectors.deliver(deployment, record, settle).await
     }
 
     /// Delivers what is still queued (a first attempt failed, or the server
@@ -550,6 +551,8 @@ impl Deployments {
         alongside: Alongside<'_>,
         change: impl Fn(&mut Deployment, &ChangeContext) -> Result<Vec<NewEvent>, DeploymentError>,
     ) -> AppResult<Deployment> {
+        // A background duty's change is fenced by the lease it holds.
+        let alongside = Alongside { fence: alongside.fence.or(ctx.fence.as_ref()), ..alongside };
         retry_on_conflict(etag.is_none(), || async {
             let mut deployment = self.store.get_deployment(id).await?;
             check_etag(etag, deployment.revision, format_args!("deployment {id}"))?;

@@ -85,6 +85,7 @@ impl From<StoreError> for AppError {
                 "risk model version {version} changed since etag {expected:?} was read; get it again and retry"
             )),
             StoreError::ConnectorNotFound(name) => AppError::NotFound(format!("connector {name:?} not found")),
+            err @ StoreError::Fenced { .. } => AppError::Aborted(err.to_string()),
             StoreError::ControlChangeNotFound(id) => AppError::NotFound(format!("control change {id} not found")),
             StoreError::ControlChangeDecided(id) => {
                 AppError::Aborted(format!("control change {id} was decided by someone else meanwhile; get it again"))

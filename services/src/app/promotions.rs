@@ -181,7 +181,7 @@ impl Promotions {
         };
         let events = deployment.promote(&evaluation, queued.as_ref().map(|q| &q.handover), &ctx)?;
         let outbox = queued.as_ref().map(|q| OutboxWrite::Queue(&q.record));
-        match self.store.save_promotion(&deployment, &events, &promotion, outbox).await {
+        match self.store.save_promotion(&deployment, &events, &promotion, outbox, ctx.fence.as_ref()).await {
             Ok(saved) => {
                 self.metrics.committed(&saved, &events);
                 self.metrics.promotion(&promotion);
@@ -254,7 +254,7 @@ impl Promotions {
             };
             let events = deployment.roll_back(removal.as_ref().map(|q| &q.handover), &ctx)?;
             let outbox = removal.as_ref().map(|q| OutboxWrite::Queue(&q.record));
-            let saved = self.store.save_promotion(&deployment, &events, &promotion, outbox).await?;
+            let saved = self.store.save_promotion(&deployment, &events, &promotion, outbox, ctx.fence.as_ref()).await?;
             self.metrics.committed(&saved, &events);
             self.metrics.promotion(&promotion);
             Ok((saved, promotion, removal))

@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use crate::clock::Clock;
+use crate::coord::LeaseHandle;
 use crate::domain::breaker::{BreakerState, CircuitBreaker};
 use crate::domain::connector::{ConnectorDef, Driver as DriverKind, Health, SimulatorConfig};
-use crate::domain::{ChangeContext, ConnectorType, Delivery, Deployment, Ring};
+use crate::domain::{ChangeContext, ConnectorType, Delivery, Deployment, Fence, Ring};
 use crate::store::connectors::DispatchRecord;
 use crate::store::{Store, StoreError};
 
@@ -281,16 +282,28 @@ impl Connectors {
     /// # Errors
     /// See [`DispatchError`]; a connector deleted since the work was queued
     /// is a PERMANENT refusal.
-    pub async fn deliver(&self, deployment: &Deployment, record: &DispatchRecord) -> Result<Deployed, DispatchError> {
+    pub async fn deliver<T>(
+        &self,
+        deployment: &Deployment,
+        record: &DispatchRecord,
+        settle: impl AsyncFnOnce(Result<Deployed, DispatchError>) -> T,
+    ) -> T {
         let work = WorkItem::of(deployment, record.ring);
         let operation = if record.operation == "remove" { Operation::Remove } else { Operation::Deploy };
         let key = work.idempotency_key(operation);
         let lock = self.dispatch_locks.lock().expect("lock").entry(key.clone()).or_default().clone();
-        let _held = lock.lock().await;
+        // Held until the outcome is recorded: a racer waiting for it then
+        // finds the work delivered rather than calling the connector again.
+        let held = lock.lock().await;
         let result = self.deliver_once(record, &work, operation).await;
-        drop(_held);
-        self.dispatch_locks.lock().expect("lock").remove(&key);
-        result
+        let settled = settle(result).await;
+        drop(held);
+        let mut locks = self.dispatch_locks.lock().expect("lock");
+        // Forgotten once nobody else holds or waits for it (the map's and ours).
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&key);
+        }
+        settled
     }
 
     async fn deliver_once(
@@ -470,7 +483,7 @@ impl Connectors {
     ///
     /// # Errors
     /// Database failures recording the result.
-    pub async fn probe(&self, def: &ConnectorDef) -> Result<Health, StoreError> {
+    pub async fn probe(&self, def: &ConnectorDef, fence: Option<&Fence>) -> Result<Health, StoreError> {
         let driver = self.driver(def);
         let result = self.timed(def, Operation::Health, driver.health()).await;
         let connector_type = def.connector_type.as_label();
@@ -487,7 +500,7 @@ impl Connectors {
         if !health.healthy {
             tracing::warn!(connector = %def.name, error = health.last_error.as_deref().unwrap_or(""), "connector unhealthy");
         }
-        self.store.set_connector_health(&def.name, &health).await?;
+        self.store.set_connector_health(&def.name, &health, fence).await?;
         Ok(health)
     }
 
@@ -495,7 +508,7 @@ impl Connectors {
     /// its own: a connector is probed again only once its last probe ended
     /// (bounded by its call timeout), so a hung adapter delays no other
     /// connector, and a probe still waiting at shutdown is abandoned.
-    pub async fn probe_every(self: Arc<Self>, period: Duration, stop: CancellationToken) {
+    pub async fn probe_every(self: Arc<Self>, period: Duration, lease: LeaseHandle, stop: CancellationToken) {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut probing = tokio::task::JoinSet::new();
@@ -512,6 +525,8 @@ impl Connectors {
                 }
                 _ = interval.tick() => {}
             }
+            // Among replicas, the holder of the probing lease probes.
+            let Some(fence) = lease.fence() else { continue };
             let defs = match self.store.enabled_connectors().await {
                 Ok(defs) => defs,
                 Err(err) => {
@@ -521,9 +536,9 @@ impl Connectors {
             };
             for def in defs {
                 if in_flight.insert(def.name.clone()) {
-                    let connectors = self.clone();
+                    let (connectors, fence) = (self.clone(), fence.clone());
                     probing.spawn(async move {
-                        if let Err(err) = connectors.probe(&def).await {
+                        if let Err(err) = connectors.probe(&def, Some(&fence)).await {
                             tracing::warn!(connector = %def.name, error = %err, "recording connector health");
                         }
                         def.name

@@ -17,7 +17,7 @@ use super::secrets::SecretError;
 use super::{Store, StoreError, StoreResult, parse};
 use crate::domain::breaker::BreakerConfig;
 use crate::domain::connector::{ConnectorDef, Driver, Health, SimulatorConfig};
-use crate::domain::{ChangeContext, ChangeKind, ConnectorType, Delivery, Ring};
+use crate::domain::{ChangeContext, ChangeKind, ConnectorType, Delivery, Fence, Ring};
 
 /// Work handed to a connector for one deployment and ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,16 +217,19 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn set_connector_health(&self, name: &str, health: &Health) -> StoreResult<()> {
+    pub async fn set_connector_health(&self, name: &str, health: &Health, fence: Option<&Fence>) -> StoreResult<()> {
         self.guard(async {
             let _guard = self.lock_writes().await?;
+            let txn = self.db.begin().await?;
+            super::leases::check_fence(&txn, fence).await?;
             connector::Entity::update_many()
                 .col_expr(connector::Column::Healthy, health.healthy.into())
                 .col_expr(connector::Column::HealthError, health.last_error.clone().into())
                 .col_expr(connector::Column::HealthCheckedAt, health.checked_at.into())
                 .filter(connector::Column::Name.eq(name))
-                .exec(&self.db)
+                .exec(&txn)
                 .await?;
+            txn.commit().await?;
             Ok(())
         })
         .await

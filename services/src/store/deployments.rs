@@ -15,7 +15,7 @@ use super::connectors::{self, OutboxWrite};
 use super::entity::{deployment, deployment_event, ring_progress};
 use super::{Page, Store, StoreError, StoreResult, audit, parse, parse_uuid, promotions};
 use crate::domain::{
-    ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, NewEvent, Promotion, Ring, RingProgress,
+    ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, Fence, NewEvent, Promotion, Ring, RingProgress,
     SiteClass,
 };
 
@@ -36,6 +36,8 @@ pub struct Alongside<'a> {
     pub outbox: Option<OutboxWrite<'a>>,
     /// The request id of the call that made the change.
     pub request: Option<&'a audit::RequestKey>,
+    /// The lease a background duty made the change under.
+    pub fence: Option<&'a Fence>,
 }
 
 impl<'a> Alongside<'a> {
@@ -233,10 +235,11 @@ impl Store {
         &self,
         deployment: &Deployment,
         events: &[NewEvent],
-        Alongside { promotion, outbox, request }: Alongside<'_>,
+        Alongside { promotion, outbox, request, fence }: Alongside<'_>,
     ) -> StoreResult<Deployment> {
         let _guard = self.lock_writes().await?;
         let txn = self.db.begin().await?;
+        super::leases::check_fence(&txn, fence).await?;
         let expected = deployment.revision;
         let mut saved = deployment.clone();
         saved.revision = expected + 1;

@@ -24,6 +24,7 @@ pub mod connectors;
 pub mod control;
 pub mod deployments;
 pub mod entity;
+pub mod leases;
 pub mod migration;
 pub mod promotions;
 pub mod risk;
@@ -76,6 +77,10 @@ pub enum StoreError {
     /// Another decision on the control change was recorded first.
     #[error("control change {0} was decided concurrently")]
     ControlChangeDecided(Uuid),
+    /// A background duty's change made under a lease another replica has
+    /// taken since.
+    #[error("the {lease} lease was taken over (token {token} is stale): the change is refused")]
+    Fenced { lease: &'static str, token: i64 },
     /// What the control change changes moved on since it was proposed.
     #[error("control change {0} is superseded")]
     ControlChangeSuperseded(Uuid),

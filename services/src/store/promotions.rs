@@ -14,7 +14,8 @@ use super::connectors::OutboxWrite;
 use super::entity::{promotion, ring_policy, ring_policy_change};
 use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
 use crate::domain::{
-    ChangeContext, Deployment, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicies, RingPolicy,
+    ChangeContext, Deployment, Fence, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicies,
+    RingPolicy,
 };
 
 impl Store {
@@ -80,8 +81,9 @@ impl Store {
         events: &[NewEvent],
         promotion: &Promotion,
         outbox: Option<OutboxWrite<'_>>,
+        fence: Option<&Fence>,
     ) -> StoreResult<Deployment> {
-        let alongside = super::Alongside { promotion: Some(promotion), outbox, request: None };
+        let alongside = super::Alongside { promotion: Some(promotion), outbox, request: None, fence };
         self.guard(async { self.save_with(deployment, events, alongside).await }).await
     }
 

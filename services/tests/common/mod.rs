@@ -248,6 +248,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         }),
         clock: options.clock,
         controller_interval: options.controller_interval,
+        lease_period: Duration::from_secs(10),
         connection_limits: options.connection_limits,
         max_streams_per_connection: options.max_streams_per_connection,
         max_watch_streams: options.max_watch_streams,
@@ -532,6 +533,20 @@ pub struct ServerProcess {
     child: std::process::Child,
     pub grpc: String,
     pub metrics: String,
+}
+
+impl ServerProcess {
+    /// Kills the process outright (SIGKILL): no shutdown, no lease given up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Parses a scrape of the process's /metrics.
+    pub async fn scrape(&self) -> exposition::Exposition {
+        let body = reqwest::get(format!("http://{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
+        exposition::Exposition::parse(&body)
+    }
 }
 
 impl Drop for ServerProcess {

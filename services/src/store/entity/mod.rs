@@ -7,6 +7,7 @@ pub mod control_change;
 pub mod deployment;
 pub mod deployment_event;
 pub mod dispatch;
+pub mod lease;
 pub mod promotion;
 pub mod request;
 pub mod ring_policy;

@@ -4,6 +4,7 @@
 
 mod m20261202_000001_initial;
 mod m20261202_000002_control_changes;
+mod m20261202_000003_leases;
 
 use sea_orm_migration::prelude::*;
 
@@ -12,6 +13,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261202_000001_initial::Migration), Box::new(m20261202_000002_control_changes::Migration)]
+        vec![
+            Box::new(m20261202_000001_initial::Migration),
+            Box::new(m20261202_000002_control_changes::Migration),
+            Box::new(m20261202_000003_leases::Migration),
+        ]
     }
 }
