@@ -192,6 +192,10 @@ GRPC = dashboard("eucora-grpc", "EUCORA gRPC",
                (f"histogram_quantile(0.99, sum by (le, rpc_method) (job_instance:rpc_server_call_duration_seconds_bucket:rate5m{{{SEL}}}))", "{{rpc_method}}")),
     timeseries("Database connections", "Connections of the database pool by state.", "short",
                (f"max by (state) (db_connection_pool_size{{{SEL}}})", "{{state}}")),
+    state_timeline("Lease holders by replica", "Which replica runs each background duty (1 holds the lease); exactly one per lease, changing hands when its holder dies.", "short",
+                   (f"max by (instance, lease) (coordination_lease_held{{{SEL}}})", "{{lease}} on {{instance}}")),
+    state_timeline("Coordination Redis by replica", "1 while a replica reaches its Redis; 0: its breakers are its own and other replicas' events arrive by polling.", "short",
+                   (f"min by (instance) (coordination_redis_up{{{SEL}}})", "{{instance}}")),
 ])
 
 DASHBOARDS = {"operations": OPERATIONS, "connectors": CONNECTORS, "slo": SLO, "grpc": GRPC}

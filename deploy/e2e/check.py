@@ -40,6 +40,7 @@ EXPECTED_EMPTY = {
     "EucoraControllerNotEvaluating": "the controller runs",
     "EucoraChangeFailureRatioHigh": "needs at least ten ended deployments in a ring",
     "EucoraDatabasePoolSaturated": "the pool is mostly idle",
+    "EucoraCoordinationDegraded": "the server reaches its Redis",
 }
 
 KEYWORDS = {

@@ -57,6 +57,7 @@ pub mod names {
     pub const AUTH_DENIED: &str = "auth_denied";
     pub const LIMITS_EXCEEDED: &str = "limits_exceeded";
     pub const COORDINATION_LEASE_HELD: &str = "coordination_lease_held";
+    pub const COORDINATION_REDIS_UP: &str = "coordination_redis_up";
     /// OpenTelemetry RPC semantic conventions.
     pub const RPC_SERVER_CALL_DURATION: &str = "rpc.server.call.duration";
     pub const RPC_SERVER_CALLS: &str = "rpc.server.calls";
@@ -114,7 +115,7 @@ label_enum!(
 );
 label_enum!(
     /// `status` of `controller_actions_total`.
-    ActionStatusLabel { Done => "done", Failed => "failed" }
+    ActionStatusLabel { Done => "done", Failed => "failed", Fenced => "fenced" }
 );
 label_enum!(
     /// `state` of `db_connection_pool_size`.
@@ -145,6 +146,7 @@ pub struct Catalog {
     controller_actions: Counter<u64>,
     deployments_stalled: Gauge<i64>,
     lease_held: Gauge<i64>,
+    redis_up: Gauge<i64>,
     ring_duration: Histogram<f64>,
     deployments_current: Gauge<i64>,
     gate_threshold: Gauge<f64>,
@@ -235,6 +237,12 @@ impl Catalog {
             lease_held: meter
                 .i64_gauge(names::COORDINATION_LEASE_HELD)
                 .with_description("Whether this replica holds a background duty's lease (1) or not (0)")
+                .build(),
+            redis_up: meter
+                .i64_gauge(names::COORDINATION_REDIS_UP)
+                .with_description(
+                    "Whether this replica reaches its coordination Redis (1) or runs degraded to local coordination (0)",
+                )
                 .build(),
             ring_duration: meter
                 .f64_histogram(names::RING_DURATION)
@@ -404,6 +412,11 @@ impl Catalog {
     /// Whether this replica holds the lease of background duty `lease`.
     pub fn lease_held(&self, lease: Label, held: bool) {
         self.lease_held.record(i64::from(held), &[KeyValue::new("lease", lease)]);
+    }
+
+    /// Whether this replica reaches its coordination Redis.
+    pub fn redis_up(&self, up: bool) {
+        self.redis_up.record(i64::from(up), &[]);
     }
 
     /// A deployment left `ring` after `seconds` in it.

@@ -265,6 +265,16 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_LEASE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_period: Duration,
 
+    /// Share coordination among replicas through this Redis: wake-ups on other replicas' events,
+    /// circuit breakers, dispatch claims (`redis://`, `rediss://` for TLS, `redis-sentinel://`,
+    /// `redis-cluster://`). Unset: this process only. Leases stay in the database either way.
+    #[arg(long, env = "EUCORA_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Starts every Redis key and channel, so that several installations can share one Redis.
+    #[arg(long, env = "EUCORA_REDIS_KEY_PREFIX", default_value = "eucora:")]
+    pub redis_key_prefix: String,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

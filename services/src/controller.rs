@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::app::{AppResult, Deployments, Promotions, Step};
+use crate::app::{AppError, AppResult, Deployments, Promotions, Step};
 use crate::clock::{Clock, stored_time};
 use crate::coord::LeaseHandle;
 use crate::domain::controller::{Decision, decide};
@@ -167,6 +167,11 @@ impl Controller {
                 tracing::info!(deployment = %deployment.id, action, "controller acted");
                 self.catalog.controller_acted(action, ActionStatusLabel::Done);
                 after
+            }
+            Err(err @ AppError::Fenced(_)) => {
+                tracing::warn!(deployment = %deployment.id, action, error = %err, "controller action refused: this replica lost the lease");
+                self.catalog.controller_acted(action, ActionStatusLabel::Fenced);
+                None
             }
             Err(err) => {
                 // Someone else acted first, a connector is down, …: the next evaluation retries.

@@ -14,7 +14,7 @@ use eucora_services::connectors::egress::EgressPolicy;
 use eucora_services::domain::connector::SimulatorConfig;
 use eucora_services::grpc::admission::AdmissionLimits;
 use eucora_services::net::ConnectionLimits;
-use eucora_services::server::{self, Listeners, ServeOptions, Telemetry};
+use eucora_services::server::{self, Listeners, RedisOptions, ServeOptions, Telemetry};
 use eucora_services::store::secrets::SecretKey;
 use eucora_services::store::{Store, StoreConfig};
 use eucora_services::tls::TlsFiles;
@@ -115,6 +115,7 @@ async fn run(
         simulator_connectors: config.simulator_connectors.then(SimulatorConfig::default),
         controller_interval: (!config.no_controller).then_some(config.controller_interval),
         lease_period: config.lease_period,
+        redis: config.redis_url.clone().map(|url| RedisOptions { url, key_prefix: config.redis_key_prefix.clone() }),
         connection_limits: ConnectionLimits {
             max_connections: config.max_connections,
             idle_timeout: config.connection_idle_timeout,

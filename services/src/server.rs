@@ -30,7 +30,8 @@ use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
 use crate::connectors::egress::EgressPolicy;
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
 use crate::controller::Controller;
-use crate::coord::{self, LeaseKeeper};
+use crate::coord::redis::Redis;
+use crate::coord::{self, Coordination, LeaseKeeper};
 use crate::domain::connector::SimulatorConfig;
 use crate::grpc::admission::{AdmissionLayer, AdmissionLimits};
 use crate::grpc::call_limits::CallLimitsLayer;
@@ -109,6 +110,18 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// The bearer token scrapes of /metrics must carry, when set.
     pub scrape_token: Option<String>,
+    /// Share coordination among replicas through this Redis (none: this
+    /// process only).
+    pub redis: Option<RedisOptions>,
+}
+
+/// Where replicas meet in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// As `fred` reads it: `redis://`, `rediss://`, `redis-sentinel://`, `redis-cluster://`.
+    pub url: String,
+    /// Starts every key and channel, so that installations can share a Redis.
+    pub key_prefix: String,
 }
 
 impl Default for ServeOptions {
@@ -134,6 +147,7 @@ impl Default for ServeOptions {
             max_watch_streams_per_identity: 64,
             tls: None,
             scrape_token: None,
+            redis: None,
         }
     }
 }
@@ -175,6 +189,8 @@ pub enum ServeError {
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Redis(#[from] crate::coord::redis::RedisUrlError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, ends watch
@@ -200,6 +216,7 @@ pub async fn serve(
     for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
         health_reporter.set_service_status(service, ServingStatus::NotServing).await;
     }
+    let coordination_health = health_reporter.clone();
     let probe = tokio::spawn(probe_database(
         store.clone(),
         health_reporter,
@@ -240,6 +257,15 @@ pub async fn serve(
         connectors::ensure_simulators(&store, simulator, &ctx).await?;
     }
     let metrics = DeploymentMetrics::new(telemetry.catalog.clone());
+    let replica = coord::replica_id();
+    let coordination = Arc::new(match &options.redis {
+        Some(redis) => Coordination::shared(
+            replica.clone(),
+            Redis::connect(&redis.url, &redis.key_prefix)?,
+            telemetry.catalog.clone(),
+        ),
+        None => Coordination::local(replica.clone(), telemetry.catalog.clone()),
+    });
     let (outcomes_tx, outcomes_rx) = mpsc::channel(1024);
     let connectors = Arc::new(Connectors::new(
         store.clone(),
@@ -248,6 +274,7 @@ pub async fn serve(
         options.clock.clone(),
         outcomes_tx,
         options.egress,
+        coordination.clone(),
     ));
     let clock = options.clock.clone();
     let deployments = Deployments::new(
@@ -261,8 +288,13 @@ pub async fn serve(
     let control = ControlChanges::new(store.clone(), metrics.clone());
     let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone(), control.clone());
     let registry = ConnectorRegistry::new(store.clone(), connectors.clone(), clock.clone());
-    let leases =
-        Arc::new(LeaseKeeper::new(store.clone(), clock.clone(), telemetry.catalog.clone(), options.lease_period));
+    let leases = Arc::new(LeaseKeeper::new(
+        store.clone(),
+        clock.clone(),
+        telemetry.catalog.clone(),
+        replica,
+        options.lease_period,
+    ));
     let mut lease_keepers = Vec::new();
     let controller = options.controller_interval.map(|interval| {
         let controller = Controller::new(
@@ -286,6 +318,8 @@ pub async fn serve(
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
         tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
         tokio::spawn(store.clone().tail_events(last_event, stop.clone())),
+        tokio::spawn(coordination.run(store.clone(), coordination_health, stop.clone())),
+        tokio::spawn(connectors.clone().follow_breakers(options.connector_probe_interval, stop.clone())),
         tokio::spawn(authenticator.clone().watch(AUTH_FILE_CHECK_INTERVAL, stop.clone())),
     ];
 

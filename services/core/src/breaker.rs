@@ -1,7 +1,10 @@
 //! The circuit breaker of DESIGN §2 as a pure state machine with an injected
 //! clock: CLOSED → OPEN after `fail_max` consecutive failures; OPEN rejects
 //! calls until `reset_timeout` has passed; then HALF_OPEN lets one trial call
-//! through: success closes, failure re-opens.
+//! through: success closes, failure re-opens. A trial that never reports
+//! back (its caller died: across replicas that happens) frees its slot after
+//! `reset_timeout`. The state serializes (settings aside) so that replicas
+//! can share it.
 
 use std::time::Duration;
 
@@ -20,8 +23,20 @@ impl Default for BreakerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
     Open,
@@ -45,14 +60,17 @@ pub struct Rejected {
     pub retry_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A breaker; its settings are not serialized (they come from the
+/// connector's definition: [`CircuitBreaker::reconfigure`] after reading one).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CircuitBreaker {
+    #[serde(skip)]
     config: BreakerConfig,
     state: BreakerState,
     consecutive_failures: u32,
     opened_at: Option<DateTime<Utc>>,
-    /// HALF_OPEN admits one trial at a time.
-    trial_in_flight: bool,
+    /// HALF_OPEN admits one trial at a time: since when one is in flight.
+    trial_since: Option<DateTime<Utc>>,
     last_error: Option<String>,
 }
 
@@ -63,7 +81,7 @@ impl CircuitBreaker {
             state: BreakerState::Closed,
             consecutive_failures: 0,
             opened_at: None,
-            trial_in_flight: false,
+            trial_since: None,
             last_error: None,
         }
     }
@@ -111,12 +129,15 @@ impl CircuitBreaker {
         match self.state(now) {
             BreakerState::Closed => Ok(()),
             BreakerState::Open => Err(Rejected { retry_at: self.retry_at().unwrap_or(now) }),
-            BreakerState::HalfOpen if self.trial_in_flight => Err(Rejected {
-                retry_at: now + chrono::Duration::from_std(self.config.reset_timeout).unwrap_or_default(),
-            }),
             BreakerState::HalfOpen => {
+                let timeout = chrono::Duration::from_std(self.config.reset_timeout).unwrap_or(chrono::Duration::MAX);
+                if let Some(since) = self.trial_since
+                    && now < since + timeout
+                {
+                    return Err(Rejected { retry_at: since + timeout });
+                }
                 self.state = BreakerState::HalfOpen;
-                self.trial_in_flight = true;
+                self.trial_since = Some(now);
                 Ok(())
             }
         }
@@ -127,7 +148,7 @@ impl CircuitBreaker {
         self.state = BreakerState::Closed;
         self.consecutive_failures = 0;
         self.opened_at = None;
-        self.trial_in_flight = false;
+        self.trial_since = None;
     }
 
     /// The call failed in a way that says the connector is unwell.
@@ -135,7 +156,7 @@ impl CircuitBreaker {
         self.last_error = Some(error.into());
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         let trial_failed = self.state == BreakerState::HalfOpen;
-        self.trial_in_flight = false;
+        self.trial_since = None;
         if trial_failed || self.consecutive_failures >= self.config.fail_max.max(1) {
             self.state = BreakerState::Open;
             self.opened_at = Some(now);
@@ -215,6 +236,29 @@ mod tests {
         b.on_success();
         assert_eq!(b.state(t(125)), BreakerState::Closed);
         assert_eq!(b.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_frees_its_slot_after_the_timeout() {
+        let mut b = breaker();
+        for i in 0..5 {
+            b.on_failure(t(i), "x");
+        }
+        b.acquire(t(64)).unwrap();
+        assert_eq!(b.acquire(t(100)), Err(Rejected { retry_at: t(124) }));
+        b.acquire(t(124)).expect("the first trial's caller is presumed gone");
+    }
+
+    #[test]
+    fn survives_serialization_but_for_its_settings() {
+        let mut b = CircuitBreaker::new(BreakerConfig { fail_max: 2, reset_timeout: Duration::from_secs(5) });
+        b.on_failure(t(0), "x");
+        b.on_failure(t(1), "y");
+        let json = serde_json::to_string(&b).unwrap();
+        let mut read: CircuitBreaker = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.config(), BreakerConfig::default());
+        read.reconfigure(b.config());
+        assert_eq!(read, b);
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl ConnectorRegistry {
     /// NOT_FOUND; database failures.
     pub async fn breaker(&self, name: &str) -> AppResult<(ConnectorDef, BreakerView)> {
         let def = self.store.get_connector(name).await?;
-        let view = self.connectors.breaker(&def);
+        let view = self.connectors.breaker(&def).await;
         Ok((def, view))
     }
 
@@ -176,7 +176,7 @@ impl ConnectorRegistry {
         ctx: &ChangeContext,
     ) -> AppResult<(ConnectorDef, BreakerView)> {
         let def = self.store.get_connector(name).await?;
-        let view = self.connectors.reset_breaker(&def, etag).map_err(|current| {
+        let view = self.connectors.reset_breaker(&def, etag).await.map_err(|current| {
             AppError::Aborted(format!(
                 "the breaker of connector {name:?} changed since etag {:?} was read (it is {:?} now); get it again and retry",
                 etag.unwrap_or_default(),

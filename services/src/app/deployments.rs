@@ -445,6 +445,8 @@ impl Deployments {
                 })
                 .await
             }
+            // Another replica delivers it and records how it went.
+            Err(DispatchError::Elsewhere) => Ok(self.store.get_deployment(id).await?),
             Err(DispatchError::Store(err)) => Err(err.into()),
         };
         self.connectors.deliver(deployment, record, settle).await

@@ -44,6 +44,10 @@ pub enum AppError {
     /// call on fresh state may succeed (ABORTED on the wire once retries end).
     #[error("{0}")]
     Conflict(String),
+    /// A background duty acted under a lease another replica has taken
+    /// since: refused (ABORTED on the wire).
+    #[error("{0}")]
+    Fenced(String),
     /// A bounded resource (open watches, …) is taken; the caller may retry later.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -85,7 +89,7 @@ impl From<StoreError> for AppError {
                 "risk model version {version} changed since etag {expected:?} was read; get it again and retry"
             )),
             StoreError::ConnectorNotFound(name) => AppError::NotFound(format!("connector {name:?} not found")),
-            err @ StoreError::Fenced { .. } => AppError::Aborted(err.to_string()),
+            err @ StoreError::Fenced { .. } => AppError::Fenced(err.to_string()),
             StoreError::ControlChangeNotFound(id) => AppError::NotFound(format!("control change {id} not found")),
             StoreError::ControlChangeDecided(id) => {
                 AppError::Aborted(format!("control change {id} was decided by someone else meanwhile; get it again"))
@@ -145,7 +149,9 @@ impl From<DispatchError> for AppError {
         let message = err.to_string();
         match err {
             DispatchError::NoConnector(_) | DispatchError::Permanent { .. } => AppError::FailedPrecondition(message),
-            DispatchError::Open { .. } | DispatchError::Transient { .. } => AppError::Unavailable(message),
+            DispatchError::Open { .. } | DispatchError::Transient { .. } | DispatchError::Elsewhere => {
+                AppError::Unavailable(message)
+            }
             DispatchError::Store(err) => err.into(),
         }
     }

@@ -4,7 +4,9 @@
 //! breaker with per-call timeouts, bounded jittered retries of TRANSIENT
 //! errors and metrics, delivering the work its callers queued in the outbox
 //! (never the same work twice at once in a process, never work already
-//! delivered), and probes every connector's health on its own schedule.
+//! delivered; among replicas a claim on the work decides who delivers it),
+//! and probes every connector's health on its own schedule. Breakers are
+//! kept by [`Coordination`], shared among replicas when Redis is configured.
 
 pub mod egress;
 pub mod http;
@@ -20,14 +22,14 @@ use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use eucora_otel::Catalog;
 use eucora_otel::catalog::{ErrorTypeLabel, OperationStatusLabel};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, broadcast, mpsc};
 
 use egress::EgressPolicy;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use crate::clock::Clock;
-use crate::coord::LeaseHandle;
+use crate::coord::{Coordination, LeaseHandle};
 use crate::domain::breaker::{BreakerState, CircuitBreaker};
 use crate::domain::connector::{ConnectorDef, Driver as DriverKind, Health, SimulatorConfig};
 use crate::domain::{ChangeContext, ConnectorType, Delivery, Deployment, Fence, Ring};
@@ -135,6 +137,8 @@ pub enum DispatchError {
     Transient { name: String, message: String },
     #[error("connector {name:?} refused the work: {message}")]
     Permanent { name: String, message: String },
+    #[error("another replica is delivering this work")]
+    Elsewhere,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -181,7 +185,7 @@ pub struct Connectors {
     http: reqwest::Client,
     egress: EgressPolicy,
     outcomes: mpsc::Sender<ReportedOutcome>,
-    breakers: SyncMutex<HashMap<String, CircuitBreaker>>,
+    coordination: Arc<Coordination>,
     /// Drivers by connector name, with the revision they were built from.
     drivers: SyncMutex<HashMap<String, CachedDriver>>,
     /// The last probe of each connector by name: `connector_health` is per
@@ -202,6 +206,7 @@ impl Connectors {
         clock: Clock,
         outcomes: mpsc::Sender<ReportedOutcome>,
         egress: EgressPolicy,
+        coordination: Arc<Coordination>,
     ) -> Connectors {
         Connectors {
             clock,
@@ -211,7 +216,7 @@ impl Connectors {
             http: egress.client(),
             egress,
             outcomes,
-            breakers: SyncMutex::new(HashMap::new()),
+            coordination,
             drivers: SyncMutex::new(HashMap::new()),
             health: SyncMutex::new(HashMap::new()),
             dispatch_locks: SyncMutex::new(HashMap::new()),
@@ -295,7 +300,7 @@ impl Connectors {
         // Held until the outcome is recorded: a racer waiting for it then
         // finds the work delivered rather than calling the connector again.
         let held = lock.lock().await;
-        let result = self.deliver_once(record, &work, operation).await;
+        let result = self.deliver_once(record, &work, operation, &key).await;
         let settled = settle(result).await;
         drop(held);
         let mut locks = self.dispatch_locks.lock().expect("lock");
@@ -311,6 +316,7 @@ impl Connectors {
         record: &DispatchRecord,
         work: &WorkItem,
         operation: Operation,
+        key: &str,
     ) -> Result<Deployed, DispatchError> {
         if let Some((done, Delivery::Delivered)) =
             self.store.find_dispatch(work.deployment_id, work.ring, record.operation).await?
@@ -324,16 +330,54 @@ impl Connectors {
             }
             Err(err) => return Err(err.into()),
         };
+        // Among replicas, the one that claims the work delivers it: Redis
+        // answers first when it can, the database's claim decides.
+        let budget = self.delivery_budget(&def);
+        if !self.coordination.claim_work(key, budget).await {
+            return Err(DispatchError::Elsewhere);
+        }
+        let replica = self.coordination.replica();
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::MAX);
+        let claimed = self.store.claim_dispatch(record, replica, now, until).await;
+        if !matches!(claimed, Ok(true)) {
+            self.coordination.release_work(key).await;
+            return Err(claimed.err().map_or(DispatchError::Elsewhere, DispatchError::from));
+        }
+        let result = self.call_for(&def, operation, work).await;
+        if matches!(result, Err(ref err) if !matches!(err, DispatchError::Permanent { .. }))
+            && let Err(err) = self.store.release_dispatch(record, replica).await
+        {
+            tracing::warn!(error = %err, "claim on queued work not released; it lapses by itself");
+        }
+        self.coordination.release_work(key).await;
+        result
+    }
+
+    /// How long one delivery may take at most, every retry included: the
+    /// life of its claim.
+    fn delivery_budget(&self, def: &ConnectorDef) -> Duration {
+        let attempts = u32::try_from(self.retry.max_attempts).unwrap_or(u32::MAX);
+        (def.call_timeout + self.retry.max_delay) * attempts + Duration::from_secs(10)
+    }
+
+    /// Hands `work` to the connector (`operation`: deploy or remove).
+    async fn call_for(
+        &self,
+        def: &ConnectorDef,
+        operation: Operation,
+        work: &WorkItem,
+    ) -> Result<Deployed, DispatchError> {
         match operation {
             Operation::Remove => {
-                self.call(&def, operation, |driver| {
+                self.call(def, operation, |driver| {
                     let work = work.clone();
                     async move { driver.remove(&work).await.map(|()| Deployed::default()) }
                 })
                 .await
             }
             _ => {
-                self.call(&def, Operation::Deploy, |driver| {
+                self.call(def, Operation::Deploy, |driver| {
                     let work = work.clone();
                     async move { driver.deploy(&work).await }
                 })
@@ -373,20 +417,23 @@ impl Connectors {
         F: Fn(Arc<dyn Driver>) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        self.with_breaker(def, |breaker| breaker.acquire(self.clock.now()))
+        let now = self.clock.now();
+        self.with_breaker(def, |breaker| breaker.acquire(now))
+            .await
             .map_err(|rejected| DispatchError::Open { name: def.name.clone(), retry_at: rejected.retry_at })?;
         let result = self.timed(def, operation, call(driver.clone())).await;
         let connector_type = def.connector_type.as_label();
         match &result {
-            Ok(_) => self.with_breaker(def, CircuitBreaker::on_success),
+            Ok(_) => self.with_breaker(def, CircuitBreaker::on_success).await,
             Err(CallError::Transient(message)) => {
                 self.catalog.breaker_failure(&def.name, connector_type, ErrorTypeLabel::Transient);
-                self.with_breaker(def, |b| b.on_failure(self.clock.now(), message.clone()));
+                let now = self.clock.now();
+                self.with_breaker(def, |b| b.on_failure(now, message.clone())).await;
             }
             Err(CallError::Permanent(_)) => {
                 // The adapter answered: its health is not in doubt.
                 self.catalog.breaker_failure(&def.name, connector_type, ErrorTypeLabel::Permanent);
-                self.with_breaker(def, CircuitBreaker::on_neutral);
+                self.with_breaker(def, CircuitBreaker::on_neutral).await;
             }
         }
         result.map_err(|err| match err {
@@ -417,42 +464,74 @@ impl Connectors {
         result
     }
 
-    /// Runs `f` on the connector's breaker (created on first use) and
-    /// publishes its state.
-    fn with_breaker<R>(&self, def: &ConnectorDef, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
-        let mut breakers = self.breakers.lock().expect("breakers lock");
-        let breaker = breakers.entry(def.name.clone()).or_insert_with(|| CircuitBreaker::new(def.breaker));
-        if breaker.config() != def.breaker {
-            breaker.reconfigure(def.breaker);
-        }
-        let result = f(breaker);
-        self.catalog.breaker_state(
-            &def.name,
-            def.connector_type.as_label(),
-            breaker.state(self.clock.now()).gauge_value(),
-        );
+    /// Applies `transition` to the connector's breaker (shared among
+    /// replicas when coordination is) and publishes its state.
+    async fn with_breaker<R>(&self, def: &ConnectorDef, transition: impl FnMut(&mut CircuitBreaker) -> R) -> R {
+        let (result, breaker) = self.coordination.update_breaker(&def.name, def.breaker, transition).await;
+        self.publish_breaker(def, &breaker);
         result
     }
 
-    /// The breaker of a connector, as of now.
-    pub fn breaker(&self, def: &ConnectorDef) -> BreakerView {
-        self.with_breaker(def, |b| BreakerView { state: b.state(self.clock.now()), breaker: b.clone() })
+    fn publish_breaker(&self, def: &ConnectorDef, breaker: &CircuitBreaker) {
+        let state = breaker.state(self.clock.now()).gauge_value();
+        self.catalog.breaker_state(&def.name, def.connector_type.as_label(), state);
     }
 
-    /// Closes the breaker (operator action), if it is still at `etag` when
-    /// one is given; otherwise returns, as the error, the breaker as it is.
+    /// The breaker of a connector, as of now.
+    pub async fn breaker(&self, def: &ConnectorDef) -> BreakerView {
+        let breaker = self.coordination.breaker(&def.name, def.breaker).await;
+        self.publish_breaker(def, &breaker);
+        BreakerView { state: breaker.state(self.clock.now()), breaker }
+    }
+
+    /// Closes the breaker (operator action; on every replica), if it is
+    /// still at `etag` when one is given; otherwise returns, as the error,
+    /// the breaker as it is.
     ///
     /// # Errors
     /// The breaker changed since `etag` was read.
-    pub fn reset_breaker(&self, def: &ConnectorDef, etag: Option<&str>) -> Result<BreakerView, BreakerView> {
+    pub async fn reset_breaker(&self, def: &ConnectorDef, etag: Option<&str>) -> Result<BreakerView, BreakerView> {
+        let now = self.clock.now();
         self.with_breaker(def, |b| {
-            let current = BreakerView { state: b.state(self.clock.now()), breaker: b.clone() };
+            let current = BreakerView { state: b.state(now), breaker: b.clone() };
             if etag.is_some_and(|etag| etag != current.etag()) {
                 return Err(current);
             }
             b.reset();
-            Ok(BreakerView { state: b.state(self.clock.now()), breaker: b.clone() })
+            Ok(BreakerView { state: b.state(now), breaker: b.clone() })
         })
+        .await
+    }
+
+    /// Keeps `circuit_breaker_state` of every enabled connector current on
+    /// this replica: at once when another replica changes a breaker, and
+    /// every `period` (an OPEN breaker turns HALF_OPEN by the clock alone),
+    /// until `stop`.
+    pub async fn follow_breakers(self: Arc<Self>, period: Duration, stop: CancellationToken) {
+        let mut changes = self.coordination.breaker_changes();
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let changed = tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => None,
+                changed = changes.recv() => match changed {
+                    Ok(name) => Some(name),
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let defs = match self.store.enabled_connectors().await {
+                Ok(defs) => defs,
+                Err(err) => {
+                    tracing::debug!(error = %err, "breaker gauges not refreshed");
+                    continue;
+                }
+            };
+            for def in defs.iter().filter(|def| changed.as_ref().is_none_or(|name| *name == def.name)) {
+                self.breaker(def).await;
+            }
+        }
     }
 
     /// Drops what is cached for a connector that was changed or deleted.

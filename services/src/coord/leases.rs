@@ -60,8 +60,8 @@ impl LeaseHandle {
 }
 
 impl LeaseKeeper {
-    pub fn new(store: Arc<Store>, clock: Clock, catalog: Catalog, period: Duration) -> LeaseKeeper {
-        let holder = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    /// Keeps leases for `holder` ([`super::replica_id`]).
+    pub fn new(store: Arc<Store>, clock: Clock, catalog: Catalog, holder: String, period: Duration) -> LeaseKeeper {
         LeaseKeeper { store, clock, catalog, holder, period }
     }
 

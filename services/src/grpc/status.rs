@@ -59,7 +59,7 @@ impl From<AppError> for Status {
                 tracing::info!(%message, "permission denied");
                 Status::permission_denied(message)
             }
-            AppError::Aborted(_) | AppError::Conflict(_) => {
+            AppError::Aborted(_) | AppError::Conflict(_) | AppError::Fenced(_) => {
                 tracing::info!(%message, "aborted");
                 Status::aborted(message)
             }

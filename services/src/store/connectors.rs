@@ -255,6 +255,69 @@ impl Store {
         .await
     }
 
+    /// Claims queued work for `replica` to deliver until `until`: `false`
+    /// when it is no longer queued, or another replica's claim still holds.
+    /// (On SQLite, one process: always `true`, nothing written.)
+    /// A claim that lapsed (its replica died mid-delivery) can be taken: the
+    /// connector may then hear of the work twice, and deduplicates on its
+    /// idempotency key.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn claim_dispatch(
+        &self,
+        record: &DispatchRecord,
+        replica: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        use sea_orm::sea_query::Condition;
+        // SQLite is one process: its in-process dispatch lock is enough.
+        if self.backend() != sea_orm::DbBackend::Postgres {
+            return Ok(true);
+        }
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            let free = Condition::any()
+                .add(dispatch::Column::ClaimedUntil.is_null())
+                .add(dispatch::Column::ClaimedUntil.lte(now))
+                .add(dispatch::Column::ClaimedBy.eq(replica));
+            let claimed = dispatch::Entity::update_many()
+                .col_expr(dispatch::Column::ClaimedBy, replica.into())
+                .col_expr(dispatch::Column::ClaimedUntil, until.into())
+                .filter(dispatch_key(record))
+                .filter(dispatch::Column::State.eq(Delivery::Pending.as_label()))
+                .filter(free)
+                .exec(&self.db)
+                .await?;
+            Ok(claimed.rows_affected == 1)
+        })
+        .await
+    }
+
+    /// Gives up `replica`'s claim on work still queued (its delivery failed
+    /// for now), so that any replica's next retry may take it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn release_dispatch(&self, record: &DispatchRecord, replica: &str) -> StoreResult<()> {
+        if self.backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        self.guard(async {
+            let _guard = self.lock_writes().await?;
+            dispatch::Entity::update_many()
+                .col_expr(dispatch::Column::ClaimedBy, Option::<String>::None.into())
+                .col_expr(dispatch::Column::ClaimedUntil, Option::<DateTime<Utc>>::None.into())
+                .filter(dispatch_key(record))
+                .filter(dispatch::Column::ClaimedBy.eq(replica))
+                .exec(&self.db)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Work still to be delivered, oldest first.
     ///
     /// # Errors
@@ -298,6 +361,8 @@ pub(super) async fn write_outbox(
                 object_id: Set(record.object_id.clone()),
                 created_at: Set(at),
                 state: Set(Delivery::Pending.as_label().to_owned()),
+                claimed_by: Set(None),
+                claimed_until: Set(None),
             };
             dispatch::Entity::insert(row).on_conflict_do_nothing().exec_without_returning(txn).await?;
         }
@@ -305,14 +370,20 @@ pub(super) async fn write_outbox(
             dispatch::Entity::update_many()
                 .col_expr(dispatch::Column::State, state.as_label().into())
                 .col_expr(dispatch::Column::ObjectId, record.object_id.clone().into())
-                .filter(dispatch::Column::DeploymentId.eq(record.deployment_id.to_string()))
-                .filter(dispatch::Column::Ring.eq(record.ring.as_label()))
-                .filter(dispatch::Column::Operation.eq(record.operation))
+                .filter(dispatch_key(record))
                 .exec(txn)
                 .await?;
         }
     }
     Ok(())
+}
+
+/// The row of `record` in `dispatches`.
+fn dispatch_key(record: &DispatchRecord) -> sea_orm::sea_query::Condition {
+    sea_orm::sea_query::Condition::all()
+        .add(dispatch::Column::DeploymentId.eq(record.deployment_id.to_string()))
+        .add(dispatch::Column::Ring.eq(record.ring.as_label()))
+        .add(dispatch::Column::Operation.eq(record.operation))
 }
 
 fn dispatch_from_row(row: dispatch::Model) -> StoreResult<(DispatchRecord, Delivery)> {

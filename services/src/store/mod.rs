@@ -261,6 +261,8 @@ pub(crate) enum Serialized {
     EventOrder = 0x6575_636f_7261_0001,
     /// Switching the active risk model: exactly one stays active.
     RiskModelActivation = 0x6575_636f_7261_0002,
+    /// Migrating: replicas starting together migrate one after the other.
+    Migration = 0x6575_636f_7261_0003,
 }
 
 /// PostgreSQL: takes the advisory lock `key` until the end of `txn`, so
@@ -289,6 +291,9 @@ pub struct Store {
     feed: broadcast::Sender<Arc<StoredEvent>>,
     /// PostgreSQL: wakes the event tail (a local commit, or another replica's).
     tail: Notify,
+    /// The sequence of the last event this process committed (coordination
+    /// tells other replicas).
+    committed: tokio::sync::watch::Sender<i64>,
     operation_timeout: Duration,
     /// Wakes the health probe as soon as an operation finds the database
     /// unusable, rather than at its next tick.
@@ -384,6 +389,7 @@ impl Store {
             write_lock: Mutex::new(()),
             feed,
             tail: Notify::new(),
+            committed: tokio::sync::watch::Sender::new(0),
             operation_timeout: config.operation_timeout,
             faults: Notify::new(),
             file,
@@ -396,7 +402,16 @@ impl Store {
     /// # Errors
     /// A migration failed or the database is unreachable.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migration::Migrator::up(&self.db, None).await?;
+        if self.backend() != DbBackend::Postgres {
+            migration::Migrator::up(&self.db, None).await?;
+            return Ok(());
+        }
+        // Replicas starting at once would otherwise create the same tables
+        // concurrently; the first migrates, the others then find nothing to do.
+        let txn = self.db.begin().await?;
+        serialize(&txn, Serialized::Migration).await?;
+        migration::Migrator::up(&txn, None).await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -522,6 +537,9 @@ impl Store {
     /// the write lock, so in sequence order); on PostgreSQL by waking the
     /// tail, which reads them back in sequence order with other replicas'.
     fn publish(&self, events: Vec<StoredEvent>) {
+        if let Some(last) = events.last() {
+            self.committed.send_replace(last.seq);
+        }
         if self.file.is_none() {
             self.tail.notify_one();
             return;
@@ -530,6 +548,12 @@ impl Store {
             // No receiver is fine: nobody is watching.
             let _ = self.feed.send(Arc::new(event));
         }
+    }
+
+    /// The sequence of the last event committed through this process, as it
+    /// changes (after each commit, never before).
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.committed.subscribe()
     }
 
     /// Another replica committed events (the coordination bus says so).
@@ -593,7 +617,9 @@ fn sqlite_file(url: &str) -> StoreResult<Option<DatabaseFile>> {
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
         .map_err(|err| StoreError::Database(DbErr::Custom(format!("bad SQLite URL: {err}"))))?;
     let path = options.get_filename().to_path_buf();
-    if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+    let name = path.to_string_lossy();
+    // sqlx names an in-memory database `file:sqlx-in-memory-<n>`.
+    if name.is_empty() || name.contains(":memory:") || name.starts_with("file:sqlx-in-memory-") {
         return Ok(None);
     }
     let identity = DatabaseFile::identity_of(&path)

@@ -157,6 +157,8 @@ pub struct Options {
     /// TLS on both listeners; the harness's own channels then do not connect (a test brings its own).
     pub tls: Option<eucora_services::tls::TlsFiles>,
     pub scrape_token: Option<String>,
+    /// Coordination through Redis (none: in process).
+    pub redis: Option<eucora_services::server::RedisOptions>,
 }
 
 impl Default for Options {
@@ -181,6 +183,7 @@ impl Default for Options {
             max_watch_streams_per_identity: 64,
             tls: None,
             scrape_token: None,
+            redis: None,
         }
     }
 }
@@ -260,6 +263,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         max_watch_streams_per_identity: options.max_watch_streams_per_identity,
         tls: options.tls.clone(),
         scrape_token: options.scrape_token.clone(),
+        redis: options.redis.clone(),
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },
@@ -540,6 +544,29 @@ impl ServerProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// What grpc.health.v1 says of `service` ("" for the server as a whole).
+    pub async fn health(&self, service: &str) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect_lazy();
+        let request = tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
+        let answer = tonic_health::pb::health_client::HealthClient::new(channel).check(request).await.ok()?;
+        Some(answer.into_inner().status())
+    }
+
+    /// A channel to the process's gRPC listener, calling as `token`.
+    pub fn channel_as(&self, token: &str) -> Authenticated {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect_lazy();
+        authenticated(&channel, token)
     }
 
     /// Parses a scrape of the process's /metrics.

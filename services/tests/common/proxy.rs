@@ -66,3 +66,51 @@ async fn pump(
         }
     }
 }
+
+/// A TCP proxy on the loopback that can be cut (every connection closed,
+/// new ones closed at once, as when a host goes away) and restored.
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    open: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    pub async fn start(target: SocketAddr) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let (open, watch) = watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target).await else { continue };
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, open, task }
+    }
+
+    /// Closes every connection and refuses service until [`CutProxy::restore`].
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

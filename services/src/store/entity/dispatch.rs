@@ -1,6 +1,7 @@
 //! `dispatches`: the outbox of work handed to connectors, one row per
 //! deployment, ring and operation, written with the decision that hands it
-//! over; `state` says whether it is still to be delivered.
+//! over; `state` says whether it is still to be delivered, and a claim which
+//! replica is delivering it.
 
 use sea_orm::entity::prelude::*;
 
@@ -18,6 +19,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// `pending`, `delivered` or `refused`.
     pub state: String,
+    /// The replica delivering it (PostgreSQL), until `claimed_until`.
+    pub claimed_by: Option<String>,
+    pub claimed_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
