@@ -84,11 +84,13 @@ down:
 smoke:
 	GRPC_ADDR=$(GRPC_ADDR) .ci/smoke
 
-## bench: telemetry pipeline against the raw prometheus crate
+## bench: the telemetry pipeline against the raw prometheus crate, then the server on SQLite
+## and PostgreSQL under eucora-load (writes bench/RESULTS.md; BENCH_DURATION=10s per RPC)
 bench:
 	cargo bench -p eucora-otel
+	bench/run
 
-## load: throughput and latency of one RPC against a running server (RPC=health|create|get|list)
+## load: throughput and latency of one RPC against a running server (RPC=health|create|get|list|report)
 RPC ?= health
 load:
 	cargo run --release -p eucora-services --bin eucora-load -- --rpc $(RPC)

@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::group_commit::CreateQueue;
 use super::{AppError, AppResult, check_etag, retry_on_conflict};
 use crate::clock::Clock;
 use crate::connectors::{Connectors, Deployed, DispatchError, Operation, ReportedOutcome};
@@ -43,6 +44,7 @@ pub struct Deployments {
     watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     max_watches_per_identity: usize,
     in_flight: Arc<InFlight>,
+    creates: CreateQueue,
 }
 
 /// A deployment as shown to callers: with its current ring's gate as of now
@@ -140,7 +142,7 @@ impl Deployments {
         watch_limits: WatchLimits,
     ) -> Deployments {
         Deployments {
-            store,
+            store: store.clone(),
             metrics,
             connectors,
             clock,
@@ -149,6 +151,7 @@ impl Deployments {
             watchers: Arc::default(),
             max_watches_per_identity: watch_limits.per_identity,
             in_flight: Arc::default(),
+            creates: CreateQueue::start(store),
         }
     }
 
@@ -179,7 +182,7 @@ impl Deployments {
         let history = self.store.app_history(&new.app_name, ctx.now).await?;
         new.assessment = Some(crate::domain::risk::assess(&model, &new.evidence, new.target_ring, history));
         let (deployment, events) = Deployment::create(Uuid::new_v4(), new, ctx);
-        match self.store.create_deployment(request_id, &fingerprint, &deployment, &events).await? {
+        match self.creates.create(request_id, fingerprint.clone(), deployment, events.clone()).await? {
             CreateOutcome::Created(deployment) => {
                 self.metrics.committed(&deployment, &events);
                 Ok(deployment)
@@ -214,7 +217,7 @@ impl Deployments {
 
     /// Deployments with what the rollout controller will do next, judged now.
     async fn shown(&self, deployments: Vec<Deployment>) -> AppResult<Vec<Shown>> {
-        let policies = self.store.list_policies().await?;
+        let policies = self.store.shown_policies().await?;
         let now = self.clock.now();
         Ok(deployments
             .into_iter()

@@ -7,6 +7,7 @@ pub mod connectors;
 pub mod control;
 pub mod deployments;
 mod error;
+mod group_commit;
 pub mod promotions;
 pub mod risk;
 

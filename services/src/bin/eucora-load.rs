@@ -1,9 +1,11 @@
 //! `eucora-load`: drives a running server with one RPC at a fixed concurrency
-//! for a while and prints throughput and latency percentiles. Bounded in time
-//! and count; meant for loopback targets.
+//! for a while and prints throughput, latency percentiles (HDR histogram),
+//! errors by gRPC code and, given the server's pid, the server's CPU time per
+//! call and peak RSS. Bounded in time; meant for loopback targets.
 //!
-//! `eucora-load --rpc create --concurrency 64 --connections 4 --duration 10s`
+//! `eucora-load --rpc create --concurrency 64 --connections 4 --duration 10s [--server-pid N] [--json]`
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +27,8 @@ enum Rpc {
     Get,
     /// ListDeployments, first page of 50.
     List,
+    /// ReportRingOutcome: each worker reports growing counts for a deployment of its own, started in LAB.
+    Report,
     /// grpc.health.v1 Check: the server's own ceiling.
     Health,
 }
@@ -49,6 +53,24 @@ struct Args {
     /// Bearer token of an operator (the default is the development operator of a `--dev-auth` server).
     #[arg(long, env = "EUCORA_TOKEN", default_value = "dev-alice")]
     token: String,
+    /// Bearer token of a reporter, for `report` (the default is the development agent).
+    #[arg(long, env = "EUCORA_REPORTER_TOKEN", default_value = "dev-agent")]
+    reporter_token: String,
+    /// The server's process id (same machine): report its CPU seconds per call and peak RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Seen {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    /// The first message of each code, to tell what went wrong.
+    examples: BTreeMap<String, String>,
 }
 
 #[tokio::main]
@@ -61,91 +83,211 @@ async fn main() -> anyhow::Result<()> {
         channels.push(channel);
     }
     let bearer = Bearer::new(&args.token)?;
-    let seed = match args.rpc {
+    let reporter = Bearer::new(&args.reporter_token)?;
+    let workers = args.concurrency.max(1);
+    // What each worker calls on: one deployment for all (get), one each (report).
+    // What each worker calls about: one deployment for all (get), one each
+    // with the LAB success count to report (report).
+    let seeds: Vec<Option<(String, i64)>> = match args.rpc {
         Rpc::Get => {
             let mut client = DeploymentServiceClient::with_interceptor(channels[0].clone(), bearer.clone());
-            Some(create(&mut client, "seed").await?.id)
+            let seed = create(&mut client, "seed").await?.id;
+            vec![Some((seed, 0)); workers]
         }
-        _ => None,
+        Rpc::Report => {
+            let mut client = DeploymentServiceClient::with_interceptor(channels[0].clone(), bearer.clone());
+            let mut seeds = Vec::new();
+            for worker in 0..workers {
+                let id = format!("load-report-{}-{worker}", std::process::id());
+                let created = create(&mut client, &id).await?;
+                let start = pb::StartDeploymentRequest { deployment_id: created.id.clone(), ..Default::default() };
+                client.start_deployment(start).await.context("starting a deployment to report on")?;
+                seeds.push(Some((created.id.clone(), settled_lab_count(&mut client, &created.id).await?)));
+            }
+            seeds
+        }
+        _ => vec![None; workers],
     };
+    let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
     let counter = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + args.duration;
-    let workers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|worker| {
+    let tasks: Vec<_> = seeds
+        .into_iter()
+        .enumerate()
+        .map(|(worker, seed)| {
             let channel = channels[worker % channels.len()].clone();
-            let (rpc, seed, counter, errors) = (args.rpc, seed.clone(), counter.clone(), errors.clone());
-            let bearer = bearer.clone();
+            let (rpc, counter) = (args.rpc, counter.clone());
+            // Outcomes come from a reporter identity; everything else from the operator.
+            let bearer = if matches!(rpc, Rpc::Report) { reporter.clone() } else { bearer.clone() };
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let mut seen = Seen::default();
                 while Instant::now() < deadline {
                     let call = Instant::now();
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if one_call(rpc, &channel, &bearer, seed.as_deref(), worker, n).await.is_err() {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    if let Err(status) = one_call(rpc, &channel, &bearer, seed.as_ref(), worker, n).await {
+                        let code = format!("{:?}", status.code());
+                        seen.examples.entry(code.clone()).or_insert_with(|| status.message().to_owned());
+                        *seen.errors.entry(code).or_default() += 1;
                     }
-                    latencies.push(call.elapsed());
+                    seen.latencies.push(call.elapsed());
                 }
-                latencies
+                seen
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await?);
+    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut examples: BTreeMap<String, String> = BTreeMap::new();
+    for task in tasks {
+        let seen = task.await?;
+        for latency in seen.latencies {
+            histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        }
+        for (code, n) in seen.errors {
+            *errors.entry(code).or_default() += n;
+        }
+        for (code, message) in seen.examples {
+            examples.entry(code).or_insert(message);
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let percentile =
-        |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
-    println!(
-        "rpc={:?} concurrency={} connections={} calls={} errors={} rate={:.0}/s p50={:?} p99={:?} max={:?}",
-        args.rpc,
-        args.concurrency,
-        args.connections,
-        latencies.len(),
-        errors.load(Ordering::Relaxed),
-        latencies.len() as f64 / elapsed,
-        percentile(0.50).copied().unwrap_or_default(),
-        percentile(0.99).copied().unwrap_or_default(),
-        latencies.last().copied().unwrap_or_default(),
-    );
+    let calls = histogram.len();
+    let cpu = match (args.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    let peak_rss_mib = args.server_pid.map(peak_rss_mib).transpose()?;
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let report = serde_json::json!({
+        "rpc": format!("{:?}", args.rpc).to_lowercase(),
+        "concurrency": workers,
+        "connections": args.connections,
+        "seconds": elapsed,
+        "calls": calls,
+        "rate": calls as f64 / elapsed,
+        "p50_ms": ms(0.50),
+        "p99_ms": ms(0.99),
+        "max_ms": histogram.max() as f64 / 1000.0,
+        "errors": errors,
+        "error_examples": examples,
+        "server_cpu_seconds": cpu,
+        "server_cpu_us_per_call": cpu.map(|cpu| cpu * 1e6 / calls.max(1) as f64),
+        "server_peak_rss_mib": peak_rss_mib,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "rpc={} concurrency={workers} connections={} calls={calls} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms errors={} cpu/call={} peak_rss={}",
+            report["rpc"].as_str().unwrap_or_default(),
+            args.connections,
+            report["rate"].as_f64().unwrap_or_default(),
+            ms(0.50),
+            ms(0.99),
+            histogram.max() as f64 / 1000.0,
+            report["errors"],
+            cpu.map_or("-".into(), |cpu| format!("{:.0}us", cpu * 1e6 / calls.max(1) as f64)),
+            peak_rss_mib.map_or("-".into(), |rss| format!("{rss:.1}MiB")),
+        );
+    }
     Ok(())
+}
+
+/// LAB's success count once the connector (a simulator reports on its own)
+/// has reported, or 0 if it does not within a second.
+async fn settled_lab_count(client: &mut DeploymentServiceClient<Authenticated>, id: &str) -> anyhow::Result<i64> {
+    for _ in 0..50 {
+        let get = pb::GetDeploymentRequest { deployment_id: id.to_owned() };
+        let deployment = client.get_deployment(get).await?.into_inner().deployment.context("no deployment")?;
+        let lab = deployment.ring_progress.iter().find(|p| p.ring() == pb::Ring::Lab).map_or(0, |p| p.success_count);
+        if lab > 0 {
+            return Ok(lab);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(0)
+}
+
+/// CPU time (user and system) the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the server's /proc stat")?;
+    // Fields after the command name (which may hold spaces): state is the 3rd, utime the 14th, stime the 15th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("a /proc stat line")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Ok(ticks as f64 / 100.0)
+}
+
+/// The process's peak resident set (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's /proc status")?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).context("VmHWM in /proc status")?;
+    let kib: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kib / 1024.0)
 }
 
 async fn create(
     client: &mut DeploymentServiceClient<Authenticated>,
     request_id: &str,
 ) -> anyhow::Result<pb::Deployment> {
-    let request = pb::CreateDeploymentRequest {
+    let request = create_request(request_id);
+    client.create_deployment(request).await?.into_inner().deployment.context("no deployment")
+}
+
+fn create_request(request_id: &str) -> pb::CreateDeploymentRequest {
+    pb::CreateDeploymentRequest {
         request_id: request_id.to_owned(),
         app_name: format!("load-{}", request_id.len() % 50),
         version: "1.0.0".into(),
         connector_type: pb::ConnectorType::Intune.into(),
         target_ring: pb::Ring::Global.into(),
         evidence_pack_id: "6f1c1f9e-3d2a-4c4b-9a57-0d8f7c9b1e11".into(),
+        site_class: pb::SiteClass::Online.into(),
+        // Complete, clean evidence: low risk, so that deployments start without CAB.
+        evidence: Some(pb::EvidencePack {
+            artifact_sha256: "ab".repeat(32),
+            sbom: Some(pb::SbomSummary { format: "cyclonedx".into(), component_count: 42 }),
+            vulnerabilities: Some(pb::VulnerabilityCounts::default()),
+            rollback_plan_present: true,
+            rollback_tested: true,
+            ..Default::default()
+        }),
         ..Default::default()
-    };
-    client.create_deployment(request).await?.into_inner().deployment.context("no deployment")
+    }
 }
 
+/// One call of `rpc`; `seed` is the deployment it is about (get, report).
 async fn one_call(
     rpc: Rpc,
     channel: &Channel,
     bearer: &Bearer,
-    seed: Option<&str>,
+    seed: Option<&(String, i64)>,
     worker: usize,
     n: u64,
-) -> anyhow::Result<()> {
+) -> Result<(), tonic::Status> {
     let deployments = || DeploymentServiceClient::with_interceptor(channel.clone(), bearer.clone());
     match rpc {
         Rpc::Create => {
             let id = format!("load-{}-{worker}-{n}", std::process::id());
-            create(&mut deployments(), &id).await?;
+            deployments().create_deployment(create_request(&id)).await?;
+        }
+        Rpc::Report => {
+            let request = pb::ReportRingOutcomeRequest {
+                deployment_id: seed.map(|(id, _)| id.clone()).unwrap_or_default(),
+                ring: pb::Ring::Lab.into(),
+                // The count the ring has already, each time: a valid report (counts never drop,
+                // and stay within the ring's devices), recorded and audited like any other.
+                success_count: seed.map_or(0, |(_, count)| *count),
+                ..Default::default()
+            };
+            deployments().report_ring_outcome(request).await?;
         }
         Rpc::Get => {
-            let request = pb::GetDeploymentRequest { deployment_id: seed.unwrap_or_default().to_owned() };
+            let request =
+                pb::GetDeploymentRequest { deployment_id: seed.map(|(id, _)| id.clone()).unwrap_or_default() };
             deployments().get_deployment(request).await?;
         }
         Rpc::List => {

@@ -198,6 +198,8 @@ impl Store {
                 }
             }
             txn.commit().await?;
+            self.forget_shown_policies();
+            self.active_risk_model_changed();
             Ok(())
         })
         .await

@@ -56,6 +56,15 @@ pub struct DeploymentFilter {
     pub connector_type: Option<ConnectorType>,
 }
 
+/// One create of a group commit ([`Store::create_deployments`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewCreate<'a> {
+    pub request_id: &'a str,
+    pub fingerprint: &'a str,
+    pub deployment: &'a Deployment,
+    pub events: &'a [NewEvent],
+}
+
 /// What CreateDeployment found.
 #[derive(Debug)]
 pub enum CreateOutcome {
@@ -108,32 +117,98 @@ impl Store {
         .await
     }
 
-    async fn find_by_request_id(&self, request_id: &str) -> StoreResult<Option<CreateOutcome>> {
-        let txn = self.begin_read().await?;
-        let Some(row) =
-            deployment::Entity::find().filter(deployment::Column::RequestId.eq(request_id)).one(&txn).await?
-        else {
-            return Ok(None);
-        };
-        let fingerprint = row.request_fingerprint.clone();
-        let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
+    /// Group commit of creates: inserts every new deployment of `batch` with
+    /// its events in one transaction, and answers each with what
+    /// [`Store::create_deployment`] would have. A request id used before
+    /// answers with the existing deployment; any other failure of one item
+    /// is retried alone, so that it fails only itself.
+    pub async fn create_deployments(&self, batch: &[NewCreate<'_>]) -> Vec<StoreResult<CreateOutcome>> {
+        match self.guard(self.create_batch(batch)).await {
+            Ok(outcomes) => outcomes,
+            Err(err) if batch.len() == 1 => vec![Err(err)],
+            Err(err) => {
+                tracing::debug!(error = %err, items = batch.len(), "group commit failed; committing its items one by one");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for item in batch {
+                    outcomes.push(
+                        self.create_deployment(item.request_id, item.fingerprint, item.deployment, item.events).await,
+                    );
+                }
+                outcomes
+            }
+        }
+    }
+
+    async fn create_batch(&self, batch: &[NewCreate<'_>]) -> StoreResult<Vec<StoreResult<CreateOutcome>>> {
+        let _guard = self.lock_writes().await?;
+        let txn = self.db.begin().await?;
+        super::serialize(&txn, super::Serialized::EventOrder).await?;
+        let mut inserted = Vec::with_capacity(batch.len());
+        let mut stored = Vec::new();
+        for item in batch {
+            let row = deployment_row(item.deployment, item.request_id, item.fingerprint);
+            let rows = deployment::Entity::insert(row)
+                .on_conflict(OnConflict::column(deployment::Column::RequestId).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+            inserted.push(rows == 1);
+            if rows == 1 {
+                upsert_rings(&txn, item.deployment).await?;
+                stored.extend(insert_event_rows(&txn, &item.deployment.app_name, item.events).await?);
+            }
+        }
         txn.commit().await?;
-        Ok(Some(CreateOutcome::Existing { deployment, fingerprint }))
+        drop(_guard);
+        self.publish(stored);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (item, inserted) in batch.iter().zip(inserted) {
+            outcomes.push(match inserted {
+                true => Ok(CreateOutcome::Created(item.deployment.clone())),
+                // Used before (or by another item of this batch).
+                false => self
+                    .find_by_request_id(item.request_id)
+                    .await
+                    .and_then(|found| found.ok_or_else(|| StoreError::RequestIdTaken(item.request_id.to_owned()))),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    async fn find_by_request_id(&self, request_id: &str) -> StoreResult<Option<CreateOutcome>> {
+        let mut found = deployment::Entity::find()
+            .filter(deployment::Column::RequestId.eq(request_id))
+            .find_with_related(ring_progress::Entity)
+            .all(&self.db)
+            .await?;
+        let Some((row, progress)) = found.pop() else { return Ok(None) };
+        let fingerprint = row.request_fingerprint.clone();
+        Ok(Some(CreateOutcome::Existing { deployment: with_rings(row, &progress)?, fingerprint }))
     }
 
     /// # Errors
     /// [`StoreError::NotFound`] or database failures.
     pub async fn get_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
+        let Some(cache) = &self.read_cache else { return self.read_deployment(id).await };
+        if let Some(hit) = cache.get(id) {
+            return Ok(hit);
+        }
+        let saves = cache.saves();
+        let read = self.read_deployment(id).await?;
+        cache.keep(&read, saves);
+        Ok(read)
+    }
+
+    async fn read_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
         self.guard(async {
-            let txn = self.begin_read().await?;
-            let row = deployment::Entity::find()
+            // One statement (a join): one round trip, and one snapshot of the
+            // deployment and its rings without a transaction.
+            let mut found = deployment::Entity::find()
                 .filter(deployment::Column::Id.eq(id.to_string()))
-                .one(&txn)
-                .await?
-                .ok_or(StoreError::NotFound(id))?;
-            let deployment = Self::hydrate(&txn, vec![row]).await?.pop().expect("one row in, one deployment out");
-            txn.commit().await?;
-            Ok(deployment)
+                .find_with_related(ring_progress::Entity)
+                .all(&self.db)
+                .await?;
+            let (row, progress) = found.pop().ok_or(StoreError::NotFound(id))?;
+            with_rings(row, &progress)
         })
         .await
     }
@@ -278,6 +353,9 @@ impl Store {
             audit::record_request_at(&txn, key, &saved.id.to_string(), saved.updated_at).await?;
         }
         txn.commit().await?;
+        if let Some(cache) = &self.read_cache {
+            cache.saved(saved.id);
+        }
         self.publish(stored);
         Ok(saved)
     }
@@ -341,16 +419,21 @@ impl Store {
             ring_progress::Entity::find().filter(ring_progress::Column::DeploymentId.is_in(ids)).all(conn).await?;
         rows.into_iter()
             .map(|row| {
-                let mut rings = progress
-                    .iter()
-                    .filter(|p| p.deployment_id == row.id)
-                    .map(ring_from_row)
-                    .collect::<StoreResult<Vec<_>>>()?;
-                rings.sort_by_key(|p| p.ring);
-                deployment_from_row(row, rings)
+                let of_row = progress.iter().filter(|p| p.deployment_id == row.id).collect::<Vec<_>>();
+                with_rings(row, of_row)
             })
             .collect()
     }
+}
+
+/// The deployment of `row` with its `progress` rows, rings in order.
+fn with_rings<'a>(
+    row: deployment::Model,
+    progress: impl IntoIterator<Item = &'a ring_progress::Model>,
+) -> StoreResult<Deployment> {
+    let mut rings = progress.into_iter().map(ring_from_row).collect::<StoreResult<Vec<_>>>()?;
+    rings.sort_by_key(|p| p.ring);
+    deployment_from_row(row, rings)
 }
 
 async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> StoreResult<()> {
@@ -399,6 +482,15 @@ async fn insert_events(
     events: &[NewEvent],
 ) -> StoreResult<Vec<StoredEvent>> {
     super::serialize(txn, super::Serialized::EventOrder).await?;
+    insert_event_rows(txn, app_name, events).await
+}
+
+/// [`insert_events`] in a transaction that is serialized already.
+async fn insert_event_rows(
+    txn: &impl ConnectionTrait,
+    app_name: &str,
+    events: &[NewEvent],
+) -> StoreResult<Vec<StoredEvent>> {
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let row = deployment_event::ActiveModel {

@@ -30,7 +30,7 @@ pub mod promotions;
 pub mod risk;
 pub mod secrets;
 
-pub use deployments::{Alongside, CreateOutcome, DeploymentFilter, StoredEvent};
+pub use deployments::{Alongside, CreateOutcome, DeploymentFilter, NewCreate, StoredEvent};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, Notify, broadcast};
 use uuid::Uuid;
 
-use crate::domain::Ring;
+use crate::domain::{Deployment, Ring, RingPolicies};
 
 /// How many committed events the feed buffers for a slow watcher before it
 /// is told it fell behind, unless configured otherwise.
@@ -291,6 +291,14 @@ pub struct Store {
     feed: broadcast::Sender<Arc<StoredEvent>>,
     /// PostgreSQL: wakes the event tail (a local commit, or another replica's).
     tail: Notify,
+    /// SQLite (one process, every write goes through it): deployments as
+    /// last read, so that a Get is served from memory.
+    read_cache: Option<ReadCache>,
+    /// SQLite: the active risk model as last read (every activation goes
+    /// through this process and forgets it).
+    active_model: Option<Cached<crate::domain::risk::RiskModel>>,
+    /// Ring policies as last read, for showing deployments.
+    shown_policies: std::sync::RwLock<Option<(Arc<RingPolicies>, std::time::Instant)>>,
     /// The sequence of the last event this process committed (coordination
     /// tells other replicas).
     committed: tokio::sync::watch::Sender<i64>,
@@ -350,6 +358,83 @@ impl DatabaseFile {
     }
 }
 
+/// Deployments as last read from a database only this process writes:
+/// dropped when saved, and a read that overlapped any save is not kept (it
+/// may predate it), so what it holds is never older than the database.
+#[derive(Default)]
+struct ReadCache(std::sync::Mutex<CachedDeployments>);
+
+#[derive(Default)]
+struct CachedDeployments {
+    by_id: std::collections::HashMap<Uuid, Deployment>,
+    /// Saves so far: a read is kept only if none happened while it ran.
+    saves: u64,
+}
+
+impl ReadCache {
+    fn get(&self, id: Uuid) -> Option<Deployment> {
+        self.0.lock().expect("read cache lock").by_id.get(&id).cloned()
+    }
+
+    /// The count of saves, before a read.
+    fn saves(&self) -> u64 {
+        self.0.lock().expect("read cache lock").saves
+    }
+
+    /// Keeps what a read that started at `saves` found, if nothing was saved since.
+    fn keep(&self, deployment: &Deployment, saves: u64) {
+        let mut cached = self.0.lock().expect("read cache lock");
+        if cached.saves != saves {
+            return;
+        }
+        if cached.by_id.len() >= READ_CACHE_CAPACITY {
+            cached.by_id.clear();
+        }
+        cached.by_id.insert(deployment.id, deployment.clone());
+    }
+
+    /// `id` was saved (after its commit).
+    fn saved(&self, id: Uuid) {
+        let mut cached = self.0.lock().expect("read cache lock");
+        cached.saves += 1;
+        cached.by_id.remove(&id);
+    }
+}
+
+/// One value as last read from a database only this process writes; a read
+/// that overlapped a change is not kept.
+struct Cached<T>(std::sync::Mutex<(u64, Option<T>)>);
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Cached(std::sync::Mutex::new((0, None)))
+    }
+}
+
+impl<T: Clone> Cached<T> {
+    /// The value, or the count of changes to pass to [`Cached::keep`] after reading it.
+    fn get(&self) -> Result<T, u64> {
+        let cached = self.0.lock().expect("cache lock");
+        cached.1.clone().ok_or(cached.0)
+    }
+
+    fn keep(&self, value: &T, changes: u64) {
+        let mut cached = self.0.lock().expect("cache lock");
+        if cached.0 == changes {
+            cached.1 = Some(value.clone());
+        }
+    }
+
+    /// The value changed (after its commit).
+    fn changed(&self) {
+        let mut cached = self.0.lock().expect("cache lock");
+        *cached = (cached.0 + 1, None);
+    }
+}
+
+/// Most deployments the read cache holds (it starts over when full).
+const READ_CACHE_CAPACITY: usize = 4096;
+
 /// Free space below which a SQLite database counts as full for health.
 pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
@@ -384,12 +469,17 @@ impl Store {
             _ => None,
         };
         let (feed, _) = broadcast::channel(config.event_feed_capacity.max(1));
+        let backend = db.get_database_backend();
+        let read_cache = (backend == DbBackend::Sqlite).then(ReadCache::default);
         Ok(Store {
             db,
             write_lock: Mutex::new(()),
             feed,
             tail: Notify::new(),
             committed: tokio::sync::watch::Sender::new(0),
+            shown_policies: std::sync::RwLock::new(None),
+            read_cache,
+            active_model: (backend == DbBackend::Sqlite).then(Cached::default),
             operation_timeout: config.operation_timeout,
             faults: Notify::new(),
             file,

@@ -4,10 +4,11 @@
 //! number of server processes exactly one promotion happens per ring step.
 
 use crate::domain::Label;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, SqlErr, TransactionTrait};
 use uuid::Uuid;
 
 use super::connectors::OutboxWrite;
@@ -17,6 +18,10 @@ use crate::domain::{
     ChangeContext, Deployment, Fence, GateEvaluation, NewEvent, Promotion, PromotionResult, Ring, RingPolicies,
     RingPolicy,
 };
+
+/// How long shown policies are trusted on PostgreSQL, where another replica
+/// may change one.
+pub const SHOWN_POLICIES_TTL: Duration = Duration::from_secs(1);
 
 impl Store {
     /// The policies of every ring, in ring order.
@@ -32,6 +37,30 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("{stored} ring policies stored, not one per ring")))
         })
         .await
+    }
+
+    /// The ring policies for showing deployments (gate, next action):
+    /// cached, forgotten when this process changes one, and on PostgreSQL
+    /// read again at most [`SHOWN_POLICIES_TTL`] later (another replica may
+    /// have changed one). Decisions read the database.
+    ///
+    /// # Errors
+    /// As [`Store::list_policies`].
+    pub async fn shown_policies(&self) -> StoreResult<Arc<RingPolicies>> {
+        let fresh_for = if self.backend() == DbBackend::Postgres { SHOWN_POLICIES_TTL } else { Duration::MAX };
+        if let Some((policies, read_at)) = &*self.shown_policies.read().expect("policies lock")
+            && read_at.elapsed() < fresh_for
+        {
+            return Ok(policies.clone());
+        }
+        let policies = Arc::new(self.list_policies().await?);
+        *self.shown_policies.write().expect("policies lock") = Some((policies.clone(), Instant::now()));
+        Ok(policies)
+    }
+
+    /// Drops the shown policies after changing one.
+    pub(super) fn forget_shown_policies(&self) {
+        *self.shown_policies.write().expect("policies lock") = None;
     }
 
     /// # Errors
@@ -63,6 +92,7 @@ impl Store {
             let txn = self.db.begin().await?;
             let saved = write_policy(&txn, before, after, change, None).await?;
             txn.commit().await?;
+            self.forget_shown_policies();
             Ok(saved)
         })
         .await

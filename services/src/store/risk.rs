@@ -18,6 +18,24 @@ impl Store {
     /// # Errors
     /// Database failures, or no active model (the migrations install one).
     pub async fn active_risk_model(&self) -> StoreResult<RiskModel> {
+        let Some(cached) = &self.active_model else { return self.read_active_risk_model().await };
+        let changes = match cached.get() {
+            Ok(model) => return Ok(model),
+            Err(changes) => changes,
+        };
+        let model = self.read_active_risk_model().await?;
+        cached.keep(&model, changes);
+        Ok(model)
+    }
+
+    /// The active model changed (after its commit).
+    pub(super) fn active_risk_model_changed(&self) {
+        if let Some(cached) = &self.active_model {
+            cached.changed();
+        }
+    }
+
+    async fn read_active_risk_model(&self) -> StoreResult<RiskModel> {
         self.guard(async {
             let row = risk_model::Entity::find()
                 .filter(risk_model::Column::Active.eq(true))
@@ -119,6 +137,7 @@ impl Store {
             }
             write_activation(&txn, version, change, None).await?;
             txn.commit().await?;
+            self.active_risk_model_changed();
             self.get_risk_model(version).await
         })
         .await

@@ -46,6 +46,16 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// Read together with the deployment in one statement.
+    #[sea_orm(has_many = "super::ring_progress::Entity")]
+    RingProgress,
+}
+
+impl Related<super::ring_progress::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::RingProgress.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -23,6 +23,19 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::deployment::Entity",
+        from = "Column::DeploymentId",
+        to = "super::deployment::Column::Id"
+    )]
+    Deployment,
+}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Related<super::deployment::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Deployment.def()
+    }
+}

@@ -1,0 +1,78 @@
+//! Group commit of creates against the real databases: one transaction for
+//! a batch, each item answered on its own — a request id used before (or
+//! earlier in the batch) answers with its deployment, and an item that fails
+//! fails only itself.
+
+mod common;
+
+use common::{Backend, TestDatabase};
+use eucora_services::clock::Clock;
+use eucora_services::domain::{ConnectorType, Deployment, NewDeployment, NewEvent, Ring, SiteClass};
+use eucora_services::store::{CreateOutcome, NewCreate, Store, StoreConfig};
+use uuid::Uuid;
+
+on_every_backend!(a_batch_answers_each_create_on_its_own);
+
+fn new_deployment(app: &str) -> (Deployment, Vec<NewEvent>) {
+    let new = NewDeployment {
+        app_name: app.to_owned(),
+        version: "1.0.0".into(),
+        connector_type: ConnectorType::Intune,
+        connector_name: None,
+        target_ring: Ring::Global,
+        risk_score: 10,
+        evidence_pack_id: Uuid::new_v4(),
+        submitter: "alice".into(),
+        site_class: SiteClass::Online,
+        evidence: Default::default(),
+        assessment: None,
+    };
+    Deployment::create(Uuid::new_v4(), new, &Clock::system().context("alice".into(), String::new(), None))
+}
+
+fn item<'a>(request_id: &'a str, (deployment, events): &'a (Deployment, Vec<NewEvent>)) -> NewCreate<'a> {
+    NewCreate { request_id, fingerprint: request_id, deployment, events }
+}
+
+async fn a_batch_answers_each_create_on_its_own(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let taken = new_deployment("taken");
+    let CreateOutcome::Created(existing) = store.create_deployments(&[item("taken", &taken)]).await.remove(0).unwrap()
+    else {
+        panic!("a first create creates");
+    };
+
+    let (a, d, again) = (new_deployment("a"), new_deployment("d"), new_deployment("d-again"));
+    // A new request whose deployment id is already stored: the insert fails.
+    let mut clash = new_deployment("clash");
+    clash.0.id = existing.id;
+    let batch = [item("a", &a), item("taken", &taken), item("clash", &clash), item("d", &d), item("d", &again)];
+    let outcomes = store.create_deployments(&batch).await;
+
+    assert!(matches!(&outcomes[0], Ok(CreateOutcome::Created(created)) if created.id == a.0.id), "{:?}", outcomes[0]);
+    assert!(
+        matches!(&outcomes[1], Ok(CreateOutcome::Existing { deployment, .. }) if deployment.id == existing.id),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(outcomes[2].is_err(), "the clashing item fails: {:?}", outcomes[2]);
+    assert!(matches!(&outcomes[3], Ok(CreateOutcome::Created(created)) if created.id == d.0.id), "{:?}", outcomes[3]);
+    assert!(
+        matches!(&outcomes[4], Ok(CreateOutcome::Existing { deployment, .. }) if deployment.id == d.0.id),
+        "the same request id later in the batch answers with the first: {:?}",
+        outcomes[4]
+    );
+
+    // Exactly the created deployments' events were stored, in order, with no gap.
+    let events = store.list_events(None, None, 100).await.unwrap().items;
+    let owners: Vec<Uuid> = events.iter().map(|event| event.event.deployment_id).collect();
+    let expected: Vec<Uuid> = [&taken, &a, &d]
+        .iter()
+        .flat_map(|(deployment, events)| std::iter::repeat_n(deployment.id, events.len()))
+        .collect();
+    assert_eq!(owners, expected);
+    assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    assert!(store.get_deployment(clash.0.id).await.is_ok_and(|stored| stored.app_name == "taken"));
+}
