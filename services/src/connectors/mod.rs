@@ -345,7 +345,8 @@ impl Connectors {
             return Err(claimed.err().map_or(DispatchError::Elsewhere, DispatchError::from));
         }
         let result = self.call_for(&def, operation, work).await;
-        if matches!(result, Err(ref err) if !matches!(err, DispatchError::Permanent { .. }))
+        // Still queued (a refusal or a delivery settles it): any replica may retry it now.
+        if result.as_ref().is_err_and(|err| !matches!(err, DispatchError::Permanent { .. }))
             && let Err(err) = self.store.release_dispatch(record, replica).await
         {
             tracing::warn!(error = %err, "claim on queued work not released; it lapses by itself");
@@ -516,7 +517,7 @@ impl Connectors {
                 () = stop.cancelled() => return,
                 _ = interval.tick() => None,
                 changed = changes.recv() => match changed {
-                    Ok(name) => Some(name),
+                    Ok(name) => name,
                     Err(broadcast::error::RecvError::Lagged(_)) => None,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },

@@ -57,8 +57,8 @@ pub struct Coordination {
     /// Breakers as this replica last knew them: the whole truth without
     /// Redis, the fallback while it is unreachable.
     breakers: SyncMutex<HashMap<String, CircuitBreaker>>,
-    /// Connectors whose breaker another replica changed.
-    breaker_changes: broadcast::Sender<String>,
+    /// Connectors whose breaker another replica changed (`None`: any).
+    breaker_changes: broadcast::Sender<Option<String>>,
     /// One shared transition per connector at a time from this replica:
     /// compare-and-set then only races other replicas.
     breaker_turns: SyncMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -135,9 +135,8 @@ impl Coordination {
                     if up && !was {
                         // Whatever was missed while away is read from the database.
                         store.events_committed_elsewhere();
-                        for name in self.breakers.lock().expect("breakers lock").keys() {
-                            let _ = self.breaker_changes.send(name.clone());
-                        }
+                        // Every breaker may have moved meanwhile.
+                        let _ = self.breaker_changes.send(None);
                     }
                     if reported != Some(up) {
                         if up {
@@ -154,7 +153,7 @@ impl Coordination {
                 }
                 received = messages.recv() => match received.as_ref().ok().and_then(|message| redis.notice(message)) {
                     Some(Notice::EventsCommitted(_)) => store.events_committed_elsewhere(),
-                    Some(Notice::BreakerChanged(name)) => { let _ = self.breaker_changes.send(name); }
+                    Some(Notice::BreakerChanged(name)) => { let _ = self.breaker_changes.send(Some(name)); }
                     None => {}
                 },
                 changed = committed.changed() => {
@@ -171,9 +170,9 @@ impl Coordination {
         redis.quit().await;
     }
 
-    /// Connectors whose breaker another replica changed (and all known ones
-    /// when Redis comes back).
-    pub fn breaker_changes(&self) -> broadcast::Receiver<String> {
+    /// Connectors whose breaker another replica changed (`None` when Redis
+    /// comes back: any may have).
+    pub fn breaker_changes(&self) -> broadcast::Receiver<Option<String>> {
         self.breaker_changes.subscribe()
     }
 

@@ -298,7 +298,7 @@ pub struct Store {
     /// through this process and forgets it).
     active_model: Option<Cached<crate::domain::risk::RiskModel>>,
     /// Ring policies as last read, for showing deployments.
-    shown_policies: std::sync::RwLock<Option<(Arc<RingPolicies>, std::time::Instant)>>,
+    shown_policies: Cached<(Arc<RingPolicies>, std::time::Instant)>,
     /// The sequence of the last event this process committed (coordination
     /// tells other replicas).
     committed: tokio::sync::watch::Sender<i64>,
@@ -401,8 +401,8 @@ impl ReadCache {
     }
 }
 
-/// One value as last read from a database only this process writes; a read
-/// that overlapped a change is not kept.
+/// One value as last read, forgotten when this process changes it; a read
+/// that overlapped a change is not kept (it may predate the change).
 struct Cached<T>(std::sync::Mutex<(u64, Option<T>)>);
 
 impl<T> Default for Cached<T> {
@@ -412,10 +412,11 @@ impl<T> Default for Cached<T> {
 }
 
 impl<T: Clone> Cached<T> {
-    /// The value, or the count of changes to pass to [`Cached::keep`] after reading it.
-    fn get(&self) -> Result<T, u64> {
+    /// The value if kept, and the count of changes so far (to pass to
+    /// [`Cached::keep`] after reading it again).
+    fn get(&self) -> (Option<T>, u64) {
         let cached = self.0.lock().expect("cache lock");
-        cached.1.clone().ok_or(cached.0)
+        (cached.1.clone(), cached.0)
     }
 
     fn keep(&self, value: &T, changes: u64) {
@@ -477,7 +478,7 @@ impl Store {
             feed,
             tail: Notify::new(),
             committed: tokio::sync::watch::Sender::new(0),
-            shown_policies: std::sync::RwLock::new(None),
+            shown_policies: Cached::default(),
             read_cache,
             active_model: (backend == DbBackend::Sqlite).then(Cached::default),
             operation_timeout: config.operation_timeout,

@@ -48,19 +48,20 @@ impl Store {
     /// As [`Store::list_policies`].
     pub async fn shown_policies(&self) -> StoreResult<Arc<RingPolicies>> {
         let fresh_for = if self.backend() == DbBackend::Postgres { SHOWN_POLICIES_TTL } else { Duration::MAX };
-        if let Some((policies, read_at)) = &*self.shown_policies.read().expect("policies lock")
+        let (kept, changes) = self.shown_policies.get();
+        if let Some((policies, read_at)) = kept
             && read_at.elapsed() < fresh_for
         {
-            return Ok(policies.clone());
+            return Ok(policies);
         }
         let policies = Arc::new(self.list_policies().await?);
-        *self.shown_policies.write().expect("policies lock") = Some((policies.clone(), Instant::now()));
+        self.shown_policies.keep(&(policies.clone(), Instant::now()), changes);
         Ok(policies)
     }
 
     /// Drops the shown policies after changing one.
     pub(super) fn forget_shown_policies(&self) {
-        *self.shown_policies.write().expect("policies lock") = None;
+        self.shown_policies.changed();
     }
 
     /// # Errors

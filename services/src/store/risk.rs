@@ -19,10 +19,10 @@ impl Store {
     /// Database failures, or no active model (the migrations install one).
     pub async fn active_risk_model(&self) -> StoreResult<RiskModel> {
         let Some(cached) = &self.active_model else { return self.read_active_risk_model().await };
-        let changes = match cached.get() {
-            Ok(model) => return Ok(model),
-            Err(changes) => changes,
-        };
+        let (kept, changes) = cached.get();
+        if let Some(model) = kept {
+            return Ok(model);
+        }
         let model = self.read_active_risk_model().await?;
         cached.keep(&model, changes);
         Ok(model)
