@@ -27,6 +27,9 @@ def main() -> int:
           "a fresh server and database per backend. Ratios are to the same server's grpc.health Check rate "
           "in the same run (one run: on this shared 2-core VM the health rate itself varies by up to 2× between "
           "runs, so compare calls/s and CPU per call too); targets from the README.\n")
+    print("`promote` and `rollout` drive whole rollouts (create, start, read until the simulator's outcome is in, "
+          "report, promote, complete): their server CPU per call is over all the run's calls, and the simulator's "
+          "50 ms per connector call bounds how fast a worker's deployment can move.\n")
     print("Reproduce one line: `eucora-load --rpc create --concurrency 64 --connections 4 --duration 10s "
           "--server-pid <pid> --json` against `eucora serve --dev-auth --simulator-connectors --rate-limit 0`.\n")
     for backend in ("sqlite", "postgresql"):
@@ -47,6 +50,21 @@ def main() -> int:
             print(f"| {r['rpc']} | {r['rate']:.0f} | {ratio:.3f} | {verdict} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
                   f"| {r['server_cpu_us_per_call'] or 0:.0f} | {r['server_peak_rss_mib'] or 0:.1f} | {errors} |")
         print()
+        plain = [r["p99_ms"] for r in mine if r["rpc"].startswith("create, not scraped")]
+        scraped = next((r for r in mine if r["rpc"] == "create, scraped"), None)
+        if len(plain) == 2 and scraped:
+            change = (scraped["p99_ms"] / (sum(plain) / 2) - 1) * 100
+            spread = (max(plain) / min(plain) - 1) * 100
+            print(f"Scrape under load: create's p99 was {plain[0]:.2f} ms and {plain[1]:.2f} ms in the runs without "
+                  f"scrapes (a {spread:.1f} % spread between two identical runs), {scraped['p99_ms']:.2f} ms with "
+                  f"/metrics scraped every second between them: {change:+.1f} % against their mean (target ≤ +5 %).\n")
+        for r in mine:
+            if r.get("by_rpc") and r["rpc"] in ("promote", "rollout"):
+                calls = ", ".join(f"{name} {f['rate']:.0f}/s (p99 {f['p99_ms']:.1f} ms)" for name, f in r["by_rpc"].items())
+                print(f"Calls of the `{r['rpc']}` run: {calls}.\n")
+    analysis = os.path.join(os.path.dirname(__file__), "analysis.md")
+    if os.path.exists(analysis):
+        print(open(analysis).read())
     return 0
 
 

@@ -5,12 +5,14 @@
 //!
 //! # Layout
 //! - [`catalog`]: every instrument and its typed recording methods.
-//! - [`pipeline`]: meter provider → Prometheus exporter → registry; rendering.
+//! - [`bridge`]: OpenTelemetry SDK → Prometheus metric families, on each scrape.
+//! - [`pipeline`]: meter provider → bridge → registry; rendering.
 //! - [`http`]: `/metrics`, `/api/v1/metrics/`, `/healthz`, `/readyz`.
 //! - [`rpc`]: tower layer recording RPC metrics and a span per call.
 //! - [`tracing_setup`]: logs (text/JSON, with trace ids), tracer provider, OTLP.
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod catalog;
 pub mod http;
 pub mod pipeline;

@@ -1,5 +1,5 @@
-//! The metrics pipeline: `SdkMeterProvider` → opentelemetry-prometheus
-//! exporter → `prometheus::Registry`, with the resource (service name,
+//! The metrics pipeline: `SdkMeterProvider` → [`crate::bridge`] →
+//! `prometheus::Registry`, with the resource (service name,
 //! version, instance id) exported as `target_info`, and rendering of the
 //! registry in the Prometheus text format.
 
@@ -36,10 +36,8 @@ impl ServiceIdentity {
 /// Errors building or stopping the pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("building the Prometheus exporter: {0}")]
-    Exporter(#[from] opentelemetry_sdk::error::OTelSdkError),
-    #[error("encoding metrics: {0}")]
-    Encode(#[from] prometheus::Error),
+    #[error("registering the bridge or encoding metrics: {0}")]
+    Prometheus(#[from] prometheus::Error),
 }
 
 /// A meter provider bridged into a Prometheus registry.
@@ -54,13 +52,11 @@ impl MetricsPipeline {
     /// The exporter cannot register with the registry.
     pub fn new(identity: &ServiceIdentity) -> Result<MetricsPipeline, PipelineError> {
         let registry = Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            // One scope exports everything: a scope label on every series says nothing.
-            .scope_info_enabled(false)
-            .build()?;
+        // One scope exports everything: the bridge puts no scope label on the series.
+        let (reader, collector) = crate::bridge::bridge();
+        registry.register(Box::new(collector))?;
         let provider = SdkMeterProvider::builder()
-            .with_reader(exporter)
+            .with_reader(reader)
             .with_resource(identity.resource())
             .with_view(app_name_cardinality)
             .build();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::auth::Role;
+use crate::store::SqliteDurability;
 
 /// EUCORA control plane: rolls application versions out ring by ring.
 ///
@@ -92,6 +93,11 @@ pub struct DatabaseArgs {
     /// a caller's shorter gRPC deadline cuts it further. Also PostgreSQL's `statement_timeout`.
     #[arg(long, env = "EUCORA_DATABASE_OPERATION_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub database_operation_timeout: Duration,
+
+    /// SQLite only: `full` syncs every commit before answering; `normal` syncs the write-ahead log
+    /// at checkpoints only (a power loss can take back the last commits; killing the server cannot).
+    #[arg(long, env = "EUCORA_SQLITE_DURABILITY", value_enum, default_value_t = SqliteDurability::Full)]
+    pub sqlite_durability: SqliteDurability,
 }
 
 /// Logs.

@@ -23,8 +23,30 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(start())
+}
+
+/// glibc gives each thread that allocates an arena of its own (tokio's
+/// workers, sqlx's thread per SQLite connection, the blocking pool) and keeps
+/// what was freed in each. Two arenas held RSS at 51 MiB where the default
+/// held 74 MiB (40 s of creates, 64 in flight) at the same throughput; a
+/// mimalloc build held 106 MiB. `MALLOC_ARENA_MAX`, when set, wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a parameter of the allocator, and runs before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
+async fn start() -> anyhow::Result<()> {
     let (database, log, serve) = match Cli::parse().action() {
         Command::Health(health) => {
             // A probe: no logs, traces, metrics or database, just the answer.
@@ -189,6 +211,7 @@ async fn connect(config: &DatabaseArgs, secret_key: Option<SecretKey>) -> anyhow
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
         operation_timeout: config.database_operation_timeout,
+        sqlite_durability: config.sqlite_durability,
         ..StoreConfig::new(config.database_url.clone())
     };
     Store::connect(&store_config).await.with_context(|| format!("connecting to {}", redact(&config.database_url)))

@@ -211,14 +211,21 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let readiness = Readiness::default();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // Every served service has a status before the first call can ask; the
-    // probe turns it to SERVING once the database answers.
+    // Every served service has a status before the first call can ask: the
+    // first probe's, taken now on the connection start-up left open (taken
+    // later, it waited for new connections behind every other task's).
+    let initial = database_status(&store, options.health_probe_timeout).await;
+    tracing::info!(status = ?initial, "health");
+    readiness.set(initial == ServingStatus::Serving);
+    let pool = store.pool_stats();
+    telemetry.catalog.pool_size(pool.idle, pool.in_use, pool.max);
     for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
-        health_reporter.set_service_status(service, ServingStatus::NotServing).await;
+        health_reporter.set_service_status(service, initial).await;
     }
     let coordination_health = health_reporter.clone();
     let probe = tokio::spawn(probe_database(
         store.clone(),
+        initial,
         health_reporter,
         readiness.clone(),
         telemetry.catalog.clone(),
@@ -441,12 +448,32 @@ pub fn served_methods() -> Vec<String> {
     .collect()
 }
 
+/// SERVING when the database answers and takes a write within `timeout`.
+async fn database_status(store: &Store, timeout: Duration) -> ServingStatus {
+    let probe = async {
+        store.ping().await?;
+        store.probe_write().await
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(())) => ServingStatus::Serving,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "database probe failed");
+            ServingStatus::NotServing
+        }
+        Err(_) => {
+            tracing::warn!(?timeout, "database probe timed out");
+            ServingStatus::NotServing
+        }
+    }
+}
+
 /// Keeps grpc.health.v1, `/readyz` and the pool gauge in step with the
 /// database: SERVING while it answers and takes writes, NOT_SERVING (overall
 /// and per service) while it does not. A call that finds the database
 /// unusable wakes the probe at once rather than at its next tick.
 async fn probe_database(
     store: Arc<Store>,
+    initial: ServingStatus,
     reporter: HealthReporter,
     readiness: Readiness,
     catalog: Catalog,
@@ -456,39 +483,25 @@ async fn probe_database(
     let period = options.health_probe_interval;
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<ServingStatus> = None;
+    let mut last = initial;
     loop {
-        let probe = async {
-            store.ping().await?;
-            store.probe_write().await
-        };
-        let status = match tokio::time::timeout(options.health_probe_timeout, probe).await {
-            Ok(Ok(())) => ServingStatus::Serving,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "database probe failed");
-                ServingStatus::NotServing
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?options.health_probe_timeout, "database probe timed out");
-                ServingStatus::NotServing
-            }
-        };
-        if last != Some(status) {
+        let serving = last == ServingStatus::Serving;
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {}
+            // While down, the ticks decide: every failed call would otherwise re-probe.
+            () = store.fault_noticed(), if serving => {}
+        }
+        let status = database_status(&store, options.health_probe_timeout).await;
+        if last != status {
             tracing::info!(?status, "health changed");
-            last = Some(status);
+            last = status;
         }
         readiness.set(status == ServingStatus::Serving);
         let pool = store.pool_stats();
         catalog.pool_size(pool.idle, pool.in_use, pool.max);
         for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
             reporter.set_service_status(service, status).await;
-        }
-        let serving = status == ServingStatus::Serving;
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = interval.tick() => {}
-            // While down, the ticks decide: every failed call would otherwise re-probe.
-            () = store.fault_noticed(), if serving => {}
         }
     }
     // Callers see NOT_SERVING while in-flight calls drain.

@@ -1,5 +1,5 @@
-//! Fault tests of the store on SQLite: a full disk, a database file deleted
-//! or replaced under the server. Each asserts that nothing acknowledged is
+//! Fault tests of the store on SQLite: a full disk, a database file made
+//! unwritable, deleted or replaced under the server. Each asserts that nothing acknowledged is
 //! lost, that the failure is UNAVAILABLE with a clear message, that health
 //! says NOT_SERVING meanwhile, and that service comes back by itself.
 
@@ -7,10 +7,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{Options, TestDatabase, assert_code, create_request, eventually_health, start_server_on};
+use eucora::auth::Authenticated;
 use eucora::v1 as pb;
+use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -54,6 +57,20 @@ impl Drop for SmallDisk {
 fn fs_free(path: &Path) -> u64 {
     let out = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().expect("df");
     String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df avail")
+}
+
+/// The id of the first create to succeed within 5 s: writes have resumed.
+async fn create_once_writable(client: &DeploymentServiceClient<Authenticated>, prefix: &str) -> String {
+    let attempt = AtomicU32::new(0);
+    common::eventually("creates to succeed again", Duration::from_secs(5), || {
+        let request_id = format!("{prefix}-{}", attempt.fetch_add(1, Ordering::SeqCst));
+        let mut client = client.clone();
+        async move {
+            let created = client.create_deployment(create_request(&request_id, "firefox", 10)).await.ok()?;
+            Some(created.into_inner().deployment.unwrap().id)
+        }
+    })
+    .await
 }
 
 /// Creates until the disk refuses writes; then frees space. Every create
@@ -105,17 +122,7 @@ async fn a_full_disk_loses_no_acknowledged_create_and_recovers() {
     // Space comes back: service resumes with no restart.
     std::fs::remove_file(&ballast).expect("free space");
     eventually_health(&server, ServingStatus::Serving).await;
-    let attempt = std::sync::atomic::AtomicU32::new(0);
-    let resumed = common::eventually("creates to succeed once space is free", Duration::from_secs(5), || {
-        let request_id = format!("after-{}", attempt.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let mut client = client.clone();
-        async move {
-            let created = client.create_deployment(create_request(&request_id, "app-after", 10)).await.ok()?;
-            Some(created.into_inner().deployment.unwrap().id)
-        }
-    })
-    .await;
-    acknowledged.push(resumed);
+    acknowledged.push(create_once_writable(&client, "after-full").await);
 
     // An outside writer can take the write lock: no connection was left inside a transaction.
     let db_path = disk.path().join("eucora.db");
@@ -185,5 +192,64 @@ async fn a_replaced_database_refuses_writes_and_is_not_serving() {
     let status = assert_code(refused, Code::Unavailable);
     assert!(status.message().contains("replaced"), "{}", status.message());
     eventually_health(&server, ServingStatus::NotServing).await;
+    server.stop().await;
+}
+
+/// Files made immutable (`chattr +i`) for a test, made writable again on drop
+/// (a failed test must not leave a directory nobody can delete).
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(paths: Vec<PathBuf>) -> Immutable {
+        let status = Command::new("chattr").arg("+i").args(&paths).status().expect("run chattr");
+        assert!(status.success(), "chattr +i needs root and ext4 (this project's machines: /tmp is ext4)");
+        Immutable(paths)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}
+
+/// The database file, its write-ahead log and their directory made
+/// unwritable under a running server (`chattr +i`: on ext4 this stops writes
+/// through descriptors already open, as a read-only remount cannot while
+/// they are open): writes fail UNAVAILABLE saying why, never INTERNAL, reads
+/// still answer, health says NOT_SERVING, and service resumes with no
+/// restart once the files are writable again; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_database_refuses_writes_and_recovers() {
+    let dir = tempfile::tempdir_in("/tmp").expect("temp dir on /tmp");
+    let path = dir.path().join("eucora.db");
+    let server = start_server_on(TestDatabase::sqlite_at(&path), Options::default()).await;
+    let mut client = server.deployments();
+    let mut acknowledged = vec![common::create(&mut client, "before-lock", "firefox", 10).await.id];
+    eventually_health(&server, ServingStatus::Serving).await;
+
+    let files: Vec<PathBuf> = ["eucora.db", "eucora.db-wal"].iter().map(|f| dir.path().join(f)).collect();
+    assert!(files.iter().all(|f| f.exists()), "WAL mode keeps a log beside the database");
+    let locked = Immutable::set(files.into_iter().chain([dir.path().to_path_buf()]).collect());
+    for n in 0..3 {
+        let refused = client.create_deployment(create_request(&format!("locked-{n}"), "firefox", 10)).await;
+        let status = assert_code(refused, Code::Unavailable);
+        assert!(status.message().contains("database"), "the message says what is wrong: {}", status.message());
+    }
+    eventually_health(&server, ServingStatus::NotServing).await;
+    let listed = client.list_deployments(pb::ListDeploymentsRequest::default()).await.expect("reads still answer");
+    assert_eq!(listed.into_inner().deployments.len(), 1);
+
+    drop(locked);
+    eventually_health(&server, ServingStatus::Serving).await;
+    acknowledged.push(create_once_writable(&client, "after-lock").await);
+
+    let database = server.shut_down().await;
+    let server = start_server_on(database, Options::default()).await;
+    let mut client = server.deployments();
+    for id in &acknowledged {
+        let request = pb::GetDeploymentRequest { deployment_id: id.clone() };
+        client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} lost: {s:?}"));
+    }
     server.stop().await;
 }

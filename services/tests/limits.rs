@@ -1,13 +1,13 @@
 //! Limits and hangs: a flood of idle connections, too many watch streams or
 //! streams on one connection, a connector adapter that never answers, and a
-//! PostgreSQL connection that stalls. Each must degrade visibly and briefly,
+//! PostgreSQL connection that stalls or is cut away. Each must degrade visibly and briefly,
 //! never hang the server or lock its clients out.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::StallProxy;
+use common::proxy::{CutProxy, StallProxy};
 use common::{
     Backend, Options, TestDatabase, TestServer, assert_code, create_request, eventually_health, start_server_on,
     start_server_with,
@@ -121,6 +121,19 @@ async fn hung_adapter() -> (tokio::task::JoinHandle<()>, String) {
     (task, endpoint)
 }
 
+/// An Ansible connector over HTTP to `endpoint`, calls cut after `call_timeout_s`.
+fn hung_connector(name: &str, endpoint: &str, call_timeout_s: i64) -> pb::Connector {
+    pb::Connector {
+        name: name.into(),
+        connector_type: pb::ConnectorType::Ansible.into(),
+        driver: pb::ConnectorDriver::Http.into(),
+        endpoint: endpoint.into(),
+        enabled: true,
+        call_timeout: Some(prost_types::Duration { seconds: call_timeout_s, nanos: 0 }),
+        ..Default::default()
+    }
+}
+
 async fn last_check(server: &TestServer, name: &str) -> Option<prost_types::Timestamp> {
     let mut client = ConnectorServiceClient::new(server.channel.clone());
     let connector = client.get_connector(pb::GetConnectorRequest { connector_name: name.into() }).await.unwrap();
@@ -137,15 +150,7 @@ async fn a_hung_adapter_delays_neither_other_probes_nor_shutdown() {
     let server = start_server_with(Backend::Sqlite, options).await;
     let (_adapter, endpoint) = hung_adapter().await;
     let mut connectors = ConnectorServiceClient::new(server.channel.clone());
-    let hung = pb::Connector {
-        name: "ansible-hung".into(),
-        connector_type: pb::ConnectorType::Ansible.into(),
-        driver: pb::ConnectorDriver::Http.into(),
-        endpoint,
-        enabled: true,
-        call_timeout: Some(prost_types::Duration { seconds: 20, nanos: 0 }),
-        ..Default::default()
-    };
+    let hung = hung_connector("ansible-hung", &endpoint, 20);
     connectors
         .create_connector(pb::CreateConnectorRequest { connector: Some(hung), ..Default::default() })
         .await
@@ -176,6 +181,89 @@ async fn a_hung_adapter_delays_neither_other_probes_nor_shutdown() {
     assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?} with a 300 ms grace", stopping.elapsed());
     let answer = tokio::time::timeout(Duration::from_secs(3), start).await.expect("the start call ends").unwrap();
     assert!(answer.is_err(), "the start cannot have reached the hung adapter: {answer:?}");
+}
+
+/// Deployments started on a connector whose adapter accepts connections and
+/// never answers: each start ends at the connector's call timeout, the
+/// breaker opens after `fail_max` of them and then refuses at once, and
+/// meanwhile every other RPC (and a start on another connector) answers as
+/// quickly as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_adapter_opens_its_breaker_and_slows_nothing_else() {
+    let server = start_server_with(Backend::Sqlite, Options::default()).await;
+    let (_adapter, endpoint) = hung_adapter().await;
+    let mut connectors = ConnectorServiceClient::new(server.channel_as(common::ADMIN));
+    let breaker =
+        pb::CircuitBreakerConfig { fail_max: 2, reset_timeout: Some(prost_types::Duration { seconds: 600, nanos: 0 }) };
+    let hung = pb::Connector { breaker: Some(breaker), ..hung_connector("ansible-hung", &endpoint, 1) };
+    connectors
+        .create_connector(pb::CreateConnectorRequest { connector: Some(hung), ..Default::default() })
+        .await
+        .unwrap();
+
+    let mut client = server.deployments();
+    let on_hung = |n: usize| pb::CreateDeploymentRequest {
+        connector_type: pb::ConnectorType::Ansible.into(),
+        connector_name: "ansible-hung".into(),
+        ..create_request(&format!("hung-{n}"), "ansible-role", 10)
+    };
+    let mut hung_ids = Vec::new();
+    for n in 0..3 {
+        hung_ids.push(client.create_deployment(on_hung(n)).await.unwrap().into_inner().deployment.unwrap().id);
+    }
+    // The first two starts wait out the call timeout, concurrently; everything else is timed meanwhile.
+    let starts: Vec<_> = hung_ids[..2]
+        .iter()
+        .map(|id| {
+            let mut client = client.clone();
+            let request = pb::StartDeploymentRequest { deployment_id: id.clone(), ..Default::default() };
+            tokio::spawn(async move {
+                let started = Instant::now();
+                (client.start_deployment(request).await, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut slowest = Duration::ZERO;
+    for n in 0..10 {
+        let started = Instant::now();
+        let created = common::create(&mut client, &format!("other-{n}"), "firefox", 10).await;
+        client.get_deployment(pb::GetDeploymentRequest { deployment_id: created.id.clone() }).await.unwrap();
+        client.list_deployments(pb::ListDeploymentsRequest::default()).await.unwrap();
+        connectors.list_connectors(pb::ListConnectorsRequest::default()).await.unwrap();
+        client
+            .start_deployment(pb::StartDeploymentRequest { deployment_id: created.id, ..Default::default() })
+            .await
+            .unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(500), "other RPCs slowed to {slowest:?} by a hung adapter");
+    for start in starts {
+        let (answer, took) = start.await.unwrap();
+        assert!(took < Duration::from_secs(3), "the call timeout holds: {took:?}");
+        // The start is recorded and its delivery left queued for a retry, saying why.
+        let lab = &answer.expect("started").into_inner().deployment.unwrap().ring_progress[0];
+        assert_eq!(lab.delivery_state(), pb::DeliveryState::Pending, "{lab:?}");
+        assert!(!lab.delivery_error.is_empty(), "{lab:?}");
+    }
+    let breaker = connectors
+        .get_circuit_breaker(pb::GetCircuitBreakerRequest { connector_name: "ansible-hung".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .breaker
+        .unwrap();
+    assert_eq!(breaker.state(), pb::CircuitBreakerState::Open, "{breaker:?}");
+    // An open breaker refuses at once instead of waiting on the adapter again.
+    let started = Instant::now();
+    let third = client
+        .start_deployment(pb::StartDeploymentRequest { deployment_id: hung_ids[2].clone(), ..Default::default() })
+        .await;
+    assert!(started.elapsed() < Duration::from_millis(500), "an open breaker waited {:?}", started.elapsed());
+    let lab = &third.expect("started").into_inner().deployment.unwrap().ring_progress[0];
+    assert_eq!(lab.delivery_state(), pb::DeliveryState::Pending, "{lab:?}");
+    assert!(lab.delivery_error.contains("circuit open"), "{}", lab.delivery_error);
+    server.stop().await;
 }
 
 /// PostgreSQL frozen under the server (bytes stop moving, connections stay
@@ -220,6 +308,99 @@ async fn a_stalled_postgres_fails_calls_promptly_and_recovers() {
     server.stop().await;
 }
 
+/// PostgreSQL cut away for 10 s under create load (every connection closed,
+/// new ones refused): calls fail fast with UNAVAILABLE, health says
+/// NOT_SERVING, and service comes back with no restart. Every acknowledged
+/// create is there afterwards, and a retry of every refused one lands it
+/// exactly once (a refused create may have committed before the cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_postgres_fails_fast_and_recovers_with_nothing_lost() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let proxy = CutProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let database = TestDatabase::create(Backend::Postgres).await.route_through(proxy.addr);
+    let server = start_server_on(database, Options::default()).await;
+    eventually_health(&server, ServingStatus::Serving).await;
+
+    // Four creators run through the cut; each call is timed and its outcome kept.
+    let running = Arc::new(AtomicBool::new(true));
+    let creators: Vec<_> = (0..4)
+        .map(|creator| {
+            let mut client = server.deployments();
+            let running = running.clone();
+            tokio::spawn(async move {
+                let (mut acknowledged, mut refused, mut slowest) = (Vec::new(), Vec::new(), Duration::ZERO);
+                let mut n = 0;
+                while running.load(Ordering::SeqCst) {
+                    n += 1;
+                    let request_id = format!("cut-{creator}-{n}");
+                    let started = Instant::now();
+                    let result = client.create_deployment(create_request(&request_id, "firefox", 10)).await;
+                    slowest = slowest.max(started.elapsed());
+                    match result {
+                        Ok(created) => acknowledged.push(created.into_inner().deployment.unwrap().id),
+                        Err(status) => {
+                            assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+                            refused.push(request_id);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                (acknowledged, refused, slowest)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.cut();
+    let cut_at = Instant::now();
+    eventually_health(&server, ServingStatus::NotServing).await;
+    let mut client = server.deployments();
+    let started = Instant::now();
+    let read = client.list_deployments(pb::ListDeploymentsRequest::default()).await;
+    let status = assert_code(read, Code::Unavailable);
+    assert!(status.message().contains("database"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(2), "a read held {:?} by a cut database", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut_at.elapsed())).await;
+
+    proxy.restore();
+    eventually_health(&server, ServingStatus::Serving).await;
+    running.store(false, Ordering::SeqCst);
+    let (mut acknowledged, mut refused, mut slowest) = (Vec::new(), Vec::new(), Duration::ZERO);
+    for creator in creators {
+        let (a, r, s) = creator.await.unwrap();
+        acknowledged.extend(a);
+        refused.extend(r);
+        slowest = slowest.max(s);
+    }
+    assert!(slowest < Duration::from_secs(3), "a create was held {slowest:?} by a cut database");
+    assert!(refused.len() >= 4, "the cut refused creates: {refused:?}");
+    assert!(!acknowledged.is_empty(), "creates succeeded before the cut");
+
+    // A retry of every refused create lands it (once: the same id if it had committed).
+    for request_id in &refused {
+        let retried = client.create_deployment(create_request(request_id, "firefox", 10)).await;
+        acknowledged.push(
+            retried.unwrap_or_else(|s| panic!("retry of {request_id}: {s:?}")).into_inner().deployment.unwrap().id,
+        );
+    }
+    let mut stored = std::collections::HashSet::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListDeploymentsRequest { page_size: 500, page_token, ..Default::default() };
+        let page = client.list_deployments(request).await.unwrap().into_inner();
+        stored.extend(page.deployments.into_iter().map(|d| d.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let acknowledged: std::collections::HashSet<_> = acknowledged.into_iter().collect();
+    assert_eq!(stored, acknowledged, "exactly one deployment per request id, none lost");
+    server.stop().await;
+}
+
 /// With a probe interval of a minute, only the failed call itself can turn
 /// health NOT_SERVING within a second of PostgreSQL going away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,15 +421,7 @@ async fn health_flips_on_the_first_failed_call() {
 
 /// A connector on an adapter that never answers, and a deployment of it created, not started.
 async fn hanging_deployment(server: &TestServer, endpoint: &str, request_id: &str) -> String {
-    let connector = pb::Connector {
-        name: "hanging".into(),
-        connector_type: pb::ConnectorType::Ansible.into(),
-        driver: pb::ConnectorDriver::Http.into(),
-        endpoint: endpoint.into(),
-        enabled: true,
-        call_timeout: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
-        ..Default::default()
-    };
+    let connector = hung_connector("hanging", endpoint, 30);
     let create = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
     let _ = ConnectorServiceClient::new(server.channel.clone()).create_connector(create).await;
     let request = pb::CreateDeploymentRequest {

@@ -1,7 +1,8 @@
-//! `eucora-load`: drives a running server with one RPC at a fixed concurrency
-//! for a while and prints throughput, latency percentiles (HDR histogram),
-//! errors by gRPC code and, given the server's pid, the server's CPU time per
-//! call and peak RSS. Bounded in time; meant for loopback targets.
+//! `eucora-load`: drives a running server with one RPC, or with the mix of
+//! calls a rollout makes, at a fixed concurrency for a while and prints
+//! throughput, latency percentiles (HDR histogram), errors by gRPC code and,
+//! given the server's pid, the server's CPU time per call and peak RSS.
+//! Bounded in time; meant for loopback targets.
 //!
 //! `eucora-load --rpc create --concurrency 64 --connections 4 --duration 10s [--server-pid N] [--json]`
 
@@ -15,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use eucora::auth::{Authenticated, Bearer};
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
+use eucora::v1::ring_promotion_service_client::RingPromotionServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -31,6 +33,23 @@ enum Rpc {
     Report,
     /// grpc.health.v1 Check: the server's own ceiling.
     Health,
+    /// PromoteDeployment: each worker walks deployments through the rings as
+    /// `rollout` does; the figures are those of the promotions.
+    Promote,
+    /// The calls of whole rollouts, each worker driving one deployment at a
+    /// time: create, start, then in each ring read until the connector's
+    /// outcome is in, report it again (a second agent), promote; at GLOBAL,
+    /// complete. With the simulator's defaults that weighs, per deployment,
+    /// 1 create, 1 start, 5 reports, 4 promotions, 1 completion and the reads
+    /// it takes; the figures are of all calls, and each RPC's are listed.
+    Rollout,
+}
+
+impl Rpc {
+    /// Whether each worker drives rollouts rather than repeating one call.
+    fn drives_rollouts(self) -> bool {
+        matches!(self, Rpc::Promote | Rpc::Rollout)
+    }
 }
 
 /// Load generator for a running `eucora serve`.
@@ -67,7 +86,8 @@ struct Args {
 /// What one worker saw.
 #[derive(Default)]
 struct Seen {
-    latencies: Vec<Duration>,
+    /// Latencies by RPC (one entry unless the worker drives rollouts).
+    latencies: BTreeMap<&'static str, Vec<Duration>>,
     errors: BTreeMap<String, u64>,
     /// The first message of each code, to tell what went wrong.
     examples: BTreeMap<String, String>,
@@ -120,29 +140,41 @@ async fn main() -> anyhow::Result<()> {
             let (rpc, counter) = (args.rpc, counter.clone());
             // Outcomes come from a reporter identity; everything else from the operator.
             let bearer = if matches!(rpc, Rpc::Report) { reporter.clone() } else { bearer.clone() };
+            let reporter = reporter.clone();
             tokio::spawn(async move {
                 let mut seen = Seen::default();
+                let mut rollout = Rollout::default();
                 while Instant::now() < deadline {
-                    let call = Instant::now();
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if let Err(status) = one_call(rpc, &channel, &bearer, seed.as_ref(), worker, n).await {
-                        let code = format!("{:?}", status.code());
+                    let (name, took, result) = if rpc.drives_rollouts() {
+                        rollout.step(&channel, &bearer, &reporter, worker, n).await
+                    } else {
+                        let call = Instant::now();
+                        let result = one_call(rpc, &channel, &bearer, seed.as_ref(), worker, n).await;
+                        (rpc.name(), call.elapsed(), result)
+                    };
+                    if let Err(status) = result {
+                        let code = format!("{name} {:?}", status.code());
                         seen.examples.entry(code.clone()).or_insert_with(|| status.message().to_owned());
                         *seen.errors.entry(code).or_default() += 1;
                     }
-                    seen.latencies.push(call.elapsed());
+                    seen.latencies.entry(name).or_default().push(took);
                 }
                 seen
             })
         })
         .collect();
-    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let new_histogram = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let mut by_rpc: BTreeMap<&'static str, hdrhistogram::Histogram<u64>> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut examples: BTreeMap<String, String> = BTreeMap::new();
     for task in tasks {
         let seen = task.await?;
-        for latency in seen.latencies {
-            histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        for (name, latencies) in seen.latencies {
+            let histogram = by_rpc.entry(name).or_insert(new_histogram()?);
+            for latency in latencies {
+                histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+            }
         }
         for (code, n) in seen.errors {
             *errors.entry(code).or_default() += n;
@@ -152,7 +184,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // The headline: the promotions of `promote`, every call otherwise.
+    let mut histogram = new_histogram()?;
+    for (name, h) in &by_rpc {
+        if !matches!(args.rpc, Rpc::Promote) || *name == "promote" {
+            histogram.add(h)?;
+        }
+    }
     let calls = histogram.len();
+    let all_calls: u64 = by_rpc.values().map(hdrhistogram::Histogram::len).sum();
     let cpu = match (args.server_pid, cpu_before) {
         (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
         _ => None,
@@ -172,8 +212,15 @@ async fn main() -> anyhow::Result<()> {
         "errors": errors,
         "error_examples": examples,
         "server_cpu_seconds": cpu,
-        "server_cpu_us_per_call": cpu.map(|cpu| cpu * 1e6 / calls.max(1) as f64),
+        // Over every call the run made (in a rollout mix, the reads and reports too).
+        "server_cpu_us_per_call": cpu.map(|cpu| cpu * 1e6 / all_calls.max(1) as f64),
         "server_peak_rss_mib": peak_rss_mib,
+        "by_rpc": by_rpc.iter().map(|(name, h)| {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            (name.to_string(), serde_json::json!({
+                "calls": h.len(), "rate": h.len() as f64 / elapsed, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
     });
     if args.json {
         println!("{report}");
@@ -187,9 +234,14 @@ async fn main() -> anyhow::Result<()> {
             ms(0.99),
             histogram.max() as f64 / 1000.0,
             report["errors"],
-            cpu.map_or("-".into(), |cpu| format!("{:.0}us", cpu * 1e6 / calls.max(1) as f64)),
+            cpu.map_or("-".into(), |cpu| format!("{:.0}us", cpu * 1e6 / all_calls.max(1) as f64)),
             peak_rss_mib.map_or("-".into(), |rss| format!("{rss:.1}MiB")),
         );
+        if args.rpc.drives_rollouts() {
+            for (name, figures) in report["by_rpc"].as_object().into_iter().flatten() {
+                println!("  {name}: {figures}");
+            }
+        }
     }
     Ok(())
 }
@@ -233,14 +285,21 @@ async fn create(
     client: &mut DeploymentServiceClient<Authenticated>,
     request_id: &str,
 ) -> anyhow::Result<pb::Deployment> {
-    let request = create_request(request_id);
+    let request = create_request(request_id, 0);
     client.create_deployment(request).await?.into_inner().deployment.context("no deployment")
 }
 
-fn create_request(request_id: &str) -> pb::CreateDeploymentRequest {
+/// A create for one of a thousand apps (chosen by `n`), as in a fleet where
+/// each app is deployed a few times a month: an app's history, which every
+/// create reads for the risk factors, stays the size it would be.
+fn create_request(request_id: &str, n: u64) -> pb::CreateDeploymentRequest {
+    create_request_for(request_id, &format!("load-app-{}", n % 1000))
+}
+
+fn create_request_for(request_id: &str, app_name: &str) -> pb::CreateDeploymentRequest {
     pb::CreateDeploymentRequest {
         request_id: request_id.to_owned(),
-        app_name: format!("load-{}", request_id.len() % 50),
+        app_name: app_name.to_owned(),
         version: "1.0.0".into(),
         connector_type: pb::ConnectorType::Intune.into(),
         target_ring: pb::Ring::Global.into(),
@@ -272,7 +331,7 @@ async fn one_call(
     match rpc {
         Rpc::Create => {
             let id = format!("load-{}-{worker}-{n}", std::process::id());
-            deployments().create_deployment(create_request(&id)).await?;
+            deployments().create_deployment(create_request(&id, n)).await?;
         }
         Rpc::Report => {
             let request = pb::ReportRingOutcomeRequest {
@@ -296,6 +355,112 @@ async fn one_call(
         Rpc::Health => {
             HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await?;
         }
+        Rpc::Promote | Rpc::Rollout => unreachable!("rollouts are driven by Rollout::step"),
     }
     Ok(())
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Create => "create",
+            Rpc::Get => "get",
+            Rpc::List => "list",
+            Rpc::Report => "report",
+            Rpc::Health => "health",
+            Rpc::Promote => "promote",
+            Rpc::Rollout => "rollout",
+        }
+    }
+}
+
+/// One worker's deployment on its way through the rings.
+#[derive(Default)]
+struct Rollout {
+    deployment: Option<pb::Deployment>,
+    started: bool,
+    reported: bool,
+}
+
+impl Rollout {
+    /// Makes the next call of the rollout: which RPC, how long it took, how it went.
+    /// A failed call abandons the deployment; the next step creates another.
+    async fn step(
+        &mut self,
+        channel: &Channel,
+        operator_token: &Bearer,
+        reporter: &Bearer,
+        worker: usize,
+        n: u64,
+    ) -> (&'static str, Duration, Result<(), tonic::Status>) {
+        let mut operator = DeploymentServiceClient::with_interceptor(channel.clone(), operator_token.clone());
+        let call = Instant::now();
+        let (name, result) = match self.deployment.clone() {
+            None => {
+                // An app of its own, so that the risk model's frequency factor stays low.
+                let id = format!("rollout-{}-{worker}-{n}", std::process::id());
+                let created = operator.create_deployment(create_request_for(&id, &id)).await;
+                (
+                    "create",
+                    created.map(|r| *self = Rollout { deployment: r.into_inner().deployment, ..Rollout::default() }),
+                )
+            }
+            Some(deployment) if !self.started => {
+                let request = pb::StartDeploymentRequest { deployment_id: deployment.id, ..Default::default() };
+                let started = operator.start_deployment(request).await;
+                ("start", started.map(|r| (self.deployment, self.started) = (r.into_inner().deployment, true)))
+            }
+            Some(deployment) => {
+                let ring = deployment.current_ring();
+                let progress = deployment.ring_progress.iter().find(|p| p.ring() == ring).cloned().unwrap_or_default();
+                if progress.success_count + progress.failure_count == 0 {
+                    // The connector's outcome is not in yet: read again shortly.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let call = Instant::now();
+                    let read = operator.get_deployment(pb::GetDeploymentRequest { deployment_id: deployment.id }).await;
+                    let took = call.elapsed();
+                    let result = read.map(|r| self.deployment = r.into_inner().deployment);
+                    return self.settle("get", took, result);
+                } else if !self.reported {
+                    let request = pb::ReportRingOutcomeRequest {
+                        deployment_id: deployment.id,
+                        ring: ring.into(),
+                        success_count: progress.success_count,
+                        failure_count: progress.failure_count,
+                        rollback_validated: ring == pb::Ring::Lab,
+                        ..Default::default()
+                    };
+                    let mut reporter = DeploymentServiceClient::with_interceptor(channel.clone(), reporter.clone());
+                    let reported = reporter.report_ring_outcome(request).await;
+                    ("report", reported.map(|r| (self.deployment, self.reported) = (r.into_inner().deployment, true)))
+                } else if ring == deployment.target_ring() {
+                    let request = pb::CompleteDeploymentRequest { deployment_id: deployment.id, ..Default::default() };
+                    ("complete", operator.complete_deployment(request).await.map(|_| self.deployment = None))
+                } else {
+                    let request = pb::PromoteDeploymentRequest {
+                        deployment_id: deployment.id,
+                        from_ring: ring.into(),
+                        ..Default::default()
+                    };
+                    let mut promotions =
+                        RingPromotionServiceClient::with_interceptor(channel.clone(), operator_token.clone());
+                    let promoted = promotions.promote_deployment(request).await;
+                    ("promote", promoted.map(|r| (self.deployment, self.reported) = (r.into_inner().deployment, false)))
+                }
+            }
+        };
+        self.settle(name, call.elapsed(), result)
+    }
+
+    fn settle(
+        &mut self,
+        name: &'static str,
+        took: Duration,
+        result: Result<(), tonic::Status>,
+    ) -> (&'static str, Duration, Result<(), tonic::Status>) {
+        if result.is_err() {
+            self.deployment = None;
+        }
+        (name, took, result)
+    }
 }

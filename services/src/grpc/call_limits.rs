@@ -5,7 +5,9 @@
 //! (a connector that hangs cannot hold a call past it); and a request larger
 //! than the decoding limit is answered RESOURCE_EXHAUSTED, as gRPC
 //! specifies, rather than tonic's OUT_OF_RANGE. Both count in
-//! `limits_exceeded_total`.
+//! `limits_exceeded_total`. A request that is not a valid protobuf message
+//! is the caller's fault, so it is answered INVALID_ARGUMENT rather than
+//! tonic's INTERNAL (which pages the operator for a client's bug).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +72,8 @@ where
             if is_decode_limit(headers) {
                 catalog.limit_exceeded("message_size");
                 headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+            } else if is_undecodable_request(headers) {
+                headers.insert("grpc-status", HeaderValue::from(tonic::Code::InvalidArgument as i32));
             }
             Ok(response)
         })
@@ -79,11 +83,21 @@ where
 /// tonic refuses a request over its decoding limit with OUT_OF_RANGE in a
 /// trailers-only answer, before any handler runs.
 fn is_decode_limit(headers: &http::HeaderMap) -> bool {
-    headers.get("grpc-status").is_some_and(|code| code.as_bytes() == b"11")
+    is_refusal(headers, b"11", "decoded message length too large")
+}
+
+/// tonic answers a request body that does not decode as the method's message
+/// with INTERNAL in a trailers-only answer, before any handler runs.
+fn is_undecodable_request(headers: &http::HeaderMap) -> bool {
+    is_refusal(headers, b"13", "failed to decode Protobuf message")
+}
+
+/// Whether `headers` carry `code` and a message (percent-encoded or not) that says `says`.
+fn is_refusal(headers: &http::HeaderMap, code: &[u8], says: &str) -> bool {
+    headers.get("grpc-status").is_some_and(|status| status.as_bytes() == code)
         && headers.get("grpc-message").is_some_and(|message| {
             let message = String::from_utf8_lossy(message.as_bytes());
-            message.contains("decoded%20message%20length%20too%20large")
-                || message.contains("decoded message length too large")
+            message.contains(says) || message.contains(&says.replace(' ', "%20"))
         })
 }
 
@@ -109,6 +123,21 @@ fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_tonics_refusals_from_other_errors() {
+        let headers = |code: &'static str, message: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-status", HeaderValue::from_static(code));
+            headers.insert("grpc-message", HeaderValue::from_static(message));
+            headers
+        };
+        let undecodable = headers("13", "failed%20to%20decode%20Protobuf%20message%3A%20invalid%20wire%20type");
+        assert!(is_undecodable_request(&undecodable) && !is_decode_limit(&undecodable));
+        let too_large = headers("11", "Error, decoded message length too large: found 5242880 bytes");
+        assert!(is_decode_limit(&too_large) && !is_undecodable_request(&too_large));
+        assert!(!is_undecodable_request(&headers("13", "database%20failed%20to%20decode%20a%20row")));
+    }
 
     #[test]
     fn parses_grpc_timeouts() {

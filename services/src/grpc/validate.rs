@@ -82,13 +82,12 @@ impl Violations {
             self.add(field, "seconds and nanos must have the same sign");
             return None;
         }
-        match Duration::try_from(*d) {
-            Ok(duration) => Some(duration),
-            Err(_) => {
-                self.add(field, "must not be negative");
-                None
-            }
+        // Checked here: prost-types' own conversion negates the seconds, which overflows at i64::MIN.
+        if d.seconds < 0 || d.nanos < 0 {
+            self.add(field, "must not be negative");
+            return None;
         }
+        Some(Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs()))
     }
 
     /// An optional etag: empty or the decimal revision a previous response returned.
@@ -195,9 +194,11 @@ mod tests {
         assert_eq!(v.duration("latency", Some(&mixed)), None);
         let negative = prost_types::Duration { seconds: -1, nanos: 0 };
         assert_eq!(v.duration("reset", Some(&negative)), None);
+        let most_negative = prost_types::Duration { seconds: i64::MIN, nanos: 0 };
+        assert_eq!(v.duration("bake", Some(&most_negative)), None, "refused, not a panic");
         let Err(AppError::InvalidArgument(violations)) = v.finish() else { panic!("expected violations") };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["reason", "actor_reason", "id", "timeout", "latency", "reset"]);
+        assert_eq!(fields, ["reason", "actor_reason", "id", "timeout", "latency", "reset", "bake"]);
         assert_eq!(violations[0].description, "must not contain control characters (found U+0000)");
     }
 
@@ -212,6 +213,8 @@ mod tests {
         let half = prost_types::Duration { seconds: 0, nanos: 500_000_000 };
         assert_eq!(v.duration("d", Some(&half)), Some(Duration::from_millis(500)));
         assert_eq!(v.duration("d", None), None);
+        let longest = prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 };
+        assert_eq!(v.duration("d", Some(&longest)), Some(Duration::new(i64::MAX.unsigned_abs(), 999_999_999)));
         assert!(v.finish().is_ok());
     }
 }
