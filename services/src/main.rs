@@ -30,9 +30,9 @@ fn main() -> anyhow::Result<()> {
 
 /// glibc gives each thread that allocates an arena of its own (tokio's
 /// workers, sqlx's thread per SQLite connection, the blocking pool) and keeps
-/// what was freed in each. Two arenas held RSS at 51 MiB where the default
-/// held 74 MiB (40 s of creates, 64 in flight) at the same throughput; a
-/// mimalloc build held 106 MiB. `MALLOC_ARENA_MAX`, when set, wins.
+/// what was freed in each. Two arenas held RSS at 51–56 MiB where the
+/// default held 74 MiB (40 s of creates, 64 in flight) at the same
+/// throughput; a mimalloc build held 106 MiB. `MALLOC_ARENA_MAX`, when set, wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

@@ -216,12 +216,7 @@ pub async fn serve(
     // later, it waited for new connections behind every other task's).
     let initial = database_status(&store, options.health_probe_timeout).await;
     tracing::info!(status = ?initial, "health");
-    readiness.set(initial == ServingStatus::Serving);
-    let pool = store.pool_stats();
-    telemetry.catalog.pool_size(pool.idle, pool.in_use, pool.max);
-    for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
-        health_reporter.set_service_status(service, initial).await;
-    }
+    publish_health(initial, &store, &health_reporter, &readiness, &telemetry.catalog).await;
     let coordination_health = health_reporter.clone();
     let probe = tokio::spawn(probe_database(
         store.clone(),
@@ -448,6 +443,22 @@ pub fn served_methods() -> Vec<String> {
     .collect()
 }
 
+/// Tells grpc.health.v1 (overall and per service), `/readyz` and the pool gauge.
+async fn publish_health(
+    status: ServingStatus,
+    store: &Store,
+    reporter: &HealthReporter,
+    readiness: &Readiness,
+    catalog: &Catalog,
+) {
+    readiness.set(status == ServingStatus::Serving);
+    let pool = store.pool_stats();
+    catalog.pool_size(pool.idle, pool.in_use, pool.max);
+    for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 /// SERVING when the database answers and takes a write within `timeout`.
 async fn database_status(store: &Store, timeout: Duration) -> ServingStatus {
     let probe = async {
@@ -497,12 +508,7 @@ async fn probe_database(
             tracing::info!(?status, "health changed");
             last = status;
         }
-        readiness.set(status == ServingStatus::Serving);
-        let pool = store.pool_stats();
-        catalog.pool_size(pool.idle, pool.in_use, pool.max);
-        for service in std::iter::once("").chain(SERVED_SERVICES.iter().copied()) {
-            reporter.set_service_status(service, status).await;
-        }
+        publish_health(status, &store, &reporter, &readiness, &catalog).await;
     }
     // Callers see NOT_SERVING while in-flight calls drain.
     readiness.set(false);
