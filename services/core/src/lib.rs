@@ -1,10 +1,11 @@
 //! Domain rules of the control plane as plain Rust: rings, the deployment
 //! lifecycle state machine, deployment mutations, ring policies and gates,
 //! connector definitions, the circuit breaker, risk scoring and the rollout
-//! controller's decisions. No I/O, no tonic, no sea-orm — this crate depends
-//! on chrono (without its clock), uuid, thiserror, serde, strum and
-//! humantime only, so Cargo keeps it so:
-//! the server's store persists what these functions decide.
+//! controller's decisions, change windows. No I/O, no tonic, no sea-orm —
+//! this crate depends on chrono, uuid, thiserror, serde, strum, humantime,
+//! rrule and chrono-tz only, so Cargo keeps it so: the server's store
+//! persists what these functions decide. rrule turns chrono's clock on; the
+//! domain still never reads it (clippy forbids `Utc::now`), it is given the time.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod lifecycle;
 pub mod promotion;
 pub mod ring;
 pub mod risk;
+pub mod window;
 
 pub use audit::{Change, ChangeKind};
 
