@@ -73,6 +73,18 @@ async fn create_once_writable(client: &DeploymentServiceClient<Authenticated>, p
     .await
 }
 
+/// The server restarted on its database, after checking every `acknowledged` create reads back.
+async fn restarted_keeping(server: common::TestServer, acknowledged: &[String]) -> common::TestServer {
+    let database = server.shut_down().await;
+    let server = start_server_on(database, Options::default()).await;
+    let mut client = server.deployments();
+    for id in acknowledged {
+        let request = pb::GetDeploymentRequest { deployment_id: id.clone() };
+        client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} lost: {s:?}"));
+    }
+    server
+}
+
 /// Creates until the disk refuses writes; then frees space. Every create
 /// that was acknowledged must be there after a restart, failures must be
 /// UNAVAILABLE, health must follow, and writes must resume by themselves.
@@ -134,24 +146,8 @@ async fn a_full_disk_loses_no_acknowledged_create_and_recovers() {
     assert!(outside.status.success(), "outside writer blocked: {}", String::from_utf8_lossy(&outside.stderr));
 
     // A restart finds every acknowledged create exactly once.
-    let database = server.shut_down().await;
-    let server = start_server_on(database, Options::default()).await;
-    let mut client = server.deployments();
-    for id in &acknowledged {
-        let request = pb::GetDeploymentRequest { deployment_id: id.clone() };
-        client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} lost: {s:?}"));
-    }
-    let mut listed = 0;
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListDeploymentsRequest { page_size: 500, page_token, ..Default::default() };
-        let page = client.list_deployments(request).await.unwrap().into_inner();
-        listed += page.deployments.len();
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let server = restarted_keeping(server, &acknowledged).await;
+    let listed = common::all_deployments(&mut server.deployments()).await.len();
     assert_eq!(listed, acknowledged.len(), "exactly the acknowledged creates are stored");
     server.stop().await;
 }
@@ -244,12 +240,5 @@ async fn an_unwritable_database_refuses_writes_and_recovers() {
     eventually_health(&server, ServingStatus::Serving).await;
     acknowledged.push(create_once_writable(&client, "after-lock").await);
 
-    let database = server.shut_down().await;
-    let server = start_server_on(database, Options::default()).await;
-    let mut client = server.deployments();
-    for id in &acknowledged {
-        let request = pb::GetDeploymentRequest { deployment_id: id.clone() };
-        client.get_deployment(request).await.unwrap_or_else(|s| panic!("acknowledged {id} lost: {s:?}"));
-    }
-    server.stop().await;
+    restarted_keeping(server, &acknowledged).await.stop().await;
 }

@@ -385,17 +385,8 @@ async fn a_cut_postgres_fails_fast_and_recovers_with_nothing_lost() {
             retried.unwrap_or_else(|s| panic!("retry of {request_id}: {s:?}")).into_inner().deployment.unwrap().id,
         );
     }
-    let mut stored = std::collections::HashSet::new();
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListDeploymentsRequest { page_size: 500, page_token, ..Default::default() };
-        let page = client.list_deployments(request).await.unwrap().into_inner();
-        stored.extend(page.deployments.into_iter().map(|d| d.id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let stored: std::collections::HashSet<_> =
+        common::all_deployments(&mut client).await.into_iter().map(|d| d.id).collect();
     let acknowledged: std::collections::HashSet<_> = acknowledged.into_iter().collect();
     assert_eq!(stored, acknowledged, "exactly one deployment per request id, none lost");
     server.stop().await;

@@ -455,6 +455,20 @@ pub async fn scrape(server: &TestServer) -> exposition::Exposition {
     exposition::Exposition::parse(&body)
 }
 
+/// Every deployment, walking all the list's pages.
+pub async fn all_deployments(client: &mut DeploymentServiceClient<Authenticated>) -> Vec<pb::Deployment> {
+    let mut deployments = Vec::new();
+    let mut request = pb::ListDeploymentsRequest { page_size: 500, ..Default::default() };
+    loop {
+        let page = client.list_deployments(request.clone()).await.unwrap().into_inner();
+        deployments.extend(page.deployments);
+        if page.next_page_token.is_empty() {
+            return deployments;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
 /// The audit trail of one deployment.
 pub async fn events_of(client: &mut DeploymentServiceClient<Authenticated>, id: &str) -> Vec<pb::DeploymentEvent> {
     let request = pb::ListDeploymentEventsRequest { deployment_id: id.to_owned(), ..Default::default() };
