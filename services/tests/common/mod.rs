@@ -610,6 +610,8 @@ impl ServerProcess {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eucora"))
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--database-url", database_url, "--log", "warn,eucora=info", "--dev-auth"])
+            // No rate limit, as in TestServer: these tests drive one identity far past it on purpose.
+            .args(["--rate-limit", "0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
