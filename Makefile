@@ -62,6 +62,13 @@ e2e: services
 	promtool test rules deploy/prometheus/tests/*.yml
 	python3 deploy/prometheus/lint_rules.py
 	amtool check-config deploy/alertmanager/alertmanager.yml
+	# Critical alerts stop the line and page; warnings open tickets; the Watchdog has its own receiver.
+	amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+	  --verify.receivers=eucora-stop-the-line,pager severity=critical alertname=EucoraTargetDown
+	amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+	  --verify.receivers=tickets severity=warning alertname=EucoraCabBacklogHigh
+	amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+	  --verify.receivers=watchdog severity=info alertname=Watchdog
 	docker-compose -f deploy/docker-compose.yml config -q
 	python3 grafana/generate.py --check
 	python3 deploy/kubernetes/generate.py --check
@@ -75,6 +82,7 @@ up:
 	  --name admin --roles admin --auth-file deploy/eucora-auth.toml > deploy/eucora-admin.token \
 	  && echo "admin token written to deploy/eucora-admin.token (add identities with eucora auth token)"; }
 	@test -f deploy/eucora-secret.key || head -c 32 /dev/urandom | base64 > deploy/eucora-secret.key
+	@test -f deploy/eucora-alertmanager.token || head -c 32 /dev/urandom | base64 > deploy/eucora-alertmanager.token
 	docker-compose -f deploy/docker-compose.yml up -d --build
 
 down:

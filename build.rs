@@ -11,6 +11,7 @@ const PROTO_FILES: &[&str] = &[
     "eucora/v1/connector.proto",
     "eucora/v1/risk.proto",
     "eucora/v1/control.proto",
+    "eucora/v1/calendar.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -49,6 +49,9 @@ pub mod names {
     pub const CONTROLLER_EVALUATIONS: &str = "controller_evaluations";
     pub const CONTROLLER_ACTIONS: &str = "controller_actions";
     pub const DEPLOYMENTS_STALLED: &str = "deployments_stalled";
+    pub const DEPLOYMENTS_WAITING_FOR_WINDOW: &str = "deployments_waiting_for_window";
+    pub const CHANGE_FREEZE_ACTIVE: &str = "change_freeze_active";
+    pub const STOP_THE_LINE_PAUSES: &str = "stop_the_line_pauses";
     pub const RING_DURATION: &str = "ring_duration";
     pub const DEPLOYMENTS_CURRENT: &str = "deployments_current";
     pub const PROMOTION_GATE_THRESHOLD: &str = "promotion_gate_threshold";
@@ -145,6 +148,9 @@ pub struct Catalog {
     controller_evaluations: Counter<u64>,
     controller_actions: Counter<u64>,
     deployments_stalled: Gauge<i64>,
+    deployments_waiting_for_window: Gauge<i64>,
+    change_freeze_active: Gauge<i64>,
+    stop_the_line_pauses: Counter<u64>,
     lease_held: Gauge<i64>,
     redis_up: Gauge<i64>,
     ring_duration: Histogram<f64>,
@@ -233,6 +239,21 @@ impl Catalog {
             deployments_stalled: meter
                 .i64_gauge(names::DEPLOYMENTS_STALLED)
                 .with_description("Deploying deployments flagged stalled (no new outcomes)")
+                .build(),
+            deployments_waiting_for_window: meter
+                .i64_gauge(names::DEPLOYMENTS_WAITING_FOR_WINDOW)
+                .with_description(
+                    "Deploying deployments ready to promote but held by the change calendar, by hold \
+                     (freeze, deny_window, outside_allow_window)",
+                )
+                .build(),
+            change_freeze_active: meter
+                .i64_gauge(names::CHANGE_FREEZE_ACTIVE)
+                .with_description("Whether the global change freeze holds (1) or not (0)")
+                .build(),
+            stop_the_line_pauses: meter
+                .u64_counter(names::STOP_THE_LINE_PAUSES)
+                .with_description("Deployments paused by a firing alert (Alertmanager's webhook), by alert name")
                 .build(),
             lease_held: meter
                 .i64_gauge(names::COORDINATION_LEASE_HELD)
@@ -407,6 +428,22 @@ impl Catalog {
     /// Deploying deployments currently flagged stalled.
     pub fn deployments_stalled(&self, count: u64) {
         self.deployments_stalled.record(i64::try_from(count).unwrap_or(i64::MAX), &[]);
+    }
+
+    /// Deploying deployments the change calendar holds, by `hold`.
+    pub fn deployments_waiting_for_window(&self, hold: Label, count: u64) {
+        self.deployments_waiting_for_window
+            .record(i64::try_from(count).unwrap_or(i64::MAX), &[KeyValue::new("hold", hold)]);
+    }
+
+    /// A firing alert named `alert` (a shipped alert's name, or `other`) paused `count` deployments.
+    pub fn stop_the_line_paused(&self, alert: Label, count: u64) {
+        self.stop_the_line_pauses.add(count, &[KeyValue::new("alertname", alert)]);
+    }
+
+    /// Whether the global change freeze holds.
+    pub fn change_freeze_active(&self, active: bool) {
+        self.change_freeze_active.record(i64::from(active), &[]);
     }
 
     /// Whether this replica holds the lease of background duty `lease`.

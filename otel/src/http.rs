@@ -46,7 +46,7 @@ struct ShimState {
 }
 
 /// Whether `presented` equals `expected`, compared in constant time.
-fn same_token(presented: &[u8], expected: &[u8]) -> bool {
+pub fn same_token(presented: &[u8], expected: &[u8]) -> bool {
     presented.len() == expected.len() && presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 

@@ -189,6 +189,18 @@ pub struct ServeArgs {
     #[arg(long, env = "EUCORA_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
 
+    /// A file holding the bearer token Alertmanager sends to `POST
+    /// /api/v1/alertmanager` (its webhook's `authorization.credentials_file`);
+    /// without it, the stop-the-line webhook is not served.
+    #[arg(long, env = "EUCORA_ALERTMANAGER_TOKEN_FILE")]
+    pub alertmanager_token_file: Option<PathBuf>,
+
+    /// A TOML file of `[[rule]]`s saying which firing alerts pause which
+    /// deployments (default: every `severity="critical"` alert, narrowed by its
+    /// `app_name`, `ring` and `connector_type` labels).
+    #[arg(long, env = "EUCORA_STOP_THE_LINE_RULES", requires = "alertmanager_token_file")]
+    pub stop_the_line_rules: Option<PathBuf>,
+
     /// Let connectors call adapters on loopback addresses (a local set-up; `make run` does).
     #[arg(long, env = "EUCORA_ALLOW_LOOPBACK_CONNECTORS")]
     pub allow_loopback_connectors: bool,

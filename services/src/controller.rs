@@ -6,7 +6,9 @@
 //! deployments, and promotes with `from_ring` so that a concurrent manual
 //! promotion (or a second controller) cannot make it act twice on one step.
 //! Among replicas only the holder of the controller lease acts, and every
-//! action carries the lease's fence, so a former holder cannot act.
+//! action carries the lease's fence, so a former holder cannot act. The
+//! change calendar holds promotions (a freeze, windows) and its sweep lifts
+//! a freeze that has expired.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +19,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::app::{AppError, AppResult, Deployments, Promotions, Step};
+use crate::app::{AppError, AppResult, ChangeCalendar, Deployments, Promotions, Step};
 use crate::clock::{Clock, stored_time};
 use crate::coord::LeaseHandle;
+use crate::domain::calendar::{Calendar, Hold};
 use crate::domain::controller::{Decision, decide};
 use crate::domain::{ChangeContext, Deployment, DeploymentStatus, EventKind, Fence, RingPolicy, gate};
 use crate::store::{DeploymentFilter, Store, StoredEvent};
@@ -33,6 +36,7 @@ pub struct Controller {
     store: Arc<Store>,
     deployments: Deployments,
     promotions: Promotions,
+    calendar: ChangeCalendar,
     catalog: Catalog,
     clock: Clock,
 }
@@ -42,10 +46,11 @@ impl Controller {
         store: Arc<Store>,
         deployments: Deployments,
         promotions: Promotions,
+        calendar: ChangeCalendar,
         catalog: Catalog,
         clock: Clock,
     ) -> Controller {
-        Controller { store, deployments, promotions, catalog, clock }
+        Controller { store, deployments, promotions, calendar, catalog, clock }
     }
 
     /// Evaluates on every `interval`, whenever a deployment's outcomes or
@@ -80,20 +85,32 @@ impl Controller {
         }
     }
 
-    /// Evaluates every deploying deployment under `fence`; publishes how
-    /// many are stalled.
+    /// Lifts an expired freeze, then evaluates every deploying deployment
+    /// under `fence`; publishes how many are stalled and how many the
+    /// calendar holds.
     pub async fn sweep(&self, fence: &Fence) {
+        let ctx = ChangeContext {
+            fence: Some(fence.clone()),
+            ..self.clock.context(ACTOR.to_owned(), "the change freeze reached its expiry".to_owned(), None)
+        };
+        if let Err(err) = self.calendar.expire_freeze(&ctx).await {
+            tracing::warn!(error = %err, "controller sweep could not lift an expired freeze");
+        }
         let filter = DeploymentFilter { status: Some(DeploymentStatus::Deploying), ..DeploymentFilter::default() };
-        // One read of the five policies serves the whole sweep.
-        let policies = match self.store.list_policies().await {
-            Ok(policies) => policies,
+        // One read of the five policies and the calendar serves the whole sweep.
+        let read = async {
+            Ok::<_, crate::store::StoreError>((self.store.list_policies().await?, self.store.calendar().await?))
+        };
+        let (policies, calendar) = match read.await {
+            Ok(read) => read,
             Err(err) => {
-                tracing::warn!(error = %err, "controller sweep could not read the ring policies");
+                tracing::warn!(error = %err, "controller sweep could not read the ring policies and calendar");
                 return;
             }
         };
         let mut after = None;
         let mut stalled = 0;
+        let mut held = [0; Hold::LABELS.len()];
         loop {
             let page = match self.store.list_deployments(&filter, after, SWEEP_PAGE).await {
                 Ok(page) => page,
@@ -104,8 +121,12 @@ impl Controller {
             };
             for deployment in &page.items {
                 let policy = &policies[deployment.current_ring];
-                if self.act(deployment, policy, fence).await.is_some_and(|d| d.stalled_since.is_some()) {
+                let acted = self.act(deployment, policy, &calendar, fence).await;
+                if acted.deployment.is_some_and(|d| d.stalled_since.is_some()) {
                     stalled += 1;
+                }
+                if let Some(hold) = acted.held {
+                    held[Hold::LABELS.iter().position(|label| *label == hold).expect("a known label")] += 1;
                 }
             }
             match page.next_after {
@@ -114,6 +135,9 @@ impl Controller {
             }
         }
         self.catalog.deployments_stalled(stalled);
+        for (label, count) in Hold::LABELS.iter().zip(held) {
+            self.catalog.deployments_waiting_for_window(label, count);
+        }
     }
 
     /// Evaluates one deployment now, under `fence`.
@@ -121,22 +145,29 @@ impl Controller {
         let read = async {
             let deployment = self.store.get_deployment(id).await?;
             let policy = self.store.get_policy(deployment.current_ring).await?;
-            Ok::<_, crate::store::StoreError>((deployment, policy))
+            Ok::<_, crate::store::StoreError>((deployment, policy, self.store.calendar().await?))
         };
         match read.await {
-            Ok((deployment, policy)) => {
-                self.act(&deployment, &policy, fence).await;
+            Ok((deployment, policy, calendar)) => {
+                self.act(&deployment, &policy, &calendar, fence).await;
             }
             Err(err) => tracing::warn!(deployment = %id, error = %err, "controller could not read deployment"),
         }
     }
 
-    /// Decides and acts under `policy` (the current ring's); returns the
-    /// deployment as it stands afterwards when known.
-    async fn act(&self, deployment: &Deployment, policy: &RingPolicy, fence: &Fence) -> Option<Deployment> {
+    /// Decides and acts under `policy` (the current ring's) and `calendar`.
+    async fn act(&self, deployment: &Deployment, policy: &RingPolicy, calendar: &Calendar, fence: &Fence) -> Acted {
         let now = stored_time(self.clock.now());
-        let evaluation = gate::evaluate(deployment, policy, now);
-        let decision = decide(deployment, policy, &evaluation, now);
+        let mut evaluation = gate::evaluate(deployment, policy, now);
+        calendar.check_gate(deployment, &mut evaluation);
+        let decision = decide(deployment, policy, &evaluation, calendar, now);
+        // Ready but for the calendar: counted as waiting for a window.
+        let held = match &decision {
+            Decision::Wait { .. } if evaluation.failed_checks().all(|c| c.kind == crate::domain::CheckKind::Window) => {
+                evaluation.next_ring.and_then(|next| calendar.hold_for(deployment, next, false, now)).map(|h| h.label())
+            }
+            _ => None,
+        };
         let action = decision.as_label();
         self.catalog.controller_evaluated(action);
         let ctx = |reason: String| ChangeContext {
@@ -160,9 +191,11 @@ impl Controller {
                 .mutate(deployment.id, Some(deployment.revision), &ctx(reason), |d, ctx| d.flag_stalled(ctx))
                 .await
                 .map(Some),
-            Decision::Wait { .. } | Decision::Skip { .. } => return Some(deployment.clone()),
+            Decision::Wait { .. } | Decision::Skip { .. } => {
+                return Acted { deployment: Some(deployment.clone()), held };
+            }
         };
-        match result {
+        let deployment = match result {
             Ok(after) => {
                 tracing::info!(deployment = %deployment.id, action, "controller acted");
                 self.catalog.controller_acted(action, ActionStatusLabel::Done);
@@ -179,8 +212,17 @@ impl Controller {
                 self.catalog.controller_acted(action, ActionStatusLabel::Failed);
                 None
             }
-        }
+        };
+        Acted { deployment, held: None }
     }
+}
+
+/// What became of one evaluation.
+struct Acted {
+    /// The deployment as it stands afterwards, when known.
+    deployment: Option<Deployment>,
+    /// Ready to promote but held by the calendar: the hold's label.
+    held: Option<&'static str>,
 }
 
 /// Events after which a deployment may be ready for the controller.

@@ -9,6 +9,7 @@
 //! - [`store`]: sea-orm entities, migrations, the event feed.
 //! - [`connectors`]: connector drivers (HTTP, simulator), breakers, retries, dispatch.
 //! - [`controller`]: the rollout controller (automatic promotion, rollback, stall flags).
+//! - [`alerts`]: stop the line: Alertmanager's webhook pausing deployments.
 //! - [`auth`]: identities (bearer tokens), the role each RPC needs, the layer enforcing both.
 //! - [`grpc`]: one adapter per gRPC service, validation, conversions.
 //! - [`metrics`]: deployment instruments recorded from committed changes.
@@ -20,6 +21,7 @@
 //! - [`config`]: command line and `EUCORA_*` environment settings.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod clock;

@@ -158,7 +158,8 @@ async fn run(
             key,
             client_ca: config.tls_client_ca.clone(),
         }),
-        scrape_token: config.metrics_token_file.as_deref().map(read_scrape_token).transpose()?,
+        scrape_token: config.metrics_token_file.as_deref().map(read_token).transpose()?,
+        stop_the_line: stop_the_line(config)?,
         max_watch_streams_per_identity: config.max_watch_streams_per_identity,
         auth: AuthConfig {
             auth_file: config.auth_file.clone(),
@@ -253,12 +254,27 @@ async fn shutdown_signal() {
     }
 }
 
-/// The scrape token in `path`, refused when empty (an empty token would let
+/// The webhook's settings, when an Alertmanager token is configured.
+fn stop_the_line(config: &ServeArgs) -> anyhow::Result<Option<eucora_services::alerts::StopTheLineOptions>> {
+    use eucora_services::alerts;
+    let Some(token_file) = &config.alertmanager_token_file else { return Ok(None) };
+    let token = read_token(token_file)?;
+    let rules = match &config.stop_the_line_rules {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            alerts::parse_rules(&text).with_context(|| format!("stop-the-line rules in {}", path.display()))?
+        }
+        None => alerts::default_rules(),
+    };
+    Ok(Some(alerts::StopTheLineOptions { token, rules }))
+}
+
+/// The bearer token in `path`, refused when empty (an empty token would let
 /// any `Bearer ` header through).
-fn read_scrape_token(path: &std::path::Path) -> anyhow::Result<String> {
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let token = token.trim();
-    anyhow::ensure!(!token.is_empty(), "{} holds no scrape token", path.display());
+    anyhow::ensure!(!token.is_empty(), "{} holds no token", path.display());
     Ok(token.to_owned())
 }
 

@@ -6,8 +6,9 @@
 //! counts in `promotion_gate_checks_total`. `deployments_current` and
 //! `promotion_gate_threshold` are read from the store (on start, shortly after
 //! each change, and every minute for other replicas' changes), never summed
-//! in memory, so they stay right across restarts. Label values are the
-//! domain's own lower snake case labels.
+//! in memory, so they stay right across restarts; so is `change_freeze_active`
+//! (also read again when the freeze expires). Label values are the domain's
+//! own lower snake case labels.
 
 use crate::domain::Label;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use eucora_otel::catalog::CheckResultLabel;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::domain::{Deployment, DeploymentStatus, EventKind, GateEvaluation, NewEvent, Promotion, Ring};
 use crate::store::Store;
 
@@ -39,11 +41,13 @@ impl DeploymentMetrics {
         DeploymentMetrics { catalog, changed: Arc::new(Notify::new()) }
     }
 
-    /// Keeps `deployments_current` and `promotion_gate_threshold` equal to
-    /// what the store holds, until `stop`.
-    pub async fn keep_current(self, store: Arc<Store>, stop: CancellationToken) {
+    /// Keeps `deployments_current`, `promotion_gate_threshold` and
+    /// `change_freeze_active` equal to what the store holds at `clock`'s
+    /// time, until `stop`.
+    pub async fn keep_current(self, store: Arc<Store>, clock: Clock, stop: CancellationToken) {
         loop {
-            self.recount(&store).await;
+            let freeze_ends = self.recount(&store, &clock).await;
+            let next = freeze_ends.map_or(RECOUNT_INTERVAL, |ends| ends.clamp(RECOUNT_DELAY, RECOUNT_INTERVAL));
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.changed.notified() => {
@@ -52,12 +56,13 @@ impl DeploymentMetrics {
                         () = tokio::time::sleep(RECOUNT_DELAY) => {}
                     }
                 }
-                () = tokio::time::sleep(RECOUNT_INTERVAL) => {}
+                () = tokio::time::sleep(next) => {}
             }
         }
     }
 
-    async fn recount(&self, store: &Store) {
+    /// Reads the gauges' values again; how long until the freeze expires, if one holds.
+    async fn recount(&self, store: &Store, clock: &Clock) -> Option<Duration> {
         match store.deployment_counts().await {
             Ok(counts) => {
                 for &status in DeploymentStatus::ALL {
@@ -77,6 +82,23 @@ impl DeploymentMetrics {
             }
             Err(err) => tracing::warn!(error = %err, "reading ring policies for promotion_gate_threshold"),
         }
+        match store.calendar().await {
+            Ok(calendar) => {
+                let now = clock.now();
+                let freeze = calendar.freeze_at(now);
+                self.catalog.change_freeze_active(freeze.is_some());
+                freeze.map(|freeze| (freeze.expires_at - now).to_std().unwrap_or_default())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the change calendar for change_freeze_active");
+                None
+            }
+        }
+    }
+
+    /// The change calendar changed: the freeze gauge is read again.
+    pub fn calendar_changed(&self) {
+        self.changed.notify_one();
     }
 
     /// Ring policies changed: their thresholds are read again.

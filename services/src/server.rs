@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eucora::v1::change_calendar_service_server::ChangeCalendarServiceServer;
 use eucora::v1::connector_service_server::ConnectorServiceServer;
 use eucora::v1::control_change_service_server::ControlChangeServiceServer;
 use eucora::v1::deployment_service_server::DeploymentServiceServer;
@@ -24,8 +25,9 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::alerts::{StopTheLine, StopTheLineOptions};
 use crate::app::deployments::WatchLimits;
-use crate::app::{ConnectorRegistry, ControlChanges, Deployments, Promotions, RiskModels};
+use crate::app::{ChangeCalendar, ConnectorRegistry, ControlChanges, Deployments, Promotions, RiskModels};
 use crate::auth::{AuthConfig, AuthLayer, AuthSetupError, Authenticator};
 use crate::connectors::egress::EgressPolicy;
 use crate::connectors::{self, Clock, Connectors, ReportedOutcome, RetryPolicy};
@@ -34,6 +36,7 @@ use crate::coord::redis::Redis;
 use crate::coord::{self, Coordination, LeaseKeeper};
 use crate::domain::connector::SimulatorConfig;
 use crate::grpc::admission::{AdmissionLayer, AdmissionLimits};
+use crate::grpc::calendar::CalendarApi;
 use crate::grpc::call_limits::CallLimitsLayer;
 use crate::grpc::connector::ConnectorApi;
 use crate::grpc::control::ControlApi;
@@ -56,6 +59,7 @@ pub const SERVED_SERVICES: &[&str] = &[
     <ConnectorServiceServer<ConnectorApi> as NamedService>::NAME,
     <RiskModelServiceServer<RiskApi> as NamedService>::NAME,
     <ControlChangeServiceServer<ControlApi> as NamedService>::NAME,
+    <ChangeCalendarServiceServer<CalendarApi> as NamedService>::NAME,
 ];
 
 /// How often an HTTP/2 connection with no traffic is pinged, and how long
@@ -113,6 +117,8 @@ pub struct ServeOptions {
     /// Share coordination among replicas through this Redis (none: this
     /// process only).
     pub redis: Option<RedisOptions>,
+    /// Alertmanager's webhook pausing deployments (none: not served).
+    pub stop_the_line: Option<StopTheLineOptions>,
 }
 
 /// Where replicas meet in Redis.
@@ -148,6 +154,7 @@ impl Default for ServeOptions {
             tls: None,
             scrape_token: None,
             redis: None,
+            stop_the_line: None,
         }
     }
 }
@@ -235,12 +242,6 @@ pub async fn serve(
         }
         None => None,
     };
-    let metrics_listener = LimitedListener::new(listeners.metrics, options.connection_limits, "metrics");
-    let shim = tokio::spawn(eucora_otel::http::serve(
-        Incoming::new(metrics_listener, tls.clone(), Protocol::Http)?,
-        eucora_otel::http::router(telemetry.pipeline.clone(), readiness, options.scrape_token.clone()),
-        stop.clone().cancelled_owned(),
-    ));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(eucora::FILE_DESCRIPTOR_SET)
@@ -287,7 +288,19 @@ pub async fn serve(
         stop.clone(),
         WatchLimits { total: options.max_watch_streams, per_identity: options.max_watch_streams_per_identity },
     );
+    let mut http = eucora_otel::http::router(telemetry.pipeline.clone(), readiness, options.scrape_token.clone());
+    if let Some(webhook) = &options.stop_the_line {
+        let webhook = StopTheLine::new(webhook.clone(), deployments.clone(), telemetry.catalog.clone(), clock.clone());
+        http = http.merge(Arc::new(webhook).router());
+    }
+    let metrics_listener = LimitedListener::new(listeners.metrics, options.connection_limits, "metrics");
+    let shim = tokio::spawn(eucora_otel::http::serve(
+        Incoming::new(metrics_listener, tls.clone(), Protocol::Http)?,
+        http,
+        stop.clone().cancelled_owned(),
+    ));
     let control = ControlChanges::new(store.clone(), metrics.clone());
+    let calendar = ChangeCalendar::new(store.clone(), metrics.clone());
     let promotions = Promotions::new(store.clone(), metrics.clone(), deployments.clone(), control.clone());
     let registry = ConnectorRegistry::new(store.clone(), connectors.clone(), clock.clone());
     let leases = Arc::new(LeaseKeeper::new(
@@ -303,6 +316,7 @@ pub async fn serve(
             store.clone(),
             deployments.clone(),
             promotions.clone(),
+            calendar.clone(),
             telemetry.catalog.clone(),
             options.clock.clone(),
         );
@@ -318,7 +332,7 @@ pub async fn serve(
         tokio::spawn(apply_reported_outcomes(outcomes_rx, deployments.clone(), stop.clone())),
         tokio::spawn(connectors.clone().probe_every(options.connector_probe_interval, probe_lease, stop.clone())),
         tokio::spawn(deliver_queued(deployments.clone(), options.delivery_retry_interval, stop.clone())),
-        tokio::spawn(metrics.clone().keep_current(store.clone(), stop.clone())),
+        tokio::spawn(metrics.clone().keep_current(store.clone(), clock.clone(), stop.clone())),
         tokio::spawn(store.clone().tail_events(last_event, stop.clone())),
         tokio::spawn(coordination.run(store.clone(), coordination_health, stop.clone())),
         tokio::spawn(connectors.clone().follow_breakers(options.connector_probe_interval, stop.clone())),
@@ -353,7 +367,8 @@ pub async fn serve(
             RiskModels::new(store.clone(), control.clone()),
             clock.clone(),
         )))
-        .add_service(ControlChangeServiceServer::new(ControlApi::new(control, clock)))
+        .add_service(ControlChangeServiceServer::new(ControlApi::new(control, clock.clone())))
+        .add_service(ChangeCalendarServiceServer::new(CalendarApi::new(calendar, clock)))
         .serve_with_incoming_shutdown(
             Incoming::new(
                 LimitedListener::new(listeners.grpc, options.connection_limits, "grpc"),

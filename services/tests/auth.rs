@@ -59,6 +59,15 @@ const NEEDS: &[(&str, &str)] = &[
     ("ControlChangeService/GetControlChange", "viewer"),
     ("ControlChangeService/ApproveControlChange", "admin"),
     ("ControlChangeService/RejectControlChange", "admin"),
+    ("ChangeCalendarService/CreateChangeWindow", "admin"),
+    ("ChangeCalendarService/GetChangeWindow", "viewer"),
+    ("ChangeCalendarService/ListChangeWindows", "viewer"),
+    ("ChangeCalendarService/UpdateChangeWindow", "admin"),
+    ("ChangeCalendarService/DeleteChangeWindow", "admin"),
+    ("ChangeCalendarService/GetChangeFreeze", "viewer"),
+    ("ChangeCalendarService/SetChangeFreeze", "admin"),
+    ("ChangeCalendarService/LiftChangeFreeze", "admin"),
+    ("ChangeCalendarService/ListCalendarChanges", "viewer"),
 ];
 
 /// The development identities and what each may call.

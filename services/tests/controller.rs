@@ -8,102 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ManualClock, Options, TestServer, create_request, events_of, scrape, start_server_with};
+use common::rollout::{controlled_server, evaluated, get, simulator, started, wait_for};
+use common::{Backend, events_of, scrape};
 use eucora::v1 as pb;
-use eucora::v1::connector_service_client::ConnectorServiceClient;
-use eucora::v1::watch_deployments_response::Payload;
-use tokio_stream::StreamExt;
-use tonic::Streaming;
 
 const HOUR: u64 = 3600;
 
 /// Bake times of the default policies, LAB to GLOBAL.
 const BAKE_HOURS: [u64; 5] = [1, 24, 48, 72, 72];
-
-async fn controlled_server(backend: Backend) -> (TestServer, ManualClock) {
-    let time = ManualClock::default();
-    let options =
-        Options { clock: time.clock(), controller_interval: Some(Duration::from_millis(25)), ..Default::default() };
-    (start_server_with(backend, options).await, time)
-}
-
-/// A simulator connector reporting `devices` devices, `failure_rate` of them failing.
-async fn simulator(server: &TestServer, name: &str, devices: i64, failure_rate: f64) {
-    let connector = pb::Connector {
-        name: name.into(),
-        connector_type: pb::ConnectorType::Landscape.into(),
-        driver: pb::ConnectorDriver::Simulator.into(),
-        enabled: true,
-        simulator: Some(pb::SimulatorConfig {
-            latency: Some(prost_types::Duration { seconds: 0, nanos: 2_000_000 }),
-            failure_rate,
-            device_count: devices,
-        }),
-        ..Default::default()
-    };
-    let request = pb::CreateConnectorRequest { connector: Some(connector), ..Default::default() };
-    ConnectorServiceClient::new(server.channel.clone()).create_connector(request).await.unwrap();
-}
-
-/// A started deployment to GLOBAL through `connector`, and a watch on it opened before the start.
-async fn started(
-    server: &TestServer,
-    connector: &str,
-    request_id: &str,
-) -> (pb::Deployment, Streaming<pb::WatchDeploymentsResponse>) {
-    let mut client = server.deployments();
-    let request = pb::CreateDeploymentRequest {
-        connector_type: pb::ConnectorType::Landscape.into(),
-        connector_name: connector.into(),
-        target_ring: pb::Ring::Global.into(),
-        ..create_request(request_id, "thunderbird", 10)
-    };
-    let created = client.create_deployment(request).await.unwrap().into_inner().deployment.unwrap();
-    let watch = client
-        .watch_deployments(pb::WatchDeploymentsRequest { deployment_id: created.id.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
-    let start = pb::StartDeploymentRequest { deployment_id: created.id, ..Default::default() };
-    (client.start_deployment(start).await.unwrap().into_inner().deployment.unwrap(), watch)
-}
-
-/// The next event of `kind` (and ring, when given).
-async fn wait_for(
-    watch: &mut Streaming<pb::WatchDeploymentsResponse>,
-    kind: pb::DeploymentEventKind,
-    ring: Option<pb::Ring>,
-) -> pb::DeploymentEvent {
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(20), watch.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind:?} event within 20 s"))
-            .expect("stream open")
-            .expect("no error");
-        if let Some(Payload::Event(event)) = next.payload
-            && event.kind() == kind
-            && ring.is_none_or(|r| event.ring() == r)
-        {
-            return event;
-        }
-    }
-}
-
-async fn get(server: &TestServer, id: &str) -> pb::Deployment {
-    let request = pb::GetDeploymentRequest { deployment_id: id.to_owned() };
-    server.deployments().get_deployment(request).await.unwrap().into_inner().deployment.unwrap()
-}
-
-/// Scrapes until the controller has made at least `n` decisions of `result` — proof it looked.
-async fn evaluated(server: &TestServer, result: &str, n: f64) {
-    let what = format!("the controller to decide {result:?} {n} times");
-    common::eventually(&what, Duration::from_secs(10), || async {
-        let m = scrape(server).await;
-        let decided: f64 = m.find("controller_evaluations_total", &[("result", result)]).iter().map(|s| s.value).sum();
-        (decided >= n).then_some(())
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_runs_from_lab_to_global_on_its_own_after_each_bake_time() {

@@ -209,6 +209,8 @@ pub enum CheckKind {
     CabApproval,
     EvidencePack,
     RollbackValidated,
+    /// The change calendar (freeze, windows) lets the step into the next ring run now.
+    Window,
 }
 
 /// One check with observed value, threshold, verdict and explanation.

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod breaker;
+pub mod calendar;
 pub mod connector;
 pub mod control;
 pub mod controller;
@@ -108,7 +109,8 @@ mod tests {
                 "time_to_compliance",
                 "cab_approval",
                 "evidence_pack",
-                "rollback_validated"
+                "rollback_validated",
+                "window"
             ]
         );
         assert_eq!(labels(<breaker::BreakerState as strum::VariantArray>::VARIANTS), ["closed", "open", "half_open"]);

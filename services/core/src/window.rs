@@ -1,22 +1,23 @@
 //! Change windows: named allow and deny windows, each an RFC 5545
 //! recurrence (the `rrule` crate) of local start times in an IANA time zone
 //! (`chrono-tz`), open for a duration from each start, scoped to rings, site
-//! classes and connectors (an empty list: all). Given the windows and an
-//! instant, [`evaluate`] says whether a step may run and, when not, which
-//! window decides and until when. Not yet wired into dispatch or the gate.
+//! classes and connector types (an empty list: all). Given the windows and
+//! an instant, [`evaluate`] says whether a step may run and, when not, which
+//! window decides and until when.
 
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use rrule::{RRule, RRuleSet, Unvalidated};
 
-use crate::deployment::SiteClass;
+use crate::deployment::{ConnectorType, SiteClass};
 use crate::ring::Ring;
 
 /// Longest a window may stay open from one start.
 pub const MAX_WINDOW_DURATION: Duration = Duration::from_secs(31 * 24 * 3600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum WindowKind {
     /// Steps run only inside an allow window that applies (when any applies).
     Allow,
@@ -29,24 +30,24 @@ pub enum WindowKind {
 pub struct WindowScope {
     pub rings: Vec<Ring>,
     pub site_classes: Vec<SiteClass>,
-    pub connectors: Vec<String>,
+    pub connector_types: Vec<ConnectorType>,
 }
 
 /// The step a window is asked about.
 #[derive(Debug, Clone, Copy)]
-pub struct Step<'a> {
+pub struct Step {
     pub ring: Ring,
     pub site_class: SiteClass,
-    pub connector: &'a str,
+    pub connector_type: ConnectorType,
     /// A rollback: allow windows do not hold it, and deny windows only when they say so.
     pub rollback: bool,
 }
 
 impl WindowScope {
-    pub fn covers(&self, step: &Step<'_>) -> bool {
+    pub fn covers(&self, step: &Step) -> bool {
         (self.rings.is_empty() || self.rings.contains(&step.ring))
             && (self.site_classes.is_empty() || self.site_classes.contains(&step.site_class))
-            && (self.connectors.is_empty() || self.connectors.iter().any(|c| c == step.connector))
+            && (self.connector_types.is_empty() || self.connector_types.contains(&step.connector_type))
     }
 }
 
@@ -72,6 +73,10 @@ pub struct ChangeWindow {
     /// Deny windows only: whether rollbacks are held too.
     pub forbids_rollback: bool,
     pub time_zone: chrono_tz::Tz,
+    /// The rule as given (e.g. `FREQ=WEEKLY;BYDAY=MO`) and its first local start.
+    pub rule: String,
+    pub first_start: NaiveDateTime,
+    pub description: String,
     recurrence: RRuleSet,
 }
 
@@ -99,10 +104,11 @@ impl ChangeWindow {
             .from_local_datetime(&first_start)
             .earliest()
             .ok_or_else(|| WindowError::NoSuchLocalTime(first_start, time_zone.to_owned()))?;
-        let rule: RRule<Unvalidated> =
+        let parsed: RRule<Unvalidated> =
             rule.parse().map_err(|err: rrule::RRuleError| WindowError::Rule(err.to_string()))?;
-        let recurrence =
-            rule.build(start.with_timezone(&rrule::Tz::Tz(zone))).map_err(|err| WindowError::Rule(err.to_string()))?;
+        let recurrence = parsed
+            .build(start.with_timezone(&rrule::Tz::Tz(zone)))
+            .map_err(|err| WindowError::Rule(err.to_string()))?;
         Ok(ChangeWindow {
             name: name.into(),
             kind,
@@ -110,6 +116,9 @@ impl ChangeWindow {
             duration,
             forbids_rollback: false,
             time_zone: zone,
+            rule: rule.to_owned(),
+            first_start,
+            description: String::new(),
             recurrence,
         })
     }
@@ -150,7 +159,7 @@ pub enum WindowVerdict {
 }
 
 /// Deny wins over allow; with no window applying, the step is open.
-pub fn evaluate(windows: &[ChangeWindow], step: &Step<'_>, at: DateTime<Utc>) -> WindowVerdict {
+pub fn evaluate(windows: &[ChangeWindow], step: &Step, at: DateTime<Utc>) -> WindowVerdict {
     let applying = || windows.iter().filter(|w| w.scope.covers(step));
     let denying = applying()
         .filter(|w| w.kind == WindowKind::Deny && (!step.rollback || w.forbids_rollback))
@@ -191,8 +200,8 @@ mod tests {
         Utc.from_utc_datetime(&local(y, m, d, h, min))
     }
 
-    fn step(ring: Ring) -> Step<'static> {
-        Step { ring, site_class: SiteClass::Online, connector: "intune", rollback: false }
+    fn step(ring: Ring) -> Step {
+        Step { ring, site_class: SiteClass::Online, connector_type: ConnectorType::Intune, rollback: false }
     }
 
     #[test]

@@ -218,14 +218,16 @@ impl Deployments {
     /// Deployments with what the rollout controller will do next, judged now.
     async fn shown(&self, deployments: Vec<Deployment>) -> AppResult<Vec<Shown>> {
         let policies = self.store.shown_policies().await?;
+        let calendar = self.store.shown_calendar().await?;
         let now = self.clock.now();
         Ok(deployments
             .into_iter()
             .map(|deployment| {
                 let policy = &policies[deployment.current_ring];
-                let gate = gate::evaluate(&deployment, policy, now);
+                let mut gate = gate::evaluate(&deployment, policy, now);
+                calendar.check_gate(&deployment, &mut gate);
                 let (next_action, next_action_time) =
-                    controller::decide(&deployment, policy, &gate, now).explain(&deployment);
+                    controller::decide(&deployment, policy, &gate, &calendar, now).explain(&deployment);
                 Shown { deployment, gate, next_action, next_action_time }
             })
             .collect())
@@ -324,6 +326,8 @@ impl Deployments {
         }
         // Refuse before anything reaches the connector.
         current.status.check_transition(DeploymentStatus::Deploying).map_err(DeploymentError::from)?;
+        let calendar = self.store.calendar().await?;
+        super::calendar::check_hold(&calendar, &current, current.current_ring, false, ctx.now, "StartDeployment")?;
         let queued = self.queue(&current, current.current_ring, Operation::Deploy).await?;
         let alongside = Alongside {
             outbox: Some(OutboxWrite::Queue(&queued.record)),

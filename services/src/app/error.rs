@@ -100,6 +100,16 @@ impl From<StoreError> for AppError {
             StoreError::ConnectorExists(name) => {
                 AppError::AlreadyExists(format!("connector {name:?} already exists; update it or pick another name"))
             }
+            StoreError::WindowNotFound(name) => AppError::NotFound(format!("change window {name:?} not found")),
+            StoreError::WindowExists(name) => AppError::AlreadyExists(format!(
+                "change window {name:?} already exists; update it, or choose another name"
+            )),
+            StoreError::WindowConflict { name, expected } => AppError::Conflict(format!(
+                "change window {name:?} changed since etag \"{expected}\" was read; read it again"
+            )),
+            StoreError::TooManyWindows(max) => AppError::FailedPrecondition(format!(
+                "the calendar already holds {max} change windows, its limit; delete one first"
+            )),
             StoreError::ConnectorConflict { name, expected } => AppError::Conflict(format!(
                 "connector {name:?} changed since etag \"{expected}\" was read; get it again and retry"
             )),

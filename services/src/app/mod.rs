@@ -3,6 +3,7 @@
 //! callbacks and background tasks all act through this layer; it knows
 //! nothing of the wire.
 
+pub mod calendar;
 pub mod connectors;
 pub mod control;
 pub mod deployments;
@@ -11,6 +12,7 @@ mod group_commit;
 pub mod promotions;
 pub mod risk;
 
+pub use calendar::ChangeCalendar;
 pub use connectors::ConnectorRegistry;
 pub use control::{ControlChanges, Guarded};
 pub use deployments::{Deployments, Shown, Watch};

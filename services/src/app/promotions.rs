@@ -100,7 +100,8 @@ impl Promotions {
     pub async fn evaluate_gate(&self, id: Uuid, now: chrono::DateTime<chrono::Utc>) -> AppResult<GateEvaluation> {
         let deployment = self.store.get_deployment(id).await?;
         let policy = self.store.get_policy(deployment.current_ring).await?;
-        let evaluation = gate::evaluate(&deployment, &policy, now);
+        let mut evaluation = gate::evaluate(&deployment, &policy, now);
+        self.store.calendar().await?.check_gate(&deployment, &mut evaluation);
         self.metrics.gate_evaluated(&evaluation);
         Ok(evaluation)
     }
@@ -156,7 +157,9 @@ impl Promotions {
             return Err(DeploymentError::NotPromotable { status: deployment.status }.into());
         }
         let policy = self.store.get_policy(deployment.current_ring).await?;
-        let evaluation = gate::evaluate(&deployment, &policy, ctx.now);
+        let mut evaluation = gate::evaluate(&deployment, &policy, ctx.now);
+        // The freeze and the windows hold manual, automatic and CAB-approved promotions alike.
+        self.store.calendar().await?.check_gate(&deployment, &mut evaluation);
         self.metrics.gate_evaluated(&evaluation);
         let mut promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::Promoted);
         promotion.to_ring = evaluation.next_ring;
@@ -245,6 +248,16 @@ impl Promotions {
             }
             let promotion = new_promotion(&deployment, &ctx, request_id.clone(), PromotionResult::RolledBack);
             deployment.status.check_transition(DeploymentStatus::RolledBack).map_err(DeploymentError::from)?;
+            // Only a deny window that forbids rollbacks holds one; the freeze never does.
+            let calendar = self.store.calendar().await?;
+            super::calendar::check_hold(
+                &calendar,
+                &deployment,
+                deployment.current_ring,
+                true,
+                ctx.now,
+                "the rollback",
+            )?;
             let removal = match deployment.rings.is_empty() {
                 true => None,
                 false => {

@@ -28,7 +28,7 @@ pub enum Role {
     Approver,
     /// ReportRingOutcome only (adapters and agents).
     Reporter,
-    /// Connectors, ring policies, risk models, breaker resets, and everything above.
+    /// Connectors, ring policies, risk models, breaker resets, the change calendar, and everything above.
     Admin,
 }
 
@@ -97,11 +97,16 @@ pub fn required_role(path: &str) -> Option<Role> {
         ("eucora.v1.RiskModelService", "CreateRiskModel" | "ActivateRiskModel") => Role::Admin,
         ("eucora.v1.ControlChangeService", "ApproveControlChange" | "RejectControlChange") => Role::Admin,
         (
+            "eucora.v1.ChangeCalendarService",
+            "CreateChangeWindow" | "UpdateChangeWindow" | "DeleteChangeWindow" | "SetChangeFreeze" | "LiftChangeFreeze",
+        ) => Role::Admin,
+        (
             "eucora.v1.DeploymentService"
             | "eucora.v1.RingPromotionService"
             | "eucora.v1.ConnectorService"
             | "eucora.v1.RiskModelService"
-            | "eucora.v1.ControlChangeService",
+            | "eucora.v1.ControlChangeService"
+            | "eucora.v1.ChangeCalendarService",
             method,
         ) if is_read(method) => Role::Viewer,
         _ => Role::Admin,
@@ -135,6 +140,9 @@ mod tests {
             ("eucora.v1.RiskModelService/ActivateRiskModel", Some(Role::Admin)),
             ("eucora.v1.ControlChangeService/ListControlChanges", Some(Role::Viewer)),
             ("eucora.v1.ControlChangeService/ApproveControlChange", Some(Role::Admin)),
+            ("eucora.v1.ChangeCalendarService/ListChangeWindows", Some(Role::Viewer)),
+            ("eucora.v1.ChangeCalendarService/SetChangeFreeze", Some(Role::Admin)),
+            ("eucora.v1.ChangeCalendarService/LiftChangeFreeze", Some(Role::Admin)),
             ("grpc.health.v1.Health/Check", None),
             ("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None),
             ("eucora.v1.DeploymentService/Unknown", Some(Role::Admin)),

@@ -65,7 +65,7 @@ wire_enum!(EventKind => pb::DeploymentEventKind {
 });
 wire_enum!(Delivery => pb::DeliveryState { Pending, Delivered, Refused });
 wire_enum!(CheckKind => pb::GateCheckKind {
-    SuccessRate, SampleSize, TimeToCompliance, CabApproval, EvidencePack, RollbackValidated,
+    SuccessRate, SampleSize, TimeToCompliance, CabApproval, EvidencePack, RollbackValidated, Window,
 });
 wire_enum!(PromotionResult => pb::PromotionResult { Promoted, Blocked, RolledBack });
 wire_enum!(ControlState => pb::ControlChangeState { Pending, Approved, Rejected, Expired, Superseded });

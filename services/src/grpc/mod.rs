@@ -3,6 +3,7 @@
 //! conversion, the one error-to-status mapping, and the call layers.
 
 pub mod admission;
+pub mod calendar;
 pub mod call_limits;
 pub mod connector;
 pub mod control;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use uuid::Uuid;
 
 use crate::app::{AppError, FieldViolation};
@@ -88,6 +90,19 @@ impl Violations {
             return None;
         }
         Some(Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs()))
+    }
+
+    /// A required `google.protobuf.Timestamp` in range (nanos 0..=999,999,999).
+    pub fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+        let Some(t) = value else {
+            self.add(field, "is required");
+            return None;
+        };
+        let at = u32::try_from(t.nanos).ok().and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos));
+        if at.is_none() {
+            self.add(field, format!("is not a valid time (seconds {}, nanos {})", t.seconds, t.nanos));
+        }
+        at
     }
 
     /// An optional etag: empty or the decimal revision a previous response returned.

@@ -20,6 +20,7 @@
 //! SQLite writes are refused once the file opened is no longer at its path.
 
 pub mod audit;
+pub mod calendar;
 pub mod connectors;
 pub mod control;
 pub mod deployments;
@@ -86,6 +87,14 @@ pub enum StoreError {
     ControlChangeSuperseded(Uuid),
     #[error("connector {0:?} already exists")]
     ConnectorExists(String),
+    #[error("change window {0:?} not found")]
+    WindowNotFound(String),
+    #[error("change window {0:?} already exists")]
+    WindowExists(String),
+    #[error("change window {name:?} was changed concurrently (revision {expected} is stale)")]
+    WindowConflict { name: String, expected: i64 },
+    #[error("the calendar holds {0} change windows, its limit")]
+    TooManyWindows(u64),
     #[error("connector {name:?} was changed concurrently (revision {expected} is stale)")]
     ConnectorConflict { name: String, expected: i64 },
     /// A create raced another create with the same request id.
@@ -318,6 +327,8 @@ pub struct Store {
     active_model: Option<Cached<crate::domain::risk::RiskModel>>,
     /// Ring policies as last read, for showing deployments.
     shown_policies: Cached<(Arc<RingPolicies>, std::time::Instant)>,
+    /// The change calendar as last read, for showing deployments.
+    shown_calendar: Cached<(Arc<crate::domain::calendar::Calendar>, std::time::Instant)>,
     /// The sequence of the last event this process committed (coordination
     /// tells other replicas).
     committed: tokio::sync::watch::Sender<i64>,
@@ -502,6 +513,7 @@ impl Store {
             tail: Notify::new(),
             committed: tokio::sync::watch::Sender::new(0),
             shown_policies: Cached::default(),
+            shown_calendar: Cached::default(),
             read_cache,
             active_model: (backend == DbBackend::Sqlite).then(Cached::default),
             operation_timeout: config.operation_timeout,

@@ -5,6 +5,7 @@
 
 pub mod exposition;
 pub mod proxy;
+pub mod rollout;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +160,8 @@ pub struct Options {
     pub scrape_token: Option<String>,
     /// Coordination through Redis (none: in process).
     pub redis: Option<eucora_services::server::RedisOptions>,
+    /// Alertmanager's webhook (none: not served).
+    pub stop_the_line: Option<eucora_services::alerts::StopTheLineOptions>,
 }
 
 impl Default for Options {
@@ -184,6 +187,7 @@ impl Default for Options {
             tls: None,
             scrape_token: None,
             redis: None,
+            stop_the_line: None,
         }
     }
 }
@@ -264,6 +268,7 @@ pub async fn start_server_on(database: TestDatabase, options: Options) -> TestSe
         tls: options.tls.clone(),
         scrape_token: options.scrape_token.clone(),
         redis: options.redis.clone(),
+        stop_the_line: options.stop_the_line.clone(),
     };
     let task = tokio::spawn(server::serve(
         Listeners { grpc, metrics },

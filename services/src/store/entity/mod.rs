@@ -1,6 +1,9 @@
 //! sea-orm entities: the rows the store reads and writes. Enum columns hold
 //! the domain's lower snake case labels; timestamps are UTC.
 
+pub mod calendar_change;
+pub mod change_freeze;
+pub mod change_window;
 pub mod connector;
 pub mod connector_change;
 pub mod control_change;

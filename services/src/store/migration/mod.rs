@@ -7,6 +7,7 @@ mod m20261202_000002_control_changes;
 mod m20261202_000003_leases;
 mod m20261203_000001_dispatch_claims;
 mod m20261203_000002_app_history_indexes;
+mod m20261203_000003_change_calendar;
 
 use sea_orm_migration::prelude::*;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_leases::Migration),
             Box::new(m20261203_000001_dispatch_claims::Migration),
             Box::new(m20261203_000002_app_history_indexes::Migration),
+            Box::new(m20261203_000003_change_calendar::Migration),
         ]
     }
 }
