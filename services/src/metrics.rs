@@ -153,7 +153,8 @@ impl DeploymentMetrics {
                 | EventKind::DeliveryFailed
                 | EventKind::Paused
                 | EventKind::Resumed
-                | EventKind::Stalled => {}
+                | EventKind::Stalled
+                | EventKind::BreakGlass => {}
             }
         }
     }

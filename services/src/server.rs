@@ -361,13 +361,13 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(DeploymentServiceServer::new(DeploymentApi::new(deployments)))
-        .add_service(RingPromotionServiceServer::new(PromotionApi::new(promotions, clock.clone())))
+        .add_service(RingPromotionServiceServer::new(PromotionApi::new(promotions.clone(), clock.clone())))
         .add_service(ConnectorServiceServer::new(ConnectorApi::new(registry)))
         .add_service(RiskModelServiceServer::new(RiskApi::new(
             RiskModels::new(store.clone(), control.clone()),
             clock.clone(),
         )))
-        .add_service(ControlChangeServiceServer::new(ControlApi::new(control, clock.clone())))
+        .add_service(ControlChangeServiceServer::new(ControlApi::new(control, promotions, clock.clone())))
         .add_service(ChangeCalendarServiceServer::new(CalendarApi::new(calendar, clock)))
         .serve_with_incoming_shutdown(
             Incoming::new(

@@ -59,6 +59,7 @@ const NEEDS: &[(&str, &str)] = &[
     ("ControlChangeService/GetControlChange", "viewer"),
     ("ControlChangeService/ApproveControlChange", "admin"),
     ("ControlChangeService/RejectControlChange", "admin"),
+    ("ControlChangeService/RequestBreakGlass", "operator"),
     ("ChangeCalendarService/CreateChangeWindow", "admin"),
     ("ChangeCalendarService/GetChangeWindow", "viewer"),
     ("ChangeCalendarService/ListChangeWindows", "viewer"),

@@ -386,3 +386,64 @@ async fn the_freeze_is_set_read_lifted_and_audited(backend: Backend) {
     assert_eq!(log[1].freeze_before.as_ref().unwrap().reason, "incident INC-12");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_needs_two_identities_and_moves_one_step_through_a_freeze() {
+    use eucora::v1::control_change_service_client::ControlChangeServiceClient;
+    let (server, time) = controlled_server(Backend::Sqlite).await;
+    simulator(&server, "sim", 200, 0.0).await;
+    let (deployment, mut watch) = started(&server, "sim", "urgent").await;
+    let (other, _) = started(&server, "sim", "other").await;
+    wait_for(&mut watch, pb::DeploymentEventKind::OutcomeReported, Some(pb::Ring::Lab)).await;
+    let expires = minute_after(time.clock().now(), Duration::from_secs(72 * HOUR));
+    let set = pb::SetChangeFreezeRequest { reason: "holidays".into(), expire_time: Some(seconds(expires)) };
+    calendar(&server).set_change_freeze(set).await.unwrap();
+    time.advance(Duration::from_secs(2 * HOUR));
+    waiting_for(&server, "freeze", 2.0).await;
+
+    let request =
+        |id: &str| pb::RequestBreakGlassRequest { deployment_id: id.to_owned(), reason: "CVE-2026-1234 fix".into() };
+    let mut alice = ControlChangeServiceClient::new(server.channel_as(OPERATOR));
+    let mut carol = ControlChangeServiceClient::new(server.channel_as(ADMIN));
+    let approve = |id: &str| pb::ApproveControlChangeRequest { id: id.to_owned(), reason: "CAB emergency".into() };
+
+    // One identity alone cannot: carol requests, carol may not approve.
+    let own = carol.request_break_glass(request(&deployment.id)).await.unwrap().into_inner().change.unwrap();
+    let refused = assert_code(carol.approve_control_change(approve(&own.id)).await, Code::PermissionDenied);
+    assert!(refused.message().contains("another admin"), "{}", refused.message());
+    assert_eq!(get(&server, &deployment.id).await.current_ring(), pb::Ring::Lab);
+
+    // Two can: alice (operator) requests, carol (admin) approves.
+    let change = alice.request_break_glass(request(&deployment.id)).await.unwrap().into_inner().change.unwrap();
+    assert_eq!(change.kind(), pb::ControlChangeKind::BreakGlass);
+    assert_eq!((change.deployment_id.as_str(), change.from_ring()), (deployment.id.as_str(), pb::Ring::Lab));
+    let held = format!("change freeze 'holidays' until {}", expires.format("%Y-%m-%dT%H:%MZ"));
+    assert_eq!(change.weakenings, std::slice::from_ref(&held));
+    let approved = carol.approve_control_change(approve(&change.id)).await.unwrap().into_inner().change.unwrap();
+    assert_eq!(approved.state(), pb::ControlChangeState::Approved);
+    let glass = wait_for(&mut watch, pb::DeploymentEventKind::BreakGlass, None).await;
+    assert_eq!(glass.actor, "carol");
+    assert_eq!(
+        glass.reason,
+        format!("break-glass out of LAB requested by alice (CVE-2026-1234 fix), approved by carol; overrides: {held}")
+    );
+    let promoted = wait_for(&mut watch, pb::DeploymentEventKind::RingPromoted, Some(pb::Ring::Canary)).await;
+    assert_eq!(promoted.actor, "carol");
+    // One step only: CANARY's gate and the freeze still hold it.
+    time.advance(Duration::from_secs(30 * HOUR));
+    waiting_for(&server, "freeze", 2.0).await;
+    assert_eq!(get(&server, &deployment.id).await.current_ring(), pb::Ring::Canary);
+    assert_code(carol.approve_control_change(approve(&change.id)).await, Code::FailedPrecondition);
+    assert_eq!(get(&server, &other.id).await.current_ring(), pb::Ring::Lab, "the other deployment stays frozen");
+
+    // A request whose deployment moved on is superseded, not applied.
+    let stale = alice.request_break_glass(request(&other.id)).await.unwrap().into_inner().change.unwrap();
+    let rollback =
+        pb::RollbackDeploymentRequest { deployment_id: other.id.clone(), reason: "bad".into(), ..Default::default() };
+    server.promotions().rollback_deployment(rollback).await.unwrap();
+    assert_code(carol.approve_control_change(approve(&stale.id)).await, Code::FailedPrecondition);
+    let read = carol.get_control_change(pb::GetControlChangeRequest { id: stale.id.clone() }).await.unwrap();
+    assert_eq!(read.into_inner().change.unwrap().state(), pb::ControlChangeState::Superseded);
+    assert_code(alice.request_break_glass(request(&other.id)).await, Code::FailedPrecondition);
+    server.stop().await;
+}

@@ -3,12 +3,14 @@
 //! and the life of such a change — proposed by one admin, applied only when
 //! another approves it within [`PROPOSAL_LIFETIME`], or rejected (its
 //! proposer may withdraw it), or superseded when what it changes moved on.
+//! Break-glass (a held promotion made anyway) is such a change too.
 
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use uuid::Uuid;
 
 use crate::gate::RingPolicy;
+use crate::ring::Ring;
 
 /// How long a proposal waits for its second admin.
 pub const PROPOSAL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -20,6 +22,9 @@ pub enum ControlSubject {
     RingPolicy { before: Box<RingPolicy>, after: Box<RingPolicy> },
     /// Activating a risk model with a higher CAB threshold than the active one.
     RiskModelActivation { active_version: Option<i32>, version: i32 },
+    /// Break-glass: promoting a deployment one step out of `from_ring` although
+    /// its gate or the change calendar holds it. Approving it promotes.
+    BreakGlass { deployment_id: Uuid, from_ring: Ring },
 }
 
 /// Where a control change stands.

@@ -61,6 +61,9 @@ pub enum EventKind {
     Delivered,
     /// Delivering handed-over work failed (retried), or the connector refused it.
     DeliveryFailed,
+    /// A promotion the gate or the change calendar held, made anyway: requested
+    /// by one identity, approved by another (the reason names both and what was overridden).
+    BreakGlass,
 }
 
 /// Who is changing a deployment, why, under which correlation id, and when.
@@ -277,6 +280,8 @@ pub enum DeploymentError {
     GateNotPassed { ring: Ring, failed: String },
     #[error("the deployment is in {current}, not {expected}: another promotion or rollback changed it")]
     RingMoved { expected: Ring, current: Ring },
+    #[error("break-glass needs two identities: {0} requested it, so another must approve it")]
+    BreakGlassAlone(String),
 }
 
 impl Deployment {
@@ -546,6 +551,40 @@ impl Deployment {
         let promoted = self.event(EventKind::RingPromoted, Some(self.status), ctx);
         let dispatched = self.dispatch(format!("deploy {} {} to {next}", self.app_name, self.version), &handover, ctx);
         Ok(vec![promoted, dispatched])
+    }
+
+    /// Promotes one step although `evaluation` did not pass (the gate or the
+    /// change calendar held it): break-glass, requested by `requested_by` and
+    /// approved by `ctx.actor`, recorded as its own event before the promotion.
+    ///
+    /// # Errors
+    /// One identity both requested and approved it; as [`Deployment::promote`] otherwise.
+    pub fn break_glass(
+        &mut self,
+        evaluation: &GateEvaluation,
+        handover: Option<&Handover>,
+        requested_by: &str,
+        ctx: &ChangeContext,
+    ) -> Result<Vec<NewEvent>, DeploymentError> {
+        if requested_by == ctx.actor {
+            return Err(DeploymentError::BreakGlassAlone(requested_by.to_owned()));
+        }
+        let overridden: Vec<_> = evaluation.failed_checks().map(|c| c.message.as_str()).collect();
+        let why = ChangeContext {
+            reason: format!(
+                "break-glass out of {} requested by {requested_by} ({}), approved by {}; overrides: {}",
+                self.current_ring,
+                ctx.reason,
+                ctx.actor,
+                if overridden.is_empty() { "nothing".to_owned() } else { overridden.join("; ") }
+            ),
+            ..ctx.clone()
+        };
+        let note = self.event(EventKind::BreakGlass, Some(self.status), &why);
+        let forced = GateEvaluation { passed: true, ..evaluation.clone() };
+        let mut events = vec![note];
+        events.extend(self.promote(&forced, handover, ctx)?);
+        Ok(events)
     }
 
     /// Any non-terminal status → ROLLED_BACK, after dispatching the removal

@@ -136,7 +136,9 @@ impl From<DeploymentError> for AppError {
     fn from(err: DeploymentError) -> Self {
         let message = err.to_string();
         match err {
-            DeploymentError::SelfApproval { .. } => AppError::PermissionDenied(message),
+            DeploymentError::SelfApproval { .. } | DeploymentError::BreakGlassAlone(_) => {
+                AppError::PermissionDenied(message)
+            }
             DeploymentError::NotLive { .. } | DeploymentError::AlreadyInState(_) => {
                 AppError::FailedPrecondition(message)
             }

@@ -1,5 +1,6 @@
 //! Promotion use-cases: ring policies, gate evaluation, promotion (exactly
-//! once per ring step, idempotent by request id) and rollback.
+//! once per ring step, idempotent by request id), break-glass (a held
+//! promotion made on two identities' word) and rollback.
 
 use crate::domain::Label;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use uuid::Uuid;
 
 use super::{AppError, AppResult, ControlChanges, Deployments, Guarded, check_etag, retry_on_conflict};
 use crate::connectors::Operation;
-use crate::domain::control::{self, ControlSubject};
+use crate::domain::control::{self, ControlChange, ControlSubject};
 use crate::domain::{
     Change, ChangeContext, Deployment, DeploymentError, DeploymentStatus, GateEvaluation, Promotion, PromotionResult,
     Ring, RingPolicies, RingPolicy, gate,
@@ -142,6 +143,82 @@ impl Promotions {
     /// # Errors
     /// As PromoteDeployment.
     pub async fn promote_as(&self, step: Step, ctx: &ChangeContext) -> AppResult<(Deployment, Promotion)> {
+        self.promote_step(step, ctx, None).await
+    }
+
+    /// Asks for break-glass on deployment `id`: a promotion out of its current
+    /// ring although its gate or the change calendar holds it, proposed as a
+    /// control change listing what it would override, for another identity to approve.
+    ///
+    /// # Errors
+    /// NOT_FOUND; FAILED_PRECONDITION when the deployment is not deploying or
+    /// nothing holds it; database failures.
+    pub async fn request_break_glass(&self, id: Uuid, ctx: &ChangeContext) -> AppResult<Box<ControlChange>> {
+        let deployment = self.store.get_deployment(id).await?;
+        if deployment.status != DeploymentStatus::Deploying {
+            return Err(DeploymentError::NotPromotable { status: deployment.status }.into());
+        }
+        let policy = self.store.get_policy(deployment.current_ring).await?;
+        let mut evaluation = gate::evaluate(&deployment, &policy, ctx.now);
+        self.store.calendar().await?.check_gate(&deployment, &mut evaluation);
+        if evaluation.passed {
+            return Err(AppError::FailedPrecondition(format!(
+                "nothing holds deployment {id} in {}: its gate passes and the change calendar lets it through; promote it",
+                deployment.current_ring
+            )));
+        }
+        let overrides = evaluation.failed_checks().map(|check| check.message.clone()).collect();
+        let subject = ControlSubject::BreakGlass { deployment_id: id, from_ring: deployment.current_ring };
+        self.control.propose(subject, overrides, ctx).await
+    }
+
+    /// Approves or rejects control change `id` as `ctx.actor`. Approving a
+    /// break-glass promotes at once, as the approver, with the request's
+    /// reason (idempotent by the change's id); other changes are
+    /// [`ControlChanges::decide`]d.
+    ///
+    /// # Errors
+    /// As [`ControlChanges::decide`]; FAILED_PRECONDITION when the deployment
+    /// moved on since the request (the change is then superseded).
+    pub async fn decide_control_change(
+        &self,
+        id: Uuid,
+        decision: control::Decision,
+        ctx: &ChangeContext,
+    ) -> AppResult<ControlChange> {
+        let mut change = self.control.get(id, ctx.now).await?;
+        if let (ControlSubject::BreakGlass { deployment_id, from_ring }, control::Decision::Approve) =
+            (change.subject.clone(), decision)
+        {
+            // Refused before anything moves: not pending, or approved by its requester.
+            change.decide(decision, &ctx.actor, &ctx.reason, ctx.now)?;
+            let step = Step {
+                id: deployment_id,
+                request_id: Some(format!("break-glass-{id}")),
+                etag: None,
+                from_ring: Some(from_ring),
+            };
+            let approved = ChangeContext { reason: change.reason.clone(), ..ctx.clone() };
+            match self.promote_step(step, &approved, Some(&change.proposed_by)).await {
+                Ok(_) => {}
+                Err(err @ (AppError::Aborted(_) | AppError::FailedPrecondition(_))) => {
+                    self.store.supersede_control_change(id, ctx.now).await?;
+                    return Err(AppError::FailedPrecondition(format!("break-glass {id} is superseded: {err}")));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        self.control.decide(id, decision, ctx).await
+    }
+
+    /// Promotes one step; with `break_glass` (who requested it), even when
+    /// the gate or the calendar holds it.
+    async fn promote_step(
+        &self,
+        step: Step,
+        ctx: &ChangeContext,
+        break_glass: Option<&str>,
+    ) -> AppResult<(Deployment, Promotion)> {
         let Step { id, request_id, etag, from_ring } = step;
         let ctx = ctx.clone();
         let expected = [PromotionResult::Promoted, PromotionResult::Blocked];
@@ -165,7 +242,7 @@ impl Promotions {
         promotion.to_ring = evaluation.next_ring;
         promotion.gate = Some(evaluation.clone());
 
-        if !evaluation.passed {
+        if !evaluation.passed && break_glass.is_none() {
             promotion.result = PromotionResult::Blocked;
             promotion.to_ring = evaluation.next_ring;
             return match self.store.record_blocked_promotion(&promotion).await {
@@ -182,7 +259,11 @@ impl Promotions {
             Some(next) => Some(self.deployments.queue(&deployment, next, Operation::Deploy).await?),
             None => None,
         };
-        let events = deployment.promote(&evaluation, queued.as_ref().map(|q| &q.handover), &ctx)?;
+        let handover = queued.as_ref().map(|q| &q.handover);
+        let events = match break_glass {
+            Some(requested_by) => deployment.break_glass(&evaluation, handover, requested_by, &ctx)?,
+            None => deployment.promote(&evaluation, handover, &ctx)?,
+        };
         let outbox = queued.as_ref().map(|q| OutboxWrite::Queue(&q.record));
         match self.store.save_promotion(&deployment, &events, &promotion, outbox, ctx.fence.as_ref()).await {
             Ok(saved) => {

@@ -96,6 +96,8 @@ pub fn required_role(path: &str) -> Option<Role> {
         ) => Role::Admin,
         ("eucora.v1.RiskModelService", "CreateRiskModel" | "ActivateRiskModel") => Role::Admin,
         ("eucora.v1.ControlChangeService", "ApproveControlChange" | "RejectControlChange") => Role::Admin,
+        // Break-glass: an operator asks; another identity, an admin, approves.
+        ("eucora.v1.ControlChangeService", "RequestBreakGlass") => Role::Operator,
         (
             "eucora.v1.ChangeCalendarService",
             "CreateChangeWindow" | "UpdateChangeWindow" | "DeleteChangeWindow" | "SetChangeFreeze" | "LiftChangeFreeze",

@@ -1,5 +1,5 @@
 //! ControlChangeService adapter: dual control over changes that weaken a
-//! safety control — list, read, approve, reject.
+//! safety control — list, read, approve, reject — and break-glass requests.
 
 use eucora::v1 as pb;
 use eucora::v1::control_change_service_server::ControlChangeService;
@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 use super::change_context;
 use super::convert::{Wire, policy_to_proto, timestamp};
 use super::page_token::Scope;
-use super::validate::Violations;
-use crate::app::ControlChanges;
+use super::validate::{MAX_REASON_LEN, Violations};
+use crate::app::{ControlChanges, Promotions};
 use crate::clock::Clock;
 use crate::domain::Label;
 use crate::domain::control::{ControlChange, ControlState, ControlSubject, Decision};
@@ -19,12 +19,14 @@ const MAX_PAGE_SIZE: u64 = 500;
 
 pub struct ControlApi {
     app: ControlChanges,
+    /// Applies an approved break-glass (a promotion).
+    promotions: Promotions,
     clock: Clock,
 }
 
 impl ControlApi {
-    pub fn new(app: ControlChanges, clock: Clock) -> ControlApi {
-        ControlApi { app, clock }
+    pub fn new(app: ControlChanges, promotions: Promotions, clock: Clock) -> ControlApi {
+        ControlApi { app, promotions, clock }
     }
 
     async fn decide(
@@ -37,7 +39,7 @@ impl ControlApi {
         let reason = v.reason(request.get_ref().reason());
         v.finish()?;
         let ctx = change_context(&self.clock, request, reason);
-        Ok(change_to_proto(&self.app.decide(id, decision, &ctx).await?))
+        Ok(change_to_proto(&self.promotions.decide_control_change(id, decision, &ctx).await?))
     }
 }
 
@@ -93,12 +95,31 @@ fn change_to_proto(change: &ControlChange) -> pb::ControlChange {
             out.active_risk_model_version = active_version.unwrap_or_default();
             out.risk_model_version = *version;
         }
+        ControlSubject::BreakGlass { deployment_id, from_ring } => {
+            out.kind = pb::ControlChangeKind::BreakGlass.into();
+            out.deployment_id = deployment_id.to_string();
+            out.from_ring = from_ring.to_proto().into();
+        }
     }
     out
 }
 
 #[tonic::async_trait]
 impl ControlChangeService for ControlApi {
+    async fn request_break_glass(
+        &self,
+        request: Request<pb::RequestBreakGlassRequest>,
+    ) -> Result<Response<pb::RequestBreakGlassResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let id = v.uuid("deployment_id", &req.deployment_id);
+        let reason = v.required_text("reason", &req.reason, MAX_REASON_LEN);
+        v.finish()?;
+        let ctx = change_context(&self.clock, &request, Some(reason));
+        let change = self.promotions.request_break_glass(id, &ctx).await?;
+        Ok(Response::new(pb::RequestBreakGlassResponse { change: Some(change_to_proto(&change)) }))
+    }
+
     async fn list_control_changes(
         &self,
         request: Request<pb::ListControlChangesRequest>,

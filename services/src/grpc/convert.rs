@@ -61,7 +61,7 @@ wire_enum!(ConnectorType => pb::ConnectorType { Intune, Jamf, Sccm, Landscape, A
 wire_enum!(SiteClass => pb::SiteClass { Online, Intermittent, AirGapped });
 wire_enum!(EventKind => pb::DeploymentEventKind {
     Created, StatusChanged, OutcomeReported, RingPromoted, Dispatched, Paused, Resumed, Stalled, OutcomeCorrected,
-    Delivered, DeliveryFailed,
+    Delivered, DeliveryFailed, BreakGlass,
 });
 wire_enum!(Delivery => pb::DeliveryState { Pending, Delivered, Refused });
 wire_enum!(CheckKind => pb::GateCheckKind {

@@ -1,7 +1,8 @@
 //! Control changes (dual control): proposals that weaken a safety control,
 //! stored pending; their decision, recorded only while they are still
 //! pending, and an approval applied in the same transaction as the change it
-//! approves — conditional on what it changes being as it was proposed.
+//! approves — conditional on what it changes being as it was proposed
+//! (break-glass promotes through the application layer instead).
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
@@ -12,7 +13,7 @@ use uuid::Uuid;
 use super::entity::{control_change, ring_policy, risk_model};
 use super::{Page, Store, StoreError, StoreResult, parse, parse_uuid};
 use crate::domain::control::{ControlChange, ControlState, ControlSubject};
-use crate::domain::{ChangeContext, Label};
+use crate::domain::{ChangeContext, Label, Ring};
 
 /// The stored form of a [`ControlSubject`] (ring policies as their rows).
 #[derive(Serialize, Deserialize)]
@@ -20,6 +21,7 @@ use crate::domain::{ChangeContext, Label};
 enum SubjectRow {
     RingPolicy { before: Box<ring_policy::Model>, after: Box<ring_policy::Model> },
     RiskModelActivation { active_version: Option<i32>, version: i32 },
+    BreakGlass { deployment_id: String, from_ring: String },
 }
 
 impl SubjectRow {
@@ -27,6 +29,7 @@ impl SubjectRow {
         match self {
             SubjectRow::RingPolicy { .. } => "ring_policy",
             SubjectRow::RiskModelActivation { .. } => "risk_model_activation",
+            SubjectRow::BreakGlass { .. } => "break_glass",
         }
     }
 }
@@ -41,6 +44,10 @@ fn subject_row(subject: &ControlSubject) -> SubjectRow {
         ControlSubject::RiskModelActivation { active_version, version } => {
             SubjectRow::RiskModelActivation { active_version: *active_version, version: *version }
         }
+        ControlSubject::BreakGlass { deployment_id, from_ring } => SubjectRow::BreakGlass {
+            deployment_id: deployment_id.to_string(),
+            from_ring: from_ring.as_label().to_owned(),
+        },
     }
 }
 
@@ -54,6 +61,10 @@ fn change_from_row(row: control_change::Model) -> StoreResult<ControlChange> {
         SubjectRow::RiskModelActivation { active_version, version } => {
             ControlSubject::RiskModelActivation { active_version, version }
         }
+        SubjectRow::BreakGlass { deployment_id, from_ring } => ControlSubject::BreakGlass {
+            deployment_id: parse_uuid(&deployment_id)?,
+            from_ring: parse(&from_ring, "ring", Ring::from_label)?,
+        },
     };
     Ok(ControlChange {
         id: parse_uuid(&row.id)?,
@@ -195,6 +206,8 @@ impl Store {
                         }
                         super::risk::write_activation(&txn, *version, applied, approver).await?;
                     }
+                    // Promoted by the application layer before the approval is recorded.
+                    ControlSubject::BreakGlass { .. } => {}
                 }
             }
             txn.commit().await?;
