@@ -134,7 +134,7 @@ OPERATIONS = dashboard("eucora-operations", "EUCORA Control Plane - Operations D
          (f"sum(deployments_stalled{{{SEL}}})", "stalled")),
     stat("Change freeze", "1 while the global change freeze holds: nothing is promoted or started anywhere until it is lifted or expires (ChangeCalendarService).", "short",
          (f"max(change_freeze_active{{{SEL}}})", "freeze")),
-    stat("Held by the change calendar", "Deployments ready to promote but held: by the freeze, inside a deny window, or outside their allow windows.", "short",
+    stat("Held by the change calendar", "Deploying deployments whose gate only the change calendar holds: the freeze, a deny window, or no open allow window.", "short",
          (f"sum by (hold) (deployments_waiting_for_window{{{SEL}}})", "{{hold}}")),
     timeseries("Throughput by status", "Deployments entering each status, per second.", "ops",
                (f"sum by (status) (rate(deployment_total{{{SEL}}}[$__rate_interval]))", "{{status}}")),

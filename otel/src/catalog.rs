@@ -243,7 +243,7 @@ impl Catalog {
             deployments_waiting_for_window: meter
                 .i64_gauge(names::DEPLOYMENTS_WAITING_FOR_WINDOW)
                 .with_description(
-                    "Deploying deployments ready to promote but held by the change calendar, by hold \
+                    "Deploying deployments whose gate only the change calendar holds, by hold \
                      (freeze, deny_window, outside_allow_window)",
                 )
                 .build(),

@@ -89,10 +89,8 @@ impl Controller {
     /// under `fence`; publishes how many are stalled and how many the
     /// calendar holds.
     pub async fn sweep(&self, fence: &Fence) {
-        let ctx = ChangeContext {
-            fence: Some(fence.clone()),
-            ..self.clock.context(ACTOR.to_owned(), "the change freeze reached its expiry".to_owned(), None)
-        };
+        // Idempotent (only an expired freeze is removed): no fence needed.
+        let ctx = self.clock.context(ACTOR.to_owned(), "the change freeze reached its expiry".to_owned(), None);
         if let Err(err) = self.calendar.expire_freeze(&ctx).await {
             tracing::warn!(error = %err, "controller sweep could not lift an expired freeze");
         }
@@ -161,7 +159,7 @@ impl Controller {
         let mut evaluation = gate::evaluate(deployment, policy, now);
         calendar.check_gate(deployment, &mut evaluation);
         let decision = decide(deployment, policy, &evaluation, calendar, now);
-        // Ready but for the calendar: counted as waiting for a window.
+        // Held by the calendar alone: counted as waiting for a window.
         let held = match &decision {
             Decision::Wait { .. } if evaluation.failed_checks().all(|c| c.kind == crate::domain::CheckKind::Window) => {
                 evaluation.next_ring.and_then(|next| calendar.hold_for(deployment, next, false, now)).map(|h| h.label())

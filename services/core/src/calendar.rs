@@ -118,14 +118,6 @@ impl Hold {
         }
     }
 
-    /// The freeze, or the window's name.
-    pub fn name(&self) -> &str {
-        match self {
-            Hold::Frozen { reason, .. } => reason,
-            Hold::Denied { window, .. } | Hold::Closed { window, .. } => window,
-        }
-    }
-
     /// E.g. "change freeze 'quarter-close' until 2026-12-31T18:00Z",
     /// "deny window 'month-end' until 2026-12-01T06:00 Europe/Berlin".
     pub fn explain(&self) -> String {

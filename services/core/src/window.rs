@@ -5,6 +5,7 @@
 //! an instant, [`evaluate`] says whether a step may run and, when not, which
 //! window decides and until when.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -78,7 +79,23 @@ pub struct ChangeWindow {
     pub first_start: NaiveDateTime,
     pub description: String,
     recurrence: RRuleSet,
+    /// The starts around the instants last asked about: the `rrule` crate
+    /// walks from the first start on every query (a millisecond for a daily
+    /// rule two years old), and every Get asks.
+    starts: Arc<Mutex<Option<Starts>>>,
 }
+
+/// Every start within `from..=to`, and the first one after `to`.
+#[derive(Debug)]
+struct Starts {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    within: Vec<DateTime<Utc>>,
+    next_after: Option<DateTime<Utc>>,
+}
+
+/// How far ahead of the instant asked about starts are computed at once.
+const STARTS_AHEAD: chrono::Duration = chrono::Duration::days(62);
 
 impl ChangeWindow {
     /// A window opening at each occurrence of `rule` (e.g. `FREQ=WEEKLY;BYDAY=MO,TU`),
@@ -120,6 +137,7 @@ impl ChangeWindow {
             first_start,
             description: String::new(),
             recurrence,
+            starts: Arc::default(),
         })
     }
 
@@ -131,19 +149,38 @@ impl ChangeWindow {
         at.with_timezone(&rrule::Tz::Tz(self.time_zone))
     }
 
+    /// Runs `query` on the starts covering `at - duration ..= at`, computed
+    /// again only when `at` leaves the range they cover.
+    fn with_starts<T>(&self, at: DateTime<Utc>, query: impl FnOnce(&Starts) -> T) -> T {
+        let earliest = at - self.length();
+        let mut cached = self.starts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !cached.as_ref().is_some_and(|starts| starts.from <= earliest && at <= starts.to) {
+            *cached = Some(self.compute_starts(earliest, at + STARTS_AHEAD));
+        }
+        query(cached.as_ref().expect("just filled"))
+    }
+
+    fn compute_starts(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Starts {
+        let utc = |d: &DateTime<rrule::Tz>| d.with_timezone(&Utc);
+        let found = self.recurrence.clone().after(self.in_zone(from)).before(self.in_zone(to)).all(u16::MAX);
+        let mut within: Vec<_> = found.dates.iter().map(utc).filter(|d| from <= *d && *d <= to).collect();
+        // A rule with more starts than one query returns (minutely…): cover only up to the last one returned.
+        let to = if found.limited { within.last().copied().unwrap_or(from) } else { to };
+        within.retain(|d| *d <= to);
+        let next_after = self.recurrence.clone().after(self.in_zone(to)).all(2).dates.iter().map(utc).find(|d| *d > to);
+        Starts { from, to, within, next_after }
+    }
+
     /// The opening containing `at` (its start and end), if the window is open then.
     pub fn opening_at(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        let earliest = at - self.length();
-        let starts = self.recurrence.clone().after(self.in_zone(earliest)).before(self.in_zone(at)).all(u16::MAX);
-        let start = starts.dates.last()?.with_timezone(&Utc);
+        let start = self.with_starts(at, |starts| starts.within.iter().rev().find(|d| **d <= at).copied())?;
         let end = start + self.length();
         (at < end).then_some((start, end))
     }
 
     /// The first opening that starts after `at`, if the rule has one.
     pub fn next_opening(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let after = at + chrono::Duration::seconds(1);
-        self.recurrence.clone().after(self.in_zone(after)).all(1).dates.first().map(|d| d.with_timezone(&Utc))
+        self.with_starts(at, |starts| starts.within.iter().find(|d| **d > at).copied().or(starts.next_after))
     }
 }
 
@@ -296,6 +333,20 @@ mod tests {
             prop_assert_eq!(opening.is_some(), at < last_start + chrono::Duration::hours(4), "at {} last start {}", at, last_start);
             if let Some((start, end)) = opening {
                 prop_assert!(start <= at && at < end && end - start == chrono::Duration::hours(4));
+            }
+        }
+
+        /// The starts a window keeps answer as a fresh window's do, whatever
+        /// order the instants come in (later, earlier, past the range kept).
+        #[test]
+        fn kept_starts_answer_as_a_fresh_window_does(zone in proptest::sample::select(&ZONES[..]), minutes in proptest::collection::vec(0i64..800 * 1440, 1..24)) {
+            let make = || ChangeWindow::new("w", WindowKind::Deny, "FREQ=WEEKLY;BYDAY=MO,FR", local(2025, 1, 1, 22, 0), zone, 30 * HOUR).unwrap();
+            let kept = make();
+            for minute in minutes {
+                let at = utc(2025, 1, 2, 0, 0) + chrono::Duration::minutes(minute);
+                let fresh = make();
+                prop_assert_eq!(kept.opening_at(at), fresh.opening_at(at), "open at {}", at);
+                prop_assert_eq!(kept.next_opening(at), fresh.next_opening(at), "next after {}", at);
             }
         }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{AppError, AppResult, check_etag, retry_on_conflict};
-use crate::domain::calendar::{Calendar, CalendarChange, CalendarChangeKind, Freeze, Hold, MAX_FREEZE, WindowRecord};
+use crate::domain::calendar::{Calendar, CalendarChange, CalendarChangeKind, Freeze, MAX_FREEZE, WindowRecord};
 use crate::domain::window::ChangeWindow;
 use crate::domain::{ChangeContext, Deployment, Ring};
 use crate::metrics::DeploymentMetrics;
@@ -169,10 +169,8 @@ pub fn check_hold(
 ) -> AppResult<()> {
     match calendar.hold_for(deployment, ring, rollback, now) {
         None => Ok(()),
-        Some(hold) => Err(held(&hold, what)),
+        Some(hold) => {
+            Err(AppError::FailedPrecondition(format!("{what} is held by the change calendar: {}", hold.explain())))
+        }
     }
-}
-
-fn held(hold: &Hold, what: &str) -> AppError {
-    AppError::FailedPrecondition(format!("{what} is held by the change calendar: {}", hold.explain()))
 }
