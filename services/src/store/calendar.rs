@@ -4,17 +4,15 @@
 //! deployments reads a cached calendar; decisions read the database.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait,
-    TryIntoModel,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait, TryIntoModel,
 };
 
 use super::entity::{calendar_change, change_freeze, change_window};
-use super::promotions::SHOWN_POLICIES_TTL;
 use super::{Page, Store, StoreError, StoreResult, parse};
 use crate::domain::calendar::{Calendar, CalendarChange, CalendarChangeKind, CalendarEntry, Freeze, WindowRecord};
 use crate::domain::window::{ChangeWindow, WindowKind, WindowScope};
@@ -182,22 +180,12 @@ impl Store {
 
     /// The calendar for showing deployments (gate, next action): cached,
     /// forgotten when this process changes it, and on PostgreSQL read again
-    /// at most [`SHOWN_POLICIES_TTL`] later (another replica may have
-    /// changed it).
+    /// at most a second later (another replica may have changed it).
     ///
     /// # Errors
     /// As [`Store::calendar`].
     pub async fn shown_calendar(&self) -> StoreResult<Arc<Calendar>> {
-        let fresh_for = if self.backend() == DbBackend::Postgres { SHOWN_POLICIES_TTL } else { Duration::MAX };
-        let (kept, changes) = self.shown_calendar.get();
-        if let Some((calendar, read_at)) = kept
-            && read_at.elapsed() < fresh_for
-        {
-            return Ok(calendar);
-        }
-        let calendar = Arc::new(self.calendar().await?);
-        self.shown_calendar.keep(&(calendar.clone(), Instant::now()), changes);
-        Ok(calendar)
+        self.shown(&self.shown_calendar, async { Ok(Arc::new(self.calendar().await?)) }).await
     }
 
     /// Stores a new window, at most `max_windows` in all.

@@ -47,16 +47,26 @@ impl Store {
     /// # Errors
     /// As [`Store::list_policies`].
     pub async fn shown_policies(&self) -> StoreResult<Arc<RingPolicies>> {
+        self.shown(&self.shown_policies, async { Ok(Arc::new(self.list_policies().await?)) }).await
+    }
+
+    /// What `cache` keeps, when fresh enough for showing (on PostgreSQL at
+    /// most [`SHOWN_POLICIES_TTL`] old); else what `read` reads, kept.
+    pub(super) async fn shown<T: Clone>(
+        &self,
+        cache: &super::Cached<(T, Instant)>,
+        read: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
         let fresh_for = if self.backend() == DbBackend::Postgres { SHOWN_POLICIES_TTL } else { Duration::MAX };
-        let (kept, changes) = self.shown_policies.get();
-        if let Some((policies, read_at)) = kept
+        let (kept, changes) = cache.get();
+        if let Some((value, read_at)) = kept
             && read_at.elapsed() < fresh_for
         {
-            return Ok(policies);
+            return Ok(value);
         }
-        let policies = Arc::new(self.list_policies().await?);
-        self.shown_policies.keep(&(policies.clone(), Instant::now()), changes);
-        Ok(policies)
+        let value = read.await?;
+        cache.keep(&(value.clone(), Instant::now()), changes);
+        Ok(value)
     }
 
     /// Drops the shown policies after changing one.
