@@ -50,7 +50,14 @@ async fn acknowledged_creates_survive_kill_9(backend: Backend) {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Killed under load, once this round has had creates acknowledged (a
+        // fixed sleep saw too few on a busy machine): mid-batch, whenever that is.
+        let before = acknowledged.lock().unwrap().len();
+        common::eventually("creates acknowledged under load", Duration::from_secs(30), || async {
+            (acknowledged.lock().unwrap().len() >= before + 50).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         server.kill();
         for creator in creators {
             creator.await.unwrap();
