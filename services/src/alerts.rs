@@ -23,7 +23,7 @@ use serde::Deserialize;
 use crate::app::{AppError, Deployments};
 use crate::clock::Clock;
 use crate::domain::{ConnectorType, DeploymentStatus, EventKind, Label, Ring};
-use crate::store::DeploymentFilter;
+use crate::store::{DeploymentFilter, Store};
 
 /// The actor of every pause and resume the webhook makes.
 pub const ACTOR: &str = "alertmanager";
@@ -158,6 +158,9 @@ struct Outcome {
 /// The webhook: its settings and what it acts through.
 pub struct StopTheLine {
     options: StopTheLineOptions,
+    /// Finds the deployments in scope (as stored: no gate or next action needed).
+    store: Arc<Store>,
+    /// Pauses and resumes them.
     deployments: Deployments,
     catalog: Catalog,
     clock: Clock,
@@ -178,8 +181,14 @@ fn shipped_alert_names() -> Vec<&'static str> {
 }
 
 impl StopTheLine {
-    pub fn new(options: StopTheLineOptions, deployments: Deployments, catalog: Catalog, clock: Clock) -> StopTheLine {
-        StopTheLine { options, deployments, catalog, clock, known_alerts: shipped_alert_names() }
+    pub fn new(
+        options: StopTheLineOptions,
+        store: Arc<Store>,
+        deployments: Deployments,
+        catalog: Catalog,
+        clock: Clock,
+    ) -> StopTheLine {
+        StopTheLine { options, store, deployments, catalog, clock, known_alerts: shipped_alert_names() }
     }
 
     /// The route, to merge into the HTTP listener's router.
@@ -247,8 +256,8 @@ impl StopTheLine {
         let mut ids = Vec::new();
         let mut after = None;
         loop {
-            let page = self.deployments.list(&filter, after, PAGE).await?;
-            ids.extend(page.items.iter().filter(|s| s.deployment.paused == paused).map(|s| s.deployment.id));
+            let page = self.store.list_deployments(&filter, after, PAGE).await?;
+            ids.extend(page.items.iter().filter(|d| d.paused == paused).map(|d| d.id));
             match page.next_after {
                 Some(next) => after = Some(next),
                 None => return Ok(ids),

@@ -157,12 +157,12 @@ impl Controller {
     async fn act(&self, deployment: &Deployment, policy: &RingPolicy, calendar: &Calendar, fence: &Fence) -> Acted {
         let now = stored_time(self.clock.now());
         let mut evaluation = gate::evaluate(deployment, policy, now);
-        calendar.check_gate(deployment, &mut evaluation);
+        let hold = calendar.check_gate(deployment, &mut evaluation);
         let decision = decide(deployment, policy, &evaluation, calendar, now);
         // Held by the calendar alone: counted as waiting for a window.
         let held = match &decision {
             Decision::Wait { .. } if evaluation.failed_checks().all(|c| c.kind == crate::domain::CheckKind::Window) => {
-                evaluation.next_ring.and_then(|next| calendar.hold_for(deployment, next, false, now)).map(|h| h.label())
+                hold.map(|hold| hold.label())
             }
             _ => None,
         };

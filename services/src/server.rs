@@ -290,7 +290,13 @@ pub async fn serve(
     );
     let mut http = eucora_otel::http::router(telemetry.pipeline.clone(), readiness, options.scrape_token.clone());
     if let Some(webhook) = &options.stop_the_line {
-        let webhook = StopTheLine::new(webhook.clone(), deployments.clone(), telemetry.catalog.clone(), clock.clone());
+        let webhook = StopTheLine::new(
+            webhook.clone(),
+            store.clone(),
+            deployments.clone(),
+            telemetry.catalog.clone(),
+            clock.clone(),
+        );
         http = http.merge(Arc::new(webhook).router());
     }
     let metrics_listener = LimitedListener::new(listeners.metrics, options.connection_limits, "metrics");

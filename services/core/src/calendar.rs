@@ -12,6 +12,9 @@ use crate::gate::{CheckKind, GateCheck, GateEvaluation};
 use crate::ring::Ring;
 use crate::window::{self, ChangeWindow, Step, WindowVerdict};
 
+/// The subject of the freeze's entries in the calendar's change log (so no window may take the name).
+pub const FREEZE_SUBJECT: &str = "freeze";
+
 /// Longest a freeze may be set for: it must end by itself.
 pub const MAX_FREEZE: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
 
@@ -176,7 +179,8 @@ impl Calendar {
     /// Adds the `window` check to the gate to leave `deployment`'s current
     /// ring: promoting dispatches to the next ring, which the calendar may
     /// hold. Completing (leaving GLOBAL) dispatches nothing and is never held.
-    pub fn check_gate(&self, deployment: &Deployment, gate: &mut GateEvaluation) {
+    /// Returns the hold, if any.
+    pub fn check_gate(&self, deployment: &Deployment, gate: &mut GateEvaluation) -> Option<Hold> {
         let now = gate.evaluated_at;
         let hold = gate.next_ring.and_then(|next| self.hold_for(deployment, next, false, now));
         let check = match (&hold, gate.next_ring) {
@@ -204,6 +208,7 @@ impl Calendar {
         };
         gate.passed &= check.passed;
         gate.checks.push(check);
+        hold
     }
 }
 

@@ -12,7 +12,7 @@ use super::page_token::Scope;
 use super::validate::{MAX_REASON_LEN, Violations, truncate};
 use crate::app::ChangeCalendar;
 use crate::clock::{Clock, stored_time};
-use crate::domain::calendar::{CalendarChange, CalendarChangeKind, CalendarEntry, Freeze, WindowRecord};
+use crate::domain::calendar::{CalendarChange, CalendarEntry, FREEZE_SUBJECT, Freeze, WindowRecord};
 use crate::domain::connector::{NAME_RULE, is_valid_name};
 use crate::domain::window::{ChangeWindow, WindowKind, WindowScope};
 use crate::domain::{ConnectorType, Ring, SiteClass};
@@ -22,8 +22,6 @@ const MAX_PAGE_SIZE: u64 = 500;
 /// Longest recurrence rule and description accepted.
 const MAX_RULE_LEN: usize = 512;
 const MAX_DESCRIPTION_LEN: usize = 2000;
-/// The subject of the freeze's entries in the audit log.
-const FREEZE_SUBJECT: &str = "freeze";
 
 pub struct CalendarApi {
     app: ChangeCalendar,
@@ -40,24 +38,6 @@ impl CalendarApi {
     }
 }
 
-fn window_kind_to_proto(kind: WindowKind) -> pb::ChangeWindowKind {
-    match kind {
-        WindowKind::Allow => pb::ChangeWindowKind::Allow,
-        WindowKind::Deny => pb::ChangeWindowKind::Deny,
-    }
-}
-
-fn change_kind_to_proto(kind: CalendarChangeKind) -> pb::CalendarChangeKind {
-    match kind {
-        CalendarChangeKind::WindowCreated => pb::CalendarChangeKind::WindowCreated,
-        CalendarChangeKind::WindowUpdated => pb::CalendarChangeKind::WindowUpdated,
-        CalendarChangeKind::WindowDeleted => pb::CalendarChangeKind::WindowDeleted,
-        CalendarChangeKind::FreezeSet => pb::CalendarChangeKind::FreezeSet,
-        CalendarChangeKind::FreezeLifted => pb::CalendarChangeKind::FreezeLifted,
-        CalendarChangeKind::FreezeExpired => pb::CalendarChangeKind::FreezeExpired,
-    }
-}
-
 fn window_to_proto(record: &WindowRecord, now: DateTime<Utc>) -> pb::ChangeWindow {
     let w = &record.window;
     let opening = w.opening_at(now);
@@ -67,7 +47,7 @@ fn window_to_proto(record: &WindowRecord, now: DateTime<Utc>) -> pb::ChangeWindo
     };
     pb::ChangeWindow {
         name: w.name.clone(),
-        kind: window_kind_to_proto(w.kind).into(),
+        kind: w.kind.to_proto().into(),
         recurrence_rule: w.rule.clone(),
         first_start: w.first_start.format("%Y-%m-%dT%H:%M:%S").to_string(),
         time_zone: w.time_zone.name().to_owned(),
@@ -97,7 +77,7 @@ fn freeze_to_proto(freeze: &Freeze) -> pb::ChangeFreeze {
 fn change_to_proto(change: &CalendarChange, now: DateTime<Utc>) -> pb::CalendarChange {
     let mut out = pb::CalendarChange {
         sequence: change.seq,
-        kind: change_kind_to_proto(change.kind).into(),
+        kind: change.kind.to_proto().into(),
         subject: change.subject.clone(),
         actor: change.actor.clone(),
         reason: change.reason.clone(),
@@ -150,11 +130,7 @@ fn window_from_proto(v: &mut Violations, input: Option<&pb::ChangeWindow>) -> Op
     if w.name == FREEZE_SUBJECT {
         v.add("window.name", "\"freeze\" names the global freeze in the calendar's audit log; choose another name");
     }
-    let kind = match v.enumeration::<pb::ChangeWindowKind>("window.kind", w.kind, true) {
-        Some(pb::ChangeWindowKind::Allow) => Some(WindowKind::Allow),
-        Some(pb::ChangeWindowKind::Deny) => Some(WindowKind::Deny),
-        _ => None,
-    };
+    let kind = v.enumeration::<pb::ChangeWindowKind>("window.kind", w.kind, true).and_then(WindowKind::from_proto);
     let rule = v.required_text("window.recurrence_rule", &w.recurrence_rule, MAX_RULE_LEN);
     let first_start = match NaiveDateTime::parse_from_str(&w.first_start, "%Y-%m-%dT%H:%M:%S") {
         Ok(start) => Some(start),

@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use eucora::v1 as pb;
 
 use crate::domain::breaker::BreakerState;
+use crate::domain::calendar::CalendarChangeKind;
 use crate::domain::connector::Driver;
 use crate::domain::control::ControlState;
 use crate::domain::risk::FactorKind;
+use crate::domain::window::WindowKind;
 use crate::domain::{
     ChangeKind, CheckKind, ConnectorType, Delivery, Deployment, DeploymentStatus, EventKind, GateEvaluation, Promotion,
     PromotionResult, Ring, RingPolicy, RingProgress, SiteClass,
@@ -72,6 +74,10 @@ wire_enum!(ControlState => pb::ControlChangeState { Pending, Approved, Rejected,
 wire_enum!(Driver => pb::ConnectorDriver { Http, Simulator });
 wire_enum!(BreakerState => pb::CircuitBreakerState { Closed, Open, HalfOpen });
 wire_enum!(ChangeKind => pb::ConnectorChangeKind { Created, Updated, Deleted, BreakerReset });
+wire_enum!(WindowKind => pb::ChangeWindowKind { Allow, Deny });
+wire_enum!(CalendarChangeKind => pb::CalendarChangeKind {
+    WindowCreated, WindowUpdated, WindowDeleted, FreezeSet, FreezeLifted, FreezeExpired,
+});
 wire_enum!(FactorKind => pb::RiskFactorKind {
     PrivilegeElevation, BlastRadius, RollbackComplexity, VulnerabilitySeverity, ComplianceImpact,
     DeploymentFrequency, EvidenceCompleteness, HistoricalSuccessRate,

@@ -9,19 +9,20 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait, TryIntoModel,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    TryIntoModel,
 };
 
 use super::entity::{calendar_change, change_freeze, change_window};
 use super::{Page, Store, StoreError, StoreResult, parse};
-use crate::domain::calendar::{Calendar, CalendarChange, CalendarChangeKind, CalendarEntry, Freeze, WindowRecord};
+use crate::domain::calendar::{
+    Calendar, CalendarChange, CalendarChangeKind, CalendarEntry, FREEZE_SUBJECT, Freeze, WindowRecord,
+};
 use crate::domain::window::{ChangeWindow, WindowKind, WindowScope};
 use crate::domain::{ChangeContext, ConnectorType, Label, Ring, SiteClass};
 
 /// The one row of `change_freeze`.
 const FREEZE_ROW: i32 = 1;
-/// The subject of freeze entries in the change log.
-const FREEZE_SUBJECT: &str = "freeze";
 const FIRST_START_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
 fn labels<T: Label>(values: &[T]) -> String {
@@ -169,13 +170,24 @@ impl Store {
         .await
     }
 
-    /// Every window and the freeze, read now (for decisions).
+    /// Every window and the freeze, read now.
+    async fn read_calendar(&self) -> StoreResult<Calendar> {
+        let windows = self.list_windows().await?.into_iter().map(|record| record.window).collect();
+        Ok(Calendar { windows, freeze: self.get_freeze().await? })
+    }
+
+    /// Every window and the freeze, for decisions: on SQLite, where every
+    /// change goes through this process, the kept copy (never older than the
+    /// database, and its windows keep their computed starts); on PostgreSQL,
+    /// where another replica may have changed it, read now.
     ///
     /// # Errors
     /// As [`Store::list_windows`].
-    pub async fn calendar(&self) -> StoreResult<Calendar> {
-        let windows = self.list_windows().await?.into_iter().map(|record| record.window).collect();
-        Ok(Calendar { windows, freeze: self.get_freeze().await? })
+    pub async fn calendar(&self) -> StoreResult<Arc<Calendar>> {
+        if self.backend() == DbBackend::Postgres {
+            return Ok(Arc::new(self.read_calendar().await?));
+        }
+        self.shown_calendar().await
     }
 
     /// The calendar for showing deployments (gate, next action): cached,
@@ -183,9 +195,9 @@ impl Store {
     /// at most a second later (another replica may have changed it).
     ///
     /// # Errors
-    /// As [`Store::calendar`].
+    /// As [`Store::list_windows`].
     pub async fn shown_calendar(&self) -> StoreResult<Arc<Calendar>> {
-        self.shown(&self.shown_calendar, async { Ok(Arc::new(self.calendar().await?)) }).await
+        self.shown(&self.shown_calendar, async { Ok(Arc::new(self.read_calendar().await?)) }).await
     }
 
     /// Stores a new window, at most `max_windows` in all.
