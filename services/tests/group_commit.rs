@@ -11,7 +11,7 @@ use eucora_services::domain::{ConnectorType, Deployment, NewDeployment, NewEvent
 use eucora_services::store::{CreateOutcome, NewCreate, Store, StoreConfig};
 use uuid::Uuid;
 
-on_every_backend!(a_batch_answers_each_create_on_its_own);
+on_every_backend!(a_batch_answers_each_create_on_its_own, a_large_batch_is_stored_whole_and_in_order);
 
 fn new_deployment(app: &str) -> (Deployment, Vec<NewEvent>) {
     let new = NewDeployment {
@@ -75,4 +75,42 @@ async fn a_batch_answers_each_create_on_its_own(backend: Backend) {
     assert_eq!(owners, expected);
     assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
     assert!(store.get_deployment(clash.0.id).await.is_ok_and(|stored| stored.app_name == "taken"));
+}
+
+/// 71 creates: more than one multi-row statement of each shape (32, 32, 4,
+/// 2, 1 rows), one request id used twice among them.
+async fn a_large_batch_is_stored_whole_and_in_order(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let creates: Vec<(String, (Deployment, Vec<NewEvent>))> = (0..71)
+        .map(|n| (format!("request-{}", if n == 40 { 7 } else { n }), new_deployment(&format!("app-{n}"))))
+        .collect();
+    let batch: Vec<NewCreate<'_>> = creates.iter().map(|(request_id, created)| item(request_id, created)).collect();
+    let outcomes = store.create_deployments(&batch).await;
+
+    let mut expected_events = Vec::new();
+    for (n, ((_, (deployment, events)), outcome)) in creates.iter().zip(&outcomes).enumerate() {
+        match outcome {
+            Ok(CreateOutcome::Created(created)) => {
+                assert_ne!(n, 40, "a request id used earlier in the batch does not create");
+                assert_eq!(created.id, deployment.id);
+                assert_eq!(
+                    &store.get_deployment(deployment.id).await.unwrap(),
+                    deployment,
+                    "stored whole, rings included"
+                );
+                expected_events.extend(events.iter().map(|event| (event.deployment_id, event.kind)));
+            }
+            Ok(CreateOutcome::Existing { deployment: existing, .. }) => {
+                assert_eq!(n, 40, "only the reused request id finds a deployment");
+                assert_eq!(existing.id, creates[7].1.0.id);
+            }
+            Err(err) => panic!("create {n} failed: {err}"),
+        }
+    }
+    let events = store.list_events(None, None, 1000).await.unwrap().items;
+    let stored: Vec<_> = events.iter().map(|event| (event.event.deployment_id, event.event.kind)).collect();
+    assert_eq!(stored, expected_events, "every event once, in the order of the batch");
+    assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
 }

@@ -172,23 +172,20 @@ impl Deployments {
     /// ALREADY_EXISTS when `request_id` was used with other content;
     /// INVALID_ARGUMENT or FAILED_PRECONDITION for a named connector that
     /// does not fit; database failures.
-    pub async fn create(&self, request_id: &str, mut new: NewDeployment, ctx: &ChangeContext) -> AppResult<Deployment> {
+    pub async fn create(&self, request_id: &str, new: NewDeployment, ctx: &ChangeContext) -> AppResult<Deployment> {
         if let Some(name) = &new.connector_name {
             self.check_named_connector(name, new.connector_type).await?;
         }
         let fingerprint = fingerprint(&new);
-        // Scoring reads the active model and two indexed counts; the create itself stays one transaction.
-        let model = self.store.active_risk_model().await?;
-        let history = self.store.app_history(&new.app_name, ctx.now).await?;
-        new.assessment = Some(crate::domain::risk::assess(&model, &new.evidence, new.target_ring, history));
-        let (deployment, events) = Deployment::create(Uuid::new_v4(), new, ctx);
-        match self.creates.create(request_id, fingerprint.clone(), deployment, events.clone()).await? {
-            CreateOutcome::Created(deployment) => {
+        match self.creates.create(request_id, fingerprint.clone(), new, ctx).await? {
+            (CreateOutcome::Created(deployment), events) => {
                 self.metrics.committed(&deployment, &events);
                 Ok(deployment)
             }
-            CreateOutcome::Existing { deployment, fingerprint: existing } if existing == fingerprint => Ok(deployment),
-            CreateOutcome::Existing { deployment, .. } => Err(AppError::AlreadyExists(format!(
+            (CreateOutcome::Existing { deployment, fingerprint: existing }, _) if existing == fingerprint => {
+                Ok(deployment)
+            }
+            (CreateOutcome::Existing { deployment, .. }, _) => Err(AppError::AlreadyExists(format!(
                 "request_id {request_id:?} was already used for deployment {} with different content; use a new request_id",
                 deployment.id
             ))),

@@ -21,7 +21,7 @@ impl FieldViolation {
 }
 
 /// Why a call failed, in the terms of DESIGN §3.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// Bad input, with one violation per field (dotted paths).
     #[error("invalid request: {}", describe(.0))]

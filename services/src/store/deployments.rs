@@ -6,8 +6,8 @@
 use crate::domain::Label;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    SqlErr, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -143,20 +143,15 @@ impl Store {
         let _guard = self.lock_writes().await?;
         let txn = self.db.begin().await?;
         super::serialize(&txn, super::Serialized::EventOrder).await?;
-        let mut inserted = Vec::with_capacity(batch.len());
-        let mut stored = Vec::new();
-        for item in batch {
-            let row = deployment_row(item.deployment, item.request_id, item.fingerprint);
-            let rows = deployment::Entity::insert(row)
-                .on_conflict(OnConflict::column(deployment::Column::RequestId).do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-            inserted.push(rows == 1);
-            if rows == 1 {
-                upsert_rings(&txn, item.deployment).await?;
-                stored.extend(insert_event_rows(&txn, &item.deployment.app_name, item.events).await?);
-            }
-        }
+        let inserted = insert_new_deployments(&txn, batch).await?;
+        let new: Vec<&NewCreate<'_>> =
+            batch.iter().zip(&inserted).filter(|(_, inserted)| **inserted).map(|(item, _)| item).collect();
+        insert_rings(&txn, &new).await?;
+        let events: Vec<(&str, &NewEvent)> = new
+            .iter()
+            .flat_map(|item| item.events.iter().map(|event| (item.deployment.app_name.as_str(), event)))
+            .collect();
+        let stored = insert_event_batch(&txn, &events).await?;
         txn.commit().await?;
         drop(_guard);
         self.publish(stored);
@@ -240,14 +235,61 @@ impl Store {
             if let Some(after) = after {
                 query = query.filter(deployment::Column::Seq.lt(after));
             }
+            let query = query.order_by_desc(deployment::Column::Seq).limit(limit + 1);
+            if let Some(cache) = &self.read_cache {
+                return self.list_cached(cache, query, limit).await;
+            }
             let txn = self.begin_read().await?;
-            let rows = query.order_by_desc(deployment::Column::Seq).limit(limit + 1).all(&txn).await?;
+            let rows = query.all(&txn).await?;
             let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
             let items = Self::hydrate(&txn, page.items).await?;
             txn.commit().await?;
             Ok(Page { items, keys: page.keys, next_after: page.next_after })
         })
         .await
+    }
+
+    /// A page whose keys `query` reads (two narrow columns from an index),
+    /// its deployments served by the read cache; those not in it are read
+    /// in one go and kept. A deployment saved since the keys were read shows
+    /// as saved: never older than the database.
+    async fn list_cached(
+        &self,
+        cache: &super::ReadCache,
+        query: sea_orm::Select<deployment::Entity>,
+        limit: u64,
+    ) -> StoreResult<Page<Deployment>> {
+        let keys: Vec<(i64, String)> = query
+            .select_only()
+            .column(deployment::Column::Seq)
+            .column(deployment::Column::Id)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let page = Page::from_rows(keys, limit, |(seq, _)| *seq, |(_, id)| parse_uuid(&id))?;
+        let mut found = cache.get_many(&page.items);
+        let missing: Vec<Uuid> =
+            page.items.iter().zip(&found).filter(|(_, hit)| hit.is_none()).map(|(id, _)| *id).collect();
+        if !missing.is_empty() {
+            let saves = cache.saves();
+            let rows = deployment::Entity::find()
+                .filter(deployment::Column::Id.is_in(missing.iter().map(Uuid::to_string)))
+                .all(&self.db)
+                .await?;
+            for read in Self::hydrate(&self.db, rows).await? {
+                cache.keep(&read, saves);
+                if let Some(slot) = page.items.iter().position(|id| *id == read.id) {
+                    found[slot] = Some(read);
+                }
+            }
+        }
+        // A deployment cannot disappear (they are never deleted), so every key was found.
+        let items = found
+            .into_iter()
+            .zip(&page.items)
+            .map(|(item, id)| item.ok_or(StoreError::NotFound(*id)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items, keys: page.keys, next_after: page.next_after })
     }
 
     /// How many deployments are in each status and current ring (pairs with none are left out).
@@ -417,10 +459,15 @@ impl Store {
         let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
         let progress =
             ring_progress::Entity::find().filter(ring_progress::Column::DeploymentId.is_in(ids)).all(conn).await?;
+        let mut by_deployment: std::collections::HashMap<&str, Vec<&ring_progress::Model>> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for ring in &progress {
+            by_deployment.entry(ring.deployment_id.as_str()).or_default().push(ring);
+        }
         rows.into_iter()
             .map(|row| {
-                let of_row = progress.iter().filter(|p| p.deployment_id == row.id).collect::<Vec<_>>();
-                with_rings(row, of_row)
+                let rings = by_deployment.remove(row.id.as_str()).unwrap_or_default();
+                with_rings(row, rings)
             })
             .collect()
     }
@@ -436,78 +483,141 @@ fn with_rings<'a>(
     deployment_from_row(row, rings)
 }
 
+/// Writes every ring of a saved deployment in one statement (a deployment
+/// has at most five: five statement shapes).
 async fn upsert_rings(txn: &impl ConnectionTrait, deployment: &Deployment) -> StoreResult<()> {
-    for progress in &deployment.rings {
-        let row = ring_progress::ActiveModel {
-            deployment_id: Set(deployment.id.to_string()),
-            ring: Set(progress.ring.as_label().to_owned()),
-            connector_object_id: Set(progress.connector_object_id.clone()),
-            success_count: Set(to_i64(progress.success_count)),
-            failure_count: Set(to_i64(progress.failure_count)),
-            started_at: Set(progress.started_at),
-            promoted_at: Set(progress.promoted_at),
-            compliant_at: Set(progress.compliant_at),
-            rollback_validated_at: Set(progress.rollback_validated_at),
-            last_reported_at: Set(progress.last_reported_at),
-            delivery_state: Set(progress.delivery.as_label().to_owned()),
-            delivery_error: Set(progress.delivery_error.clone()),
-            expected_devices: Set(progress.expected_devices.map(to_i64)),
-        };
-        ring_progress::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([ring_progress::Column::DeploymentId, ring_progress::Column::Ring])
-                    .update_columns([
-                        ring_progress::Column::ConnectorObjectId,
-                        ring_progress::Column::SuccessCount,
-                        ring_progress::Column::FailureCount,
-                        ring_progress::Column::PromotedAt,
-                        ring_progress::Column::CompliantAt,
-                        ring_progress::Column::RollbackValidatedAt,
-                        ring_progress::Column::LastReportedAt,
-                        ring_progress::Column::DeliveryState,
-                        ring_progress::Column::DeliveryError,
-                        ring_progress::Column::ExpectedDevices,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
+    if deployment.rings.is_empty() {
+        return Ok(());
     }
+    ring_progress::Entity::insert_many(deployment.rings.iter().map(|progress| ring_row(deployment, progress)))
+        .on_conflict(
+            OnConflict::columns([ring_progress::Column::DeploymentId, ring_progress::Column::Ring])
+                .update_columns([
+                    ring_progress::Column::ConnectorObjectId,
+                    ring_progress::Column::SuccessCount,
+                    ring_progress::Column::FailureCount,
+                    ring_progress::Column::PromotedAt,
+                    ring_progress::Column::CompliantAt,
+                    ring_progress::Column::RollbackValidatedAt,
+                    ring_progress::Column::LastReportedAt,
+                    ring_progress::Column::DeliveryState,
+                    ring_progress::Column::DeliveryError,
+                    ring_progress::Column::ExpectedDevices,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
     Ok(())
 }
 
+fn ring_row(deployment: &Deployment, progress: &RingProgress) -> ring_progress::ActiveModel {
+    ring_progress::ActiveModel {
+        deployment_id: Set(deployment.id.to_string()),
+        ring: Set(progress.ring.as_label().to_owned()),
+        connector_object_id: Set(progress.connector_object_id.clone()),
+        success_count: Set(to_i64(progress.success_count)),
+        failure_count: Set(to_i64(progress.failure_count)),
+        started_at: Set(progress.started_at),
+        promoted_at: Set(progress.promoted_at),
+        compliant_at: Set(progress.compliant_at),
+        rollback_validated_at: Set(progress.rollback_validated_at),
+        last_reported_at: Set(progress.last_reported_at),
+        delivery_state: Set(progress.delivery.as_label().to_owned()),
+        delivery_error: Set(progress.delivery_error.clone()),
+        expected_devices: Set(progress.expected_devices.map(to_i64)),
+    }
+}
+
+/// Appends `events` of a deployment of `app_name` in sequence order.
 async fn insert_events(
     txn: &impl ConnectionTrait,
     app_name: &str,
     events: &[NewEvent],
 ) -> StoreResult<Vec<StoredEvent>> {
     super::serialize(txn, super::Serialized::EventOrder).await?;
-    insert_event_rows(txn, app_name, events).await
+    let events: Vec<(&str, &NewEvent)> = events.iter().map(|event| (app_name, event)).collect();
+    insert_event_batch(txn, &events).await
 }
 
-/// [`insert_events`] in a transaction that is serialized already.
-async fn insert_event_rows(
-    txn: &impl ConnectionTrait,
-    app_name: &str,
-    events: &[NewEvent],
-) -> StoreResult<Vec<StoredEvent>> {
+fn event_row(app_name: &str, event: &NewEvent) -> deployment_event::ActiveModel {
+    deployment_event::ActiveModel {
+        seq: sea_orm::ActiveValue::NotSet,
+        deployment_id: Set(event.deployment_id.to_string()),
+        kind: Set(event.kind.as_label().to_owned()),
+        from_status: Set(event.from_status.map(|s| s.as_label().to_owned())),
+        to_status: Set(event.to_status.as_label().to_owned()),
+        ring: Set(event.ring.as_label().to_owned()),
+        actor: Set(event.actor.clone()),
+        reason: Set(event.reason.clone()),
+        correlation_id: Set(event.correlation_id.clone()),
+        app_name: Set(app_name.to_owned()),
+        created_at: Set(event.at),
+    }
+}
+
+/// Most rows one multi-row insert writes. Its statements come in a few
+/// fixed shapes (a power of two of rows up to this, [`chunks`]), so that
+/// every connection's statement cache holds a handful of them rather than
+/// one per batch size.
+const MAX_ROWS_PER_INSERT: usize = 32;
+
+/// `rows` cut into runs of a power of two rows, at most [`MAX_ROWS_PER_INSERT`] each.
+fn chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    while !rows.is_empty() {
+        let size = MAX_ROWS_PER_INSERT.min(1 << rows.len().ilog2());
+        let rest = rows.split_off(size);
+        chunks.push(std::mem::replace(&mut rows, rest));
+    }
+    chunks
+}
+
+/// Inserts the deployments of `batch` whose request id is new, and says
+/// which were (a request id used before, or twice in the batch, is skipped).
+async fn insert_new_deployments(txn: &impl ConnectionTrait, batch: &[NewCreate<'_>]) -> StoreResult<Vec<bool>> {
+    let mut new_ids = std::collections::HashSet::with_capacity(batch.len());
+    let rows = batch.iter().map(|item| deployment_row(item.deployment, item.request_id, item.fingerprint)).collect();
+    for rows in chunks(rows) {
+        let mut insert = deployment::Entity::insert_many(rows)
+            .on_conflict(OnConflict::column(deployment::Column::RequestId).do_nothing().to_owned())
+            .into_query();
+        insert.returning_col(deployment::Column::Id);
+        for row in txn.query_all(&insert).await? {
+            new_ids.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+    Ok(batch.iter().map(|item| new_ids.contains(&item.deployment.id.to_string())).collect())
+}
+
+/// Inserts the rings of new deployments.
+async fn insert_rings(txn: &impl ConnectionTrait, deployments: &[&NewCreate<'_>]) -> StoreResult<()> {
+    let rows = deployments
+        .iter()
+        .flat_map(|item| item.deployment.rings.iter().map(|progress| ring_row(item.deployment, progress)))
+        .collect();
+    for rows in chunks(rows) {
+        ring_progress::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// Appends `events` (each with its app) in a transaction serialized for
+/// event order, and returns them stored, in sequence order.
+async fn insert_event_batch(txn: &impl ConnectionTrait, events: &[(&str, &NewEvent)]) -> StoreResult<Vec<StoredEvent>> {
     let mut stored = Vec::with_capacity(events.len());
-    for event in events {
-        let row = deployment_event::ActiveModel {
-            seq: sea_orm::ActiveValue::NotSet,
-            deployment_id: Set(event.deployment_id.to_string()),
-            kind: Set(event.kind.as_label().to_owned()),
-            from_status: Set(event.from_status.map(|s| s.as_label().to_owned())),
-            to_status: Set(event.to_status.as_label().to_owned()),
-            ring: Set(event.ring.as_label().to_owned()),
-            actor: Set(event.actor.clone()),
-            reason: Set(event.reason.clone()),
-            correlation_id: Set(event.correlation_id.clone()),
-            app_name: Set(app_name.to_owned()),
-            created_at: Set(event.at),
-        };
-        let seq = deployment_event::Entity::insert(row).exec(txn).await?.last_insert_id;
-        stored.push(StoredEvent { seq, app_name: app_name.to_owned(), event: event.clone() });
+    let mut pending = events.iter();
+    for rows in chunks(events.iter().map(|(app, event)| event_row(app, event)).collect()) {
+        let rows_in_chunk = rows.len();
+        // The rows of one statement are numbered in the order of its values.
+        let mut seqs = deployment_event::Entity::insert_many(rows).exec_with_returning_keys(txn).await?;
+        seqs.sort_unstable();
+        if seqs.len() != rows_in_chunk {
+            return Err(StoreError::Corrupt(format!("{rows_in_chunk} events inserted, {} returned", seqs.len())));
+        }
+        for (seq, (app_name, event)) in seqs.into_iter().zip(pending.by_ref()) {
+            stored.push(StoredEvent { seq, app_name: (*app_name).to_owned(), event: (*event).clone() });
+        }
     }
     Ok(stored)
 }

@@ -392,7 +392,7 @@ impl DatabaseFile {
 /// dropped when saved, and a read that overlapped any save is not kept (it
 /// may predate it), so what it holds is never older than the database.
 #[derive(Default)]
-struct ReadCache(std::sync::Mutex<CachedDeployments>);
+pub(super) struct ReadCache(std::sync::Mutex<CachedDeployments>);
 
 #[derive(Default)]
 struct CachedDeployments {
@@ -404,6 +404,12 @@ struct CachedDeployments {
 impl ReadCache {
     fn get(&self, id: Uuid) -> Option<Deployment> {
         self.0.lock().expect("read cache lock").by_id.get(&id).cloned()
+    }
+
+    /// Each of `ids` if kept, in order.
+    fn get_many(&self, ids: &[Uuid]) -> Vec<Option<Deployment>> {
+        let cached = self.0.lock().expect("read cache lock");
+        ids.iter().map(|id| cached.by_id.get(id).cloned()).collect()
     }
 
     /// The count of saves, before a read.

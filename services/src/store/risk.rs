@@ -4,7 +4,7 @@
 use crate::domain::Label;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use super::audit::{RequestKey, record_request};
 use super::entity::{deployment, risk_model, risk_model_event};
@@ -143,40 +143,62 @@ impl Store {
         .await
     }
 
-    /// The app's recent record: deployments created in the last 30 days, and
-    /// completed / failed ones that ended in the last 90 (two indexed counts).
+    /// The recent record of each of `apps` (an app with none has the
+    /// default), in two statements whatever their number: each a range of a
+    /// covering index per app.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn app_history(&self, app_name: &str, now: DateTime<Utc>) -> StoreResult<History> {
+    pub async fn app_histories(
+        &self,
+        apps: &[&str],
+        now: DateTime<Utc>,
+    ) -> StoreResult<std::collections::HashMap<String, History>> {
+        let mut histories = std::collections::HashMap::<String, History>::with_capacity(apps.len());
+        if apps.is_empty() {
+            return Ok(histories);
+        }
         self.guard(async {
-            let recent = deployment::Entity::find()
-                .filter(deployment::Column::AppName.eq(app_name))
+            let recent: Vec<(String, i64)> = deployment::Entity::find()
+                .select_only()
+                .column(deployment::Column::AppName)
+                .column_as(deployment::Column::Seq.count(), "recent")
+                .filter(deployment::Column::AppName.is_in(apps.iter().copied()))
                 .filter(deployment::Column::CreatedAt.gte(now - chrono::Duration::days(30)))
-                .count(&self.db)
+                .group_by(deployment::Column::AppName)
+                .into_tuple()
+                .all(&self.db)
                 .await?;
             let (completed, failed) = (DeploymentStatus::Completed.as_label(), DeploymentStatus::Failed.as_label());
-            let ended: Vec<(String, i64)> = deployment::Entity::find()
+            let ended: Vec<(String, String, i64)> = deployment::Entity::find()
                 .select_only()
+                .column(deployment::Column::AppName)
                 .column(deployment::Column::Status)
                 .column_as(deployment::Column::Seq.count(), "ended")
-                .filter(deployment::Column::AppName.eq(app_name))
+                .filter(deployment::Column::AppName.is_in(apps.iter().copied()))
                 .filter(deployment::Column::EndedAt.gte(now - chrono::Duration::days(90)))
                 .filter(deployment::Column::Status.is_in([completed, failed]))
+                .group_by(deployment::Column::AppName)
                 .group_by(deployment::Column::Status)
                 .into_tuple()
                 .all(&self.db)
                 .await?;
-            let count_of = |status: &str| {
-                ended.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0))
-            };
-            Ok(History {
-                deployments_last_30_days: recent,
-                completed_last_90_days: count_of(completed),
-                failed_last_90_days: count_of(failed),
-            })
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            for (app, n) in recent {
+                histories.entry(app).or_default().deployments_last_30_days = count(n);
+            }
+            for (app, status, n) in ended {
+                let history = histories.entry(app).or_default();
+                if status == completed {
+                    history.completed_last_90_days = count(n);
+                } else {
+                    history.failed_last_90_days = count(n);
+                }
+            }
+            Ok(())
         })
-        .await
+        .await?;
+        Ok(histories)
     }
 }
 

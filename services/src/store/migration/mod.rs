@@ -8,6 +8,7 @@ mod m20261202_000003_leases;
 mod m20261203_000001_dispatch_claims;
 mod m20261203_000002_app_history_indexes;
 mod m20261203_000003_change_calendar;
+mod m20261204_000001_drop_superseded_index;
 
 use sea_orm_migration::prelude::*;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_dispatch_claims::Migration),
             Box::new(m20261203_000002_app_history_indexes::Migration),
             Box::new(m20261203_000003_change_calendar::Migration),
+            Box::new(m20261204_000001_drop_superseded_index::Migration),
         ]
     }
 }
