@@ -183,14 +183,37 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] or database failures.
     pub async fn get_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
-        let Some(cache) = &self.read_cache else { return self.read_deployment(id).await };
-        if let Some(hit) = cache.get(id) {
-            return Ok(hit);
+        let cache = &self.read_cache;
+        if let Some(kept) = cache.get(id) {
+            if self.cache_is_current {
+                return Ok(kept);
+            }
+            // Other replicas write too: the kept copy serves only while its
+            // revision is the stored one (a narrow read of one index entry
+            // and one column, where a full read decodes every ring).
+            match self.stored_revision(id).await? {
+                Some(revision) if revision == kept.revision => return Ok(kept),
+                Some(_) => {}
+                None => return Err(StoreError::NotFound(id)),
+            }
         }
         let saves = cache.saves();
         let read = self.read_deployment(id).await?;
         cache.keep(&read, saves);
         Ok(read)
+    }
+
+    async fn stored_revision(&self, id: Uuid) -> StoreResult<Option<i64>> {
+        self.guard(async {
+            Ok(deployment::Entity::find()
+                .select_only()
+                .column(deployment::Column::Revision)
+                .filter(deployment::Column::Id.eq(id.to_string()))
+                .into_tuple()
+                .one(&self.db)
+                .await?)
+        })
+        .await
     }
 
     async fn read_deployment(&self, id: Uuid) -> StoreResult<Deployment> {
@@ -235,61 +258,55 @@ impl Store {
             if let Some(after) = after {
                 query = query.filter(deployment::Column::Seq.lt(after));
             }
-            let query = query.order_by_desc(deployment::Column::Seq).limit(limit + 1);
-            if let Some(cache) = &self.read_cache {
-                return self.list_cached(cache, query, limit).await;
-            }
-            let txn = self.begin_read().await?;
-            let rows = query.all(&txn).await?;
-            let page = Page::from_rows(rows, limit, |row| row.seq, Ok)?;
-            let items = Self::hydrate(&txn, page.items).await?;
-            txn.commit().await?;
+            let keys: Vec<(i64, String, i64)> = query
+                .select_only()
+                .column(deployment::Column::Seq)
+                .column(deployment::Column::Id)
+                .column(deployment::Column::Revision)
+                .order_by_desc(deployment::Column::Seq)
+                .limit(limit + 1)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let page =
+                Page::from_rows(keys, limit, |(seq, ..)| *seq, |(_, id, revision)| Ok((parse_uuid(&id)?, revision)))?;
+            let items = self.deployments_at(&page.items).await?;
             Ok(Page { items, keys: page.keys, next_after: page.next_after })
         })
         .await
     }
 
-    /// A page whose keys `query` reads (two narrow columns from an index),
-    /// its deployments served by the read cache; those not in it are read
-    /// in one go and kept. A deployment saved since the keys were read shows
-    /// as saved: never older than the database.
-    async fn list_cached(
-        &self,
-        cache: &super::ReadCache,
-        query: sea_orm::Select<deployment::Entity>,
-        limit: u64,
-    ) -> StoreResult<Page<Deployment>> {
-        let keys: Vec<(i64, String)> = query
-            .select_only()
-            .column(deployment::Column::Seq)
-            .column(deployment::Column::Id)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let page = Page::from_rows(keys, limit, |(seq, _)| *seq, |(_, id)| parse_uuid(&id))?;
-        let mut found = cache.get_many(&page.items);
-        let missing: Vec<Uuid> =
-            page.items.iter().zip(&found).filter(|(_, hit)| hit.is_none()).map(|(id, _)| *id).collect();
+    /// The deployments `keys` name (id and the revision a listing read),
+    /// from the read cache where it holds them at that revision or later;
+    /// the others are read in one transaction of two statements, and kept.
+    async fn deployments_at(&self, keys: &[(Uuid, i64)]) -> StoreResult<Vec<Deployment>> {
+        let cache = &self.read_cache;
+        let ids: Vec<Uuid> = keys.iter().map(|(id, _)| *id).collect();
+        let mut found = cache.get_many(&ids);
+        for (kept, (_, revision)) in found.iter_mut().zip(keys) {
+            // On SQLite the cache is never older than the database; elsewhere a
+            // copy older than the listing's is read again.
+            if kept.as_ref().is_some_and(|kept| !self.cache_is_current && kept.revision < *revision) {
+                *kept = None;
+            }
+        }
+        let missing: Vec<String> =
+            ids.iter().zip(&found).filter(|(_, kept)| kept.is_none()).map(|(id, _)| id.to_string()).collect();
         if !missing.is_empty() {
             let saves = cache.saves();
-            let rows = deployment::Entity::find()
-                .filter(deployment::Column::Id.is_in(missing.iter().map(Uuid::to_string)))
-                .all(&self.db)
-                .await?;
-            for read in Self::hydrate(&self.db, rows).await? {
+            let txn = self.begin_read().await?;
+            let rows = deployment::Entity::find().filter(deployment::Column::Id.is_in(missing)).all(&txn).await?;
+            let read = Self::hydrate(&txn, rows).await?;
+            txn.commit().await?;
+            for read in read {
                 cache.keep(&read, saves);
-                if let Some(slot) = page.items.iter().position(|id| *id == read.id) {
+                if let Some(slot) = ids.iter().position(|id| *id == read.id) {
                     found[slot] = Some(read);
                 }
             }
         }
-        // A deployment cannot disappear (they are never deleted), so every key was found.
-        let items = found
-            .into_iter()
-            .zip(&page.items)
-            .map(|(item, id)| item.ok_or(StoreError::NotFound(*id)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page { items, keys: page.keys, next_after: page.next_after })
+        // Deployments are never deleted, so every key is found.
+        found.into_iter().zip(ids).map(|(item, id)| item.ok_or(StoreError::NotFound(id))).collect()
     }
 
     /// How many deployments are in each status and current ring (pairs with none are left out).
@@ -395,9 +412,7 @@ impl Store {
             audit::record_request_at(&txn, key, &saved.id.to_string(), saved.updated_at).await?;
         }
         txn.commit().await?;
-        if let Some(cache) = &self.read_cache {
-            cache.saved(saved.id);
-        }
+        self.read_cache.saved(saved.id);
         self.publish(stored);
         Ok(saved)
     }

@@ -319,9 +319,13 @@ pub struct Store {
     feed: broadcast::Sender<Arc<StoredEvent>>,
     /// PostgreSQL: wakes the event tail (a local commit, or another replica's).
     tail: Notify,
-    /// SQLite (one process, every write goes through it): deployments as
-    /// last read, so that a Get is served from memory.
-    read_cache: Option<ReadCache>,
+    /// Deployments as last read, so that Gets and List pages are served
+    /// from memory.
+    read_cache: ReadCache,
+    /// SQLite: every write goes through this process, so the read cache is
+    /// never older than the database. PostgreSQL: other replicas write too,
+    /// so a kept deployment serves only at the revision the database has.
+    cache_is_current: bool,
     /// SQLite: the active risk model as last read (every activation goes
     /// through this process and forgets it).
     active_model: Option<Cached<crate::domain::risk::RiskModel>>,
@@ -388,11 +392,12 @@ impl DatabaseFile {
     }
 }
 
-/// Deployments as last read from a database only this process writes:
-/// dropped when saved, and a read that overlapped any save is not kept (it
-/// may predate it), so what it holds is never older than the database.
+/// Deployments as last read: dropped when this process saves them, and a
+/// read that overlapped any save is not kept (it may predate it), so that,
+/// where this process is the only writer, what it holds is never older than
+/// the database.
 #[derive(Default)]
-pub(super) struct ReadCache(std::sync::Mutex<CachedDeployments>);
+struct ReadCache(std::sync::Mutex<CachedDeployments>);
 
 #[derive(Default)]
 struct CachedDeployments {
@@ -511,7 +516,6 @@ impl Store {
         };
         let (feed, _) = broadcast::channel(config.event_feed_capacity.max(1));
         let backend = db.get_database_backend();
-        let read_cache = (backend == DbBackend::Sqlite).then(ReadCache::default);
         Ok(Store {
             db,
             write_lock: Mutex::new(()),
@@ -520,7 +524,8 @@ impl Store {
             committed: tokio::sync::watch::Sender::new(0),
             shown_policies: Cached::default(),
             shown_calendar: Cached::default(),
-            read_cache,
+            read_cache: ReadCache::default(),
+            cache_is_current: backend == DbBackend::Sqlite,
             active_model: (backend == DbBackend::Sqlite).then(Cached::default),
             operation_timeout: config.operation_timeout,
             faults: Notify::new(),

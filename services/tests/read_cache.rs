@@ -1,0 +1,65 @@
+//! The read cache that serves Gets and List pages: on PostgreSQL other
+//! replicas write too, so a deployment one replica kept must show another's
+//! save at once; on SQLite this process's own saves replace what it kept.
+
+mod common;
+
+use common::{Backend, TestDatabase};
+use eucora_services::clock::Clock;
+use eucora_services::domain::{ConnectorType, Deployment, NewDeployment, Ring, SiteClass};
+use eucora_services::store::{CreateOutcome, DeploymentFilter, NewCreate, Store, StoreConfig};
+use uuid::Uuid;
+
+on_every_backend!(a_save_through_another_store_shows_at_once);
+
+async fn created(store: &Store, app: &str) -> Deployment {
+    let new = NewDeployment {
+        app_name: app.to_owned(),
+        version: "1.0.0".into(),
+        connector_type: ConnectorType::Intune,
+        connector_name: None,
+        target_ring: Ring::Global,
+        risk_score: 10,
+        evidence_pack_id: Uuid::new_v4(),
+        submitter: "alice".into(),
+        site_class: SiteClass::Online,
+        evidence: Default::default(),
+        assessment: None,
+    };
+    let (deployment, events) =
+        Deployment::create(Uuid::now_v7(), new, &Clock::system().context("alice".into(), String::new(), None));
+    let item = NewCreate { request_id: app, fingerprint: app, deployment: &deployment, events: &events };
+    match store.create_deployments(&[item]).await.remove(0).unwrap() {
+        CreateOutcome::Created(deployment) => deployment,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `reader` and `writer` are two stores on one database: two replicas on
+/// PostgreSQL; on SQLite (one process per database) the same store twice.
+async fn a_save_through_another_store_shows_at_once(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let reader = std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
+    reader.migrate().await.unwrap();
+    let writer = match backend {
+        Backend::Postgres => std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap()),
+        Backend::Sqlite => reader.clone(),
+    };
+    let deployment = created(&reader, "firefox").await;
+    let _other = created(&reader, "chrome").await;
+    // Kept by the reader, by a Get and by a List page.
+    assert_eq!(reader.get_deployment(deployment.id).await.unwrap().revision, 0);
+    let listed = reader.list_deployments(&DeploymentFilter::default(), None, 10).await.unwrap().items;
+    assert_eq!(listed.len(), 2);
+
+    let mut changed = writer.get_deployment(deployment.id).await.unwrap();
+    changed.status_reason = "changed elsewhere".into();
+    writer.save_deployment(&changed, &[]).await.unwrap();
+
+    let got = reader.get_deployment(deployment.id).await.unwrap();
+    assert_eq!((got.revision, got.status_reason.as_str()), (1, "changed elsewhere"));
+    let listed = reader.list_deployments(&DeploymentFilter::default(), None, 10).await.unwrap().items;
+    let shown = listed.iter().find(|d| d.id == deployment.id).expect("listed");
+    assert_eq!((shown.revision, shown.status_reason.as_str()), (1, "changed elsewhere"));
+    assert!(reader.get_deployment(Uuid::now_v7()).await.is_err(), "an unknown id is not found");
+}
