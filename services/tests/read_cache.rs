@@ -4,30 +4,15 @@
 
 mod common;
 
-use common::{Backend, TestDatabase};
-use eucora_services::clock::Clock;
-use eucora_services::domain::{ConnectorType, Deployment, NewDeployment, Ring, SiteClass};
+use common::{Backend, TestDatabase, new_deployment};
+use eucora_services::domain::Deployment;
 use eucora_services::store::{CreateOutcome, DeploymentFilter, NewCreate, Store, StoreConfig};
 use uuid::Uuid;
 
 on_every_backend!(a_save_through_another_store_shows_at_once);
 
 async fn created(store: &Store, app: &str) -> Deployment {
-    let new = NewDeployment {
-        app_name: app.to_owned(),
-        version: "1.0.0".into(),
-        connector_type: ConnectorType::Intune,
-        connector_name: None,
-        target_ring: Ring::Global,
-        risk_score: 10,
-        evidence_pack_id: Uuid::new_v4(),
-        submitter: "alice".into(),
-        site_class: SiteClass::Online,
-        evidence: Default::default(),
-        assessment: None,
-    };
-    let (deployment, events) =
-        Deployment::create(Uuid::now_v7(), new, &Clock::system().context("alice".into(), String::new(), None));
+    let (deployment, events) = new_deployment(app);
     let item = NewCreate { request_id: app, fingerprint: app, deployment: &deployment, events: &events };
     match store.create_deployments(&[item]).await.remove(0).unwrap() {
         CreateOutcome::Created(deployment) => deployment,

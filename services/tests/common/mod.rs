@@ -651,3 +651,23 @@ impl ServerProcess {
         process
     }
 }
+
+/// A deployment of `app` as the domain creates it (not stored), with its
+/// events: version 1.0.0 through Intune to GLOBAL, submitted by alice.
+pub fn new_deployment(app: &str) -> (eucora_services::domain::Deployment, Vec<eucora_services::domain::NewEvent>) {
+    use eucora_services::domain::{ConnectorType, Deployment, NewDeployment, Ring, SiteClass};
+    let new = NewDeployment {
+        app_name: app.to_owned(),
+        version: "1.0.0".into(),
+        connector_type: ConnectorType::Intune,
+        connector_name: None,
+        target_ring: Ring::Global,
+        risk_score: 10,
+        evidence_pack_id: uuid::Uuid::new_v4(),
+        submitter: "alice".into(),
+        site_class: SiteClass::Online,
+        evidence: Default::default(),
+        assessment: None,
+    };
+    Deployment::create(uuid::Uuid::now_v7(), new, &Clock::system().context("alice".into(), String::new(), None))
+}
