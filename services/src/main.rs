@@ -29,8 +29,9 @@ use tonic_health::pb::health_client::HealthClient;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read at its start: one arena (threads keep caches of
-/// their own; a second arena held 5 MiB more), and pages freed back to the system by a background thread a second after
-/// they fell idle (returning them at once cost a quarter of the throughput).
+/// their own; a second arena held 5 MiB more), and pages freed back to the
+/// system by a background thread a second after they fell idle (returning
+/// them at once cost a quarter of the throughput).
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

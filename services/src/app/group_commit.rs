@@ -49,7 +49,7 @@ impl CreateQueue {
     /// commits it with whatever other creates are queued.
     ///
     /// # Errors
-    /// As [`Store::create_deployment`]; UNAVAILABLE once the writer is gone.
+    /// As [`Store::create_deployments`]; UNAVAILABLE once the writer is gone.
     pub async fn create(
         &self,
         request_id: &str,
@@ -107,7 +107,6 @@ async fn score(store: &Store, batch: &mut [Job]) -> StoreResult<Vec<(Deployment,
     apps.dedup();
     let now = batch.iter().map(|job| job.ctx.now).max().expect("a batch has a job");
     let histories = store.app_histories(&apps, now).await?;
-    drop(apps);
     Ok(batch
         .iter_mut()
         .map(|job| {

@@ -77,51 +77,14 @@ pub enum CreateOutcome {
 }
 
 impl Store {
-    /// Inserts a new deployment with its events, unless `request_id` was used
-    /// before: then the existing deployment is returned with its fingerprint.
+    /// Group commit of creates: inserts every new deployment of `batch` with
+    /// its events in one transaction, and answers each on its own. A request
+    /// id used before (or earlier in the batch) answers with the existing
+    /// deployment and its fingerprint; any other failure of one item is
+    /// retried alone, so that it fails only itself.
     ///
     /// # Errors
-    /// Database failures.
-    pub async fn create_deployment(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        deployment: &Deployment,
-        events: &[NewEvent],
-    ) -> StoreResult<CreateOutcome> {
-        self.guard(async {
-            if let Some(existing) = self.find_by_request_id(request_id).await? {
-                return Ok(existing);
-            }
-            let _guard = self.lock_writes().await?;
-            let txn = self.db.begin().await?;
-            let row = deployment_row(deployment, request_id, fingerprint);
-            match deployment::Entity::insert(row).exec(&txn).await {
-                Ok(_) => {}
-                Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                    drop(txn);
-                    drop(_guard);
-                    return self
-                        .find_by_request_id(request_id)
-                        .await?
-                        .ok_or_else(|| StoreError::RequestIdTaken(request_id.to_owned()));
-                }
-                Err(err) => return Err(err.into()),
-            }
-            upsert_rings(&txn, deployment).await?;
-            let stored = insert_events(&txn, &deployment.app_name, events).await?;
-            txn.commit().await?;
-            self.publish(stored);
-            Ok(CreateOutcome::Created(deployment.clone()))
-        })
-        .await
-    }
-
-    /// Group commit of creates: inserts every new deployment of `batch` with
-    /// its events in one transaction, and answers each with what
-    /// [`Store::create_deployment`] would have. A request id used before
-    /// answers with the existing deployment; any other failure of one item
-    /// is retried alone, so that it fails only itself.
+    /// Per item: database failures, [`StoreError::RequestIdTaken`].
     pub async fn create_deployments(&self, batch: &[NewCreate<'_>]) -> Vec<StoreResult<CreateOutcome>> {
         match self.guard(self.create_batch(batch)).await {
             Ok(outcomes) => outcomes,
@@ -130,9 +93,8 @@ impl Store {
                 tracing::debug!(error = %err, items = batch.len(), "group commit failed; committing its items one by one");
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for item in batch {
-                    outcomes.push(
-                        self.create_deployment(item.request_id, item.fingerprint, item.deployment, item.events).await,
-                    );
+                    let alone = self.guard(self.create_batch(std::slice::from_ref(item))).await;
+                    outcomes.push(alone.and_then(|mut one| one.pop().expect("one item in, one outcome out")));
                 }
                 outcomes
             }

@@ -154,9 +154,8 @@ impl Store {
         apps: &[&str],
         now: DateTime<Utc>,
     ) -> StoreResult<std::collections::HashMap<String, History>> {
-        let mut histories = std::collections::HashMap::<String, History>::with_capacity(apps.len());
         if apps.is_empty() {
-            return Ok(histories);
+            return Ok(std::collections::HashMap::new());
         }
         self.guard(async {
             let recent: Vec<(String, i64)> = deployment::Entity::find()
@@ -184,6 +183,7 @@ impl Store {
                 .all(&self.db)
                 .await?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            let mut histories = std::collections::HashMap::<String, History>::with_capacity(apps.len());
             for (app, n) in recent {
                 histories.entry(app).or_default().deployments_last_30_days = count(n);
             }
@@ -195,10 +195,9 @@ impl Store {
                     history.failed_last_90_days = count(n);
                 }
             }
-            Ok(())
+            Ok(histories)
         })
-        .await?;
-        Ok(histories)
+        .await
     }
 }
 
