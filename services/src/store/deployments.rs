@@ -7,7 +7,7 @@ use crate::domain::Label;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    SqlErr, TransactionTrait,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
