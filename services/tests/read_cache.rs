@@ -6,10 +6,10 @@ mod common;
 
 use common::{Backend, TestDatabase, new_deployment};
 use eucora_services::domain::Deployment;
-use eucora_services::store::{CreateOutcome, DeploymentFilter, NewCreate, Store, StoreConfig};
+use eucora_services::store::{CreateOutcome, DeploymentFilter, NewCreate, Store, StoreConfig, StoreError};
 use uuid::Uuid;
 
-on_every_backend!(a_save_through_another_store_shows_at_once);
+on_every_backend!(a_save_through_another_store_shows_at_once, concurrent_gets_each_see_saves_made_elsewhere);
 
 async fn created(store: &Store, app: &str) -> Deployment {
     let (deployment, events) = new_deployment(app);
@@ -47,4 +47,46 @@ async fn a_save_through_another_store_shows_at_once(backend: Backend) {
     let shown = listed.iter().find(|d| d.id == deployment.id).expect("listed");
     assert_eq!((shown.revision, shown.status_reason.as_str()), (1, "changed elsewhere"));
     assert!(reader.get_deployment(Uuid::now_v7()).await.is_err(), "an unknown id is not found");
+}
+
+/// Many Gets at once, of kept deployments some of which another store has
+/// saved since, and of ids that do not exist: on PostgreSQL their revision
+/// checks are read together, in statements of several ids; each Get must
+/// still get its own deployment as last saved, or NOT_FOUND.
+async fn concurrent_gets_each_see_saves_made_elsewhere(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let reader = std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
+    reader.migrate().await.unwrap();
+    let writer = match backend {
+        Backend::Postgres => std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap()),
+        Backend::Sqlite => reader.clone(),
+    };
+    let mut deployments = Vec::new();
+    for n in 0..45 {
+        let deployment = created(&reader, &format!("app-{n}")).await;
+        reader.get_deployment(deployment.id).await.unwrap();
+        deployments.push(deployment);
+    }
+    // Every third saved once elsewhere, every fifth twice.
+    let mut expected = Vec::new();
+    for (n, deployment) in deployments.iter().enumerate() {
+        let saves = if n % 5 == 0 { 2 } else { usize::from(n % 3 == 0) };
+        let mut changed = deployment.clone();
+        for save in 0..saves {
+            changed.status_reason = format!("saved {save} elsewhere");
+            changed = writer.save_deployment(&changed, &[]).await.unwrap();
+        }
+        expected.push((deployment.id, Some((changed.revision, changed.status_reason))));
+    }
+    expected.extend((0..5).map(|_| (Uuid::now_v7(), None)));
+
+    let gets = expected.iter().cycle().take(expected.len() * 3).map(|(id, _)| reader.get_deployment(*id));
+    let got = futures_util::future::join_all(gets).await;
+    for ((id, wanted), got) in expected.iter().cycle().zip(got) {
+        match (wanted, got) {
+            (Some(wanted), Ok(got)) => assert_eq!(&(got.revision, got.status_reason), wanted, "deployment {id}"),
+            (None, Err(StoreError::NotFound(missing))) => assert_eq!(missing, *id),
+            (wanted, got) => panic!("deployment {id}: wanted {wanted:?}, got {got:?}"),
+        }
+    }
 }

@@ -165,8 +165,15 @@ impl Store {
         Ok(read)
     }
 
+    /// The revision deployment `id` has in the database, read with other
+    /// Gets' ([`super::revisions`]), or alone when that read failed.
     async fn stored_revision(&self, id: Uuid) -> StoreResult<Option<i64>> {
         self.guard(async {
+            if let Some(reads) = &self.revision_reads
+                && let Ok(revision) = reads.revision(id).await
+            {
+                return Ok(revision);
+            }
             Ok(deployment::Entity::find()
                 .select_only()
                 .column(deployment::Column::Revision)
@@ -539,11 +546,12 @@ fn event_row(app_name: &str, event: &NewEvent) -> deployment_event::ActiveModel 
 /// one per batch size.
 const MAX_ROWS_PER_INSERT: usize = 32;
 
-/// `rows` cut into runs of a power of two rows, at most [`MAX_ROWS_PER_INSERT`] each.
-fn chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
+/// `rows` cut into runs of a power of two rows, at most `max` each (a
+/// statement per run: a handful of shapes, each prepared once per connection).
+pub(super) fn chunks<T>(mut rows: Vec<T>, max: usize) -> Vec<Vec<T>> {
     let mut chunks = Vec::new();
     while !rows.is_empty() {
-        let size = MAX_ROWS_PER_INSERT.min(1 << rows.len().ilog2());
+        let size = max.min(1 << rows.len().ilog2());
         let rest = rows.split_off(size);
         chunks.push(std::mem::replace(&mut rows, rest));
     }
@@ -555,7 +563,7 @@ fn chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
 async fn insert_new_deployments(txn: &impl ConnectionTrait, batch: &[NewCreate<'_>]) -> StoreResult<Vec<bool>> {
     let mut new_ids = std::collections::HashSet::with_capacity(batch.len());
     let rows = batch.iter().map(|item| deployment_row(item.deployment, item.request_id, item.fingerprint)).collect();
-    for rows in chunks(rows) {
+    for rows in chunks(rows, MAX_ROWS_PER_INSERT) {
         let mut insert = deployment::Entity::insert_many(rows)
             .on_conflict(OnConflict::column(deployment::Column::RequestId).do_nothing().to_owned())
             .into_query();
@@ -573,7 +581,7 @@ async fn insert_rings(txn: &impl ConnectionTrait, deployments: &[&NewCreate<'_>]
         .iter()
         .flat_map(|item| item.deployment.rings.iter().map(|progress| ring_row(item.deployment, progress)))
         .collect();
-    for rows in chunks(rows) {
+    for rows in chunks(rows, MAX_ROWS_PER_INSERT) {
         ring_progress::Entity::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
@@ -584,7 +592,7 @@ async fn insert_rings(txn: &impl ConnectionTrait, deployments: &[&NewCreate<'_>]
 async fn insert_event_batch(txn: &impl ConnectionTrait, events: &[(&str, &NewEvent)]) -> StoreResult<Vec<StoredEvent>> {
     let mut stored = Vec::with_capacity(events.len());
     let mut pending = events.iter();
-    for rows in chunks(events.iter().map(|(app, event)| event_row(app, event)).collect()) {
+    for rows in chunks(events.iter().map(|(app, event)| event_row(app, event)).collect(), MAX_ROWS_PER_INSERT) {
         let rows_in_chunk = rows.len();
         // The rows of one statement are numbered in the order of its values.
         let mut seqs = deployment_event::Entity::insert_many(rows).exec_with_returning_keys(txn).await?;

@@ -28,6 +28,7 @@ pub mod entity;
 pub mod leases;
 pub mod migration;
 pub mod promotions;
+mod revisions;
 pub mod risk;
 pub mod secrets;
 
@@ -326,6 +327,8 @@ pub struct Store {
     /// never older than the database. PostgreSQL: other replicas write too,
     /// so a kept deployment serves only at the revision the database has.
     cache_is_current: bool,
+    /// PostgreSQL: the revision checks of Gets, read together.
+    revision_reads: Option<revisions::RevisionReads>,
     /// SQLite: the active risk model as last read (every activation goes
     /// through this process and forgets it).
     active_model: Option<Cached<crate::domain::risk::RiskModel>>,
@@ -523,6 +526,8 @@ impl Store {
         };
         let (feed, _) = broadcast::channel(config.event_feed_capacity.max(1));
         let backend = db.get_database_backend();
+        let revision_reads = (backend == DbBackend::Postgres)
+            .then(|| revisions::RevisionReads::start(db.clone(), config.operation_timeout));
         Ok(Store {
             db,
             write_lock: Mutex::new(()),
@@ -533,6 +538,7 @@ impl Store {
             shown_calendar: Cached::default(),
             read_cache: ReadCache::default(),
             cache_is_current: backend == DbBackend::Sqlite,
+            revision_reads,
             active_model: (backend == DbBackend::Sqlite).then(Cached::default),
             operation_timeout: config.operation_timeout,
             faults: Notify::new(),
