@@ -9,7 +9,11 @@ use eucora_services::domain::Deployment;
 use eucora_services::store::{CreateOutcome, DeploymentFilter, NewCreate, Store, StoreConfig, StoreError};
 use uuid::Uuid;
 
-on_every_backend!(a_save_through_another_store_shows_at_once, concurrent_gets_each_see_saves_made_elsewhere);
+on_every_backend!(
+    a_save_through_another_store_shows_at_once,
+    concurrent_gets_each_see_saves_made_elsewhere,
+    a_page_asked_for_after_a_create_shows_it_while_the_same_page_is_being_read
+);
 
 async fn created(store: &Store, app: &str) -> Deployment {
     let (deployment, events) = new_deployment(app);
@@ -88,5 +92,34 @@ async fn concurrent_gets_each_see_saves_made_elsewhere(backend: Backend) {
             (None, Err(StoreError::NotFound(missing))) => assert_eq!(missing, *id),
             (wanted, got) => panic!("deployment {id}: wanted {wanted:?}, got {got:?}"),
         }
+    }
+}
+
+/// Identical List pages asked for at once share one read of their keys;
+/// a page asked for after a create finished must still show it, however
+/// many reads of the same page are running when it asks.
+async fn a_page_asked_for_after_a_create_shows_it_while_the_same_page_is_being_read(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
+    store.migrate().await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pollers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    store.list_deployments(&DeploymentFilter::default(), None, 5).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for n in 0..40 {
+        let deployment = created(&store, &format!("app-{n}")).await;
+        let page = store.list_deployments(&DeploymentFilter::default(), None, 5).await.unwrap();
+        assert_eq!(page.items.first().map(|d| d.id), Some(deployment.id), "create {n} is first on the page");
+    }
+    stop.cancel();
+    for poller in pollers {
+        poller.await.unwrap();
     }
 }

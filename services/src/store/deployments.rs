@@ -56,6 +56,13 @@ pub struct DeploymentFilter {
     pub connector_type: Option<ConnectorType>,
 }
 
+/// A List page asked for: its filter, the key it starts after, its size.
+pub(super) type PageQuery = (DeploymentFilter, Option<i64>, u64);
+
+/// A List page's keys as read: seq, id and revision of each deployment
+/// (and of one more when a next page follows).
+pub(super) type PageKeys = std::sync::Arc<Vec<(i64, Uuid, i64)>>;
+
 /// One create of a group commit ([`Store::create_deployments`]).
 #[derive(Debug, Clone, Copy)]
 pub struct NewCreate<'a> {
@@ -227,18 +234,27 @@ impl Store {
             if let Some(after) = after {
                 query = query.filter(deployment::Column::Seq.lt(after));
             }
-            let keys: Vec<(i64, String, i64)> = query
-                .select_only()
-                .column(deployment::Column::Seq)
-                .column(deployment::Column::Id)
-                .column(deployment::Column::Revision)
-                .order_by_desc(deployment::Column::Seq)
-                .limit(limit + 1)
-                .into_tuple()
-                .all(&self.db)
+            // Pages asked for at once (dashboards polling the first) read their keys once.
+            let page_key = (filter.clone(), after, limit);
+            let keys = self
+                .page_keys
+                .read(&page_key, || async {
+                    let rows: Vec<(i64, String, i64)> = query
+                        .select_only()
+                        .column(deployment::Column::Seq)
+                        .column(deployment::Column::Id)
+                        .column(deployment::Column::Revision)
+                        .order_by_desc(deployment::Column::Seq)
+                        .limit(limit + 1)
+                        .into_tuple()
+                        .all(&self.db)
+                        .await?;
+                    let keys = rows.into_iter().map(|(seq, id, revision)| Ok((seq, parse_uuid(&id)?, revision)));
+                    Ok::<_, StoreError>(PageKeys::new(keys.collect::<StoreResult<Vec<_>>>()?))
+                })
                 .await?;
             let page =
-                Page::from_rows(keys, limit, |(seq, ..)| *seq, |(_, id, revision)| Ok((parse_uuid(&id)?, revision)))?;
+                Page::from_rows((*keys).clone(), limit, |(seq, ..)| *seq, |(_, id, revision)| Ok((id, revision)))?;
             let items = self.deployments_at(&page.items).await?;
             Ok(Page { items, keys: page.keys, next_after: page.next_after })
         })

@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod calendar;
+mod coalesce;
 pub mod connectors;
 pub mod control;
 pub mod deployments;
@@ -327,6 +328,9 @@ pub struct Store {
     /// never older than the database. PostgreSQL: other replicas write too,
     /// so a kept deployment serves only at the revision the database has.
     cache_is_current: bool,
+    /// The keys of List pages (filter, after, size), read once for every
+    /// caller asking for the same page at once.
+    page_keys: coalesce::Coalesced<deployments::PageQuery, deployments::PageKeys>,
     /// PostgreSQL: the revision checks of Gets, read together.
     revision_reads: Option<revisions::RevisionReads>,
     /// SQLite: the active risk model as last read (every activation goes
@@ -538,6 +542,7 @@ impl Store {
             shown_calendar: Cached::default(),
             read_cache: ReadCache::default(),
             cache_is_current: backend == DbBackend::Sqlite,
+            page_keys: coalesce::Coalesced::default(),
             revision_reads,
             active_model: (backend == DbBackend::Sqlite).then(Cached::default),
             operation_timeout: config.operation_timeout,
