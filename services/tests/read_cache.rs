@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{Backend, TestDatabase, new_deployment};
 use eucora_services::domain::Deployment;
 use eucora_services::store::{CreateOutcome, DeploymentFilter, NewCreate, Store, StoreConfig, StoreError};
@@ -24,16 +26,21 @@ async fn created(store: &Store, app: &str) -> Deployment {
     }
 }
 
-/// `reader` and `writer` are two stores on one database: two replicas on
+/// A reader and a writer on one new database: two stores (two replicas) on
 /// PostgreSQL; on SQLite (one process per database) the same store twice.
-async fn a_save_through_another_store_shows_at_once(backend: Backend) {
+async fn reader_and_writer(backend: Backend) -> (TestDatabase, Arc<Store>, Arc<Store>) {
     let database = TestDatabase::create(backend).await;
-    let reader = std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
+    let reader = Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
     reader.migrate().await.unwrap();
     let writer = match backend {
-        Backend::Postgres => std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap()),
+        Backend::Postgres => Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap()),
         Backend::Sqlite => reader.clone(),
     };
+    (database, reader, writer)
+}
+
+async fn a_save_through_another_store_shows_at_once(backend: Backend) {
+    let (_database, reader, writer) = reader_and_writer(backend).await;
     let deployment = created(&reader, "firefox").await;
     let _other = created(&reader, "chrome").await;
     // Kept by the reader, by a Get and by a List page.
@@ -58,13 +65,7 @@ async fn a_save_through_another_store_shows_at_once(backend: Backend) {
 /// checks are read together, in statements of several ids; each Get must
 /// still get its own deployment as last saved, or NOT_FOUND.
 async fn concurrent_gets_each_see_saves_made_elsewhere(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let reader = std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
-    reader.migrate().await.unwrap();
-    let writer = match backend {
-        Backend::Postgres => std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap()),
-        Backend::Sqlite => reader.clone(),
-    };
+    let (_database, reader, writer) = reader_and_writer(backend).await;
     let mut deployments = Vec::new();
     for n in 0..45 {
         let deployment = created(&reader, &format!("app-{n}")).await;
@@ -100,7 +101,7 @@ async fn concurrent_gets_each_see_saves_made_elsewhere(backend: Backend) {
 /// many reads of the same page are running when it asks.
 async fn a_page_asked_for_after_a_create_shows_it_while_the_same_page_is_being_read(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = std::sync::Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
+    let store = Arc::new(Store::connect(&StoreConfig::new(&database.url)).await.unwrap());
     store.migrate().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let pollers: Vec<_> = (0..8)

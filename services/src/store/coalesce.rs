@@ -94,8 +94,13 @@ impl<V> Default for KeyReads<V> {
 
 #[cfg(test)]
 mod tests {
+    //! On one thread, with reads that stay in flight for one yield: the
+    //! callers polled while a read is in flight deterministically ask
+    //! during it.
     use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use tokio::task::yield_now;
 
     use super::*;
 
@@ -104,15 +109,12 @@ mod tests {
         let coalesced = Coalesced::<&str, usize>::default();
         let reads = AtomicUsize::new(0);
         let read = || async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            yield_now().await;
             Ok::<_, ()>(reads.fetch_add(1, Ordering::SeqCst) + 1)
         };
         // The first read runs alone; the nine asking during it share the second.
         let first = coalesced.read(&"page", read);
-        let rest = async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            futures_util::future::join_all((0..9).map(|_| coalesced.read(&"page", read))).await
-        };
+        let rest = join_all((0..9).map(|_| coalesced.read(&"page", read)));
         let (first, rest) = tokio::join!(first, rest);
         assert_eq!(first, Ok(1));
         assert_eq!(rest, vec![Ok(2); 9]);
@@ -126,15 +128,12 @@ mod tests {
         let reads = AtomicUsize::new(0);
         let read = || async {
             let n = reads.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            yield_now().await;
             Ok::<_, ()>(n)
         };
+        // `late` asks while the first read runs: it must wait for a read of its own.
         let first = coalesced.read(&"page", read);
-        let late = async {
-            // Asks while the first read runs: it must wait for a read of its own.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            coalesced.read(&"page", read).await
-        };
+        let late = coalesced.read(&"page", read);
         assert_eq!(tokio::join!(first, late), (Ok(1), Ok(2)));
     }
 
@@ -143,17 +142,14 @@ mod tests {
         let coalesced = Coalesced::<&str, usize>::default();
         let reads = AtomicUsize::new(0);
         let read = || async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            yield_now().await;
             match reads.fetch_add(1, Ordering::SeqCst) {
                 1 => Err("database away"),
                 n => Ok(n),
             }
         };
         let first = coalesced.read(&"page", read);
-        let rest = async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            futures_util::future::join_all((0..3).map(|_| coalesced.read(&"page", read))).await
-        };
+        let rest = join_all((0..3).map(|_| coalesced.read(&"page", read)));
         let (first, rest) = tokio::join!(first, rest);
         assert_eq!(first, Ok(0));
         // The first waiter's read fails; the next in line reads again for the others.
