@@ -81,9 +81,9 @@ pub struct DatabaseArgs {
     #[arg(long, env = "EUCORA_DATABASE_URL", default_value = "sqlite://eucora.db")]
     pub database_url: String,
 
-    /// Largest number of pooled database connections.
-    #[arg(long, env = "EUCORA_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
-    pub database_max_connections: u32,
+    /// Largest number of pooled database connections [default: 4 on SQLite, 8 on PostgreSQL].
+    #[arg(long, env = "EUCORA_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
 
     /// How long a call waits for a database connection before failing UNAVAILABLE (e.g. `3s`).
     #[arg(long, env = "EUCORA_DATABASE_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]

@@ -148,7 +148,8 @@ async fn a_real_scrape_matches_the_telemetry_contract() {
     for state in ["idle", "in_use", "max"] {
         assert_eq!(m.find("db_connection_pool_size", &[("state", state)]).len(), 1, "{state}");
     }
-    assert_eq!(m.value("db_connection_pool_size", &[("state", "max")]), 8.0);
+    // SQLite's default pool.
+    assert_eq!(m.value("db_connection_pool_size", &[("state", "max")]), 4.0);
 
     // RPC metrics: semantic-convention labels, failed and streaming calls included.
     let rpc = |method, code| {

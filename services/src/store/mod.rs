@@ -268,17 +268,31 @@ pub enum SqliteDurability {
 }
 
 impl StoreConfig {
-    /// Defaults for `url`: 8 connections, 3 s acquire timeout, 5 s per operation.
+    /// Defaults for `url`: [`StoreConfig::default_max_connections`], 3 s
+    /// acquire timeout, 5 s per operation.
     pub fn new(url: impl Into<String>) -> StoreConfig {
+        let url = url.into();
         StoreConfig {
-            url: url.into(),
-            max_connections: 8,
+            max_connections: StoreConfig::default_max_connections(&url),
+            url,
             acquire_timeout: Duration::from_secs(3),
             event_feed_capacity: DEFAULT_EVENT_FEED_CAPACITY,
             operation_timeout: Duration::from_secs(5),
             secret_key: None,
             sqlite_durability: SqliteDurability::default(),
         }
+    }
+}
+
+impl StoreConfig {
+    /// Connections pooled unless set: 8 on PostgreSQL, whose backends run
+    /// statements in parallel; 4 on SQLite, where writes are one at a time,
+    /// Gets and List pages come mostly from memory, and each connection
+    /// costs a page cache, prepared statements and a thread (after 300k
+    /// creates 4 held 4.5 MiB less RSS than 8, at the same create, Get and
+    /// List rates).
+    pub fn default_max_connections(url: &str) -> u32 {
+        if url.starts_with("sqlite:") { 4 } else { 8 }
     }
 }
 
