@@ -221,9 +221,7 @@ async fn check_health(addr: &str, service: String, timeout: std::time::Duration)
 async fn connect(config: &DatabaseArgs, secret_key: Option<SecretKey>) -> anyhow::Result<Store> {
     let store_config = StoreConfig {
         secret_key,
-        max_connections: config
-            .database_max_connections
-            .unwrap_or_else(|| StoreConfig::default_max_connections(&config.database_url)),
+        max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
         operation_timeout: config.database_operation_timeout,
         sqlite_durability: config.sqlite_durability,

@@ -237,7 +237,8 @@ pub struct PoolStats {
 pub struct StoreConfig {
     /// `sqlite://path.db` (created if missing) or `postgres://…`.
     pub url: String,
-    pub max_connections: u32,
+    /// Pooled connections; `None`: the backend's default ([`StoreConfig::pool_size`]).
+    pub max_connections: Option<u32>,
     /// How long a call waits for a connection before failing UNAVAILABLE.
     pub acquire_timeout: Duration,
     /// Events buffered per watcher before it is told it fell behind.
@@ -268,13 +269,12 @@ pub enum SqliteDurability {
 }
 
 impl StoreConfig {
-    /// Defaults for `url`: [`StoreConfig::default_max_connections`], 3 s
-    /// acquire timeout, 5 s per operation.
+    /// Defaults for `url`: the backend's pool size, 3 s acquire timeout, 5 s
+    /// per operation.
     pub fn new(url: impl Into<String>) -> StoreConfig {
-        let url = url.into();
         StoreConfig {
-            max_connections: StoreConfig::default_max_connections(&url),
-            url,
+            url: url.into(),
+            max_connections: None,
             acquire_timeout: Duration::from_secs(3),
             event_feed_capacity: DEFAULT_EVENT_FEED_CAPACITY,
             operation_timeout: Duration::from_secs(5),
@@ -282,17 +282,15 @@ impl StoreConfig {
             sqlite_durability: SqliteDurability::default(),
         }
     }
-}
 
-impl StoreConfig {
-    /// Connections pooled unless set: 8 on PostgreSQL, whose backends run
-    /// statements in parallel; 4 on SQLite, where writes are one at a time,
-    /// Gets and List pages come mostly from memory, and each connection
-    /// costs a page cache, prepared statements and a thread (after 300k
-    /// creates 4 held 4.5 MiB less RSS than 8, at the same create, Get and
-    /// List rates).
-    pub fn default_max_connections(url: &str) -> u32 {
-        if url.starts_with("sqlite:") { 4 } else { 8 }
+    /// The pool size: as set, or 8 on PostgreSQL, whose backends run
+    /// statements in parallel, and 4 on SQLite, where writes are one at a
+    /// time, Gets and List pages come mostly from memory, and each
+    /// connection costs a page cache, prepared statements and a thread
+    /// (after 300k creates 4 held 4.5 MiB less RSS than 8, at the same
+    /// create, Get and List rates).
+    fn pool_size(&self) -> u32 {
+        self.max_connections.unwrap_or(if self.url.starts_with("sqlite:") { 4 } else { 8 })
     }
 }
 
@@ -522,7 +520,7 @@ impl Store {
         };
         let mut options = ConnectOptions::new(config.url.clone());
         options
-            .max_connections(config.max_connections)
+            .max_connections(config.pool_size())
             .min_connections(0)
             .acquire_timeout(config.acquire_timeout)
             .connect_timeout(config.acquire_timeout)
