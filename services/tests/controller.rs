@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::rollout::{controlled_server, evaluated, get, simulator, started, wait_for};
+use common::rollout::{acted, controlled_server, evaluated, get, simulator, started, wait_for};
 use common::{Backend, events_of, scrape};
 use eucora::v1 as pb;
 
@@ -44,8 +44,8 @@ async fn a_rollout_runs_from_lab_to_global_on_its_own_after_each_bake_time() {
         let stayed = progress.promote_time.unwrap().seconds - progress.start_time.unwrap().seconds;
         assert!(stayed >= (bake * HOUR) as i64, "{:?} left after {stayed} s, bake {bake} h", progress.ring());
     }
+    assert_eq!(acted(&server, "promote", 5.0).await, 5.0);
     let m = scrape(&server).await;
-    assert_eq!(m.value("controller_actions_total", &[("action", "promote"), ("status", "done")]), 5.0);
     assert_eq!(
         m.value("ring_promotion_total", &[("from_ring", "lab"), ("to_ring", "canary"), ("status", "promoted")]),
         1.0
@@ -81,8 +81,7 @@ async fn a_failing_ring_is_rolled_back_but_not_below_the_minimum_sample() {
     let small = get(&server, &small.id).await;
     assert_eq!(small.status(), pb::DeploymentStatus::Deploying);
     assert!(small.next_action.starts_with("waits for the gate to CANARY"), "{}", small.next_action);
-    let m = scrape(&server).await;
-    assert_eq!(m.value("controller_actions_total", &[("action", "roll_back"), ("status", "done")]), 1.0);
+    assert_eq!(acted(&server, "roll_back", 1.0).await, 1.0);
     server.stop().await;
 }
 

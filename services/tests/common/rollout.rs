@@ -97,3 +97,17 @@ pub async fn evaluated(server: &TestServer, result: &str, n: f64) {
     })
     .await
 }
+
+/// Scrapes until the controller has counted `n` `action`s done, and returns the
+/// count then: the counter moves once the action returns, after its events
+/// are out, so a watcher can see the event first.
+pub async fn acted(server: &TestServer, action: &str, n: f64) -> f64 {
+    let what = format!("the controller to have done {action:?} {n} times");
+    super::eventually(&what, Duration::from_secs(10), || async {
+        let m = scrape(server).await;
+        let done: f64 =
+            m.find("controller_actions_total", &[("action", action), ("status", "done")]).iter().map(|s| s.value).sum();
+        (done >= n).then_some(done)
+    })
+    .await
+}
