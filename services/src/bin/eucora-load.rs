@@ -5,6 +5,12 @@
 //! Bounded in time; meant for loopback targets.
 //!
 //! `eucora-load --rpc create --concurrency 64 --connections 4 --duration 10s [--server-pid N] [--json]`
+//!
+//! With `--scrape URL` it measures what scraping /metrics costs the calls in
+//! one run: the run alternates quiet phases with phases in which /metrics is
+//! scraped every second, and reports the calls started in each apart. Two
+//! separate runs would not do: on a shared VM, and with a database that grows
+//! as creates go on, identical runs differ by more than a scrape costs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +87,38 @@ struct Args {
     /// Print one JSON object instead of a line.
     #[arg(long)]
     json: bool,
+    /// A /metrics URL to scrape every second in every other phase (see `--scrape-phase`).
+    #[arg(long)]
+    scrape: Option<String>,
+    /// Length of the quiet and the scraped phases that alternate under `--scrape`, whole seconds.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    scrape_phase: Duration,
+}
+
+/// Which phase of a `--scrape` run an instant falls in.
+#[derive(Clone, Copy)]
+struct Phases {
+    started: Instant,
+    length: Duration,
+}
+
+impl Phases {
+    /// Phases alternate, quiet first. The quiet ones alternate between two
+    /// groups too, whose difference is the noise any difference of the scraped
+    /// phases is to be read against.
+    const QUIET_A: usize = 0;
+    const QUIET_B: usize = 1;
+    const SCRAPED: usize = 2;
+
+    /// The group of the phase `at` falls in.
+    fn group(self, at: Instant) -> usize {
+        let phase = at.duration_since(self.started).as_nanos() / self.length.as_nanos();
+        match (phase % 2, phase / 2 % 2) {
+            (1, _) => Self::SCRAPED,
+            (_, 0) => Self::QUIET_A,
+            _ => Self::QUIET_B,
+        }
+    }
 }
 
 /// What one worker saw.
@@ -91,6 +129,8 @@ struct Seen {
     errors: BTreeMap<String, u64>,
     /// The first message of each code, to tell what went wrong.
     examples: BTreeMap<String, String>,
+    /// Under `--scrape`: latencies of the calls started in each group of phases.
+    by_phase: [Vec<Duration>; 3],
 }
 
 #[tokio::main]
@@ -128,10 +168,16 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => vec![None; workers],
     };
+    anyhow::ensure!(
+        args.scrape_phase >= Duration::from_secs(1) && args.scrape_phase.subsec_nanos() == 0,
+        "--scrape-phase must be whole seconds"
+    );
     let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + args.duration;
+    let phases = args.scrape.as_ref().map(|_| Phases { started, length: args.scrape_phase });
+    let scraper = args.scrape.clone().zip(phases).map(|(url, phases)| tokio::spawn(scrape(url, phases, deadline)));
     let tasks: Vec<_> = seeds
         .into_iter()
         .enumerate()
@@ -144,7 +190,11 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let mut seen = Seen::default();
                 let mut rollout = Rollout::default();
-                while Instant::now() < deadline {
+                loop {
+                    let begun = Instant::now();
+                    if begun >= deadline {
+                        break;
+                    }
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let (name, took, result) = if rpc.drives_rollouts() {
                         rollout.step(&channel, &bearer, &reporter, worker, n).await
@@ -159,6 +209,9 @@ async fn main() -> anyhow::Result<()> {
                         *seen.errors.entry(code).or_default() += 1;
                     }
                     seen.latencies.entry(name).or_default().push(took);
+                    if let Some(phases) = phases {
+                        seen.by_phase[phases.group(begun)].push(took);
+                    }
                 }
                 seen
             })
@@ -168,8 +221,14 @@ async fn main() -> anyhow::Result<()> {
     let mut by_rpc: BTreeMap<&'static str, hdrhistogram::Histogram<u64>> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut examples: BTreeMap<String, String> = BTreeMap::new();
+    let mut by_phase = [new_histogram()?, new_histogram()?, new_histogram()?];
     for task in tasks {
         let seen = task.await?;
+        for (histogram, latencies) in by_phase.iter_mut().zip(seen.by_phase) {
+            for latency in latencies {
+                histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+            }
+        }
         for (name, latencies) in seen.latencies {
             let histogram = by_rpc.entry(name).or_insert(new_histogram()?);
             for latency in latencies {
@@ -184,6 +243,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let scrapes = match scraper {
+        Some(scraper) => Some(scraper.await??),
+        None => None,
+    };
     // The headline: the promotions of `promote`, every call otherwise.
     let mut histogram = new_histogram()?;
     for (name, h) in &by_rpc {
@@ -199,6 +262,28 @@ async fn main() -> anyhow::Result<()> {
     };
     let peak_rss_mib = args.server_pid.map(peak_rss_mib).transpose()?;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let scrape_report = scrapes.map(|took: Vec<Duration>| {
+        let phase = |h: &hdrhistogram::Histogram<u64>| {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            serde_json::json!({"calls": h.len(), "p50_ms": ms(0.5), "p99_ms": ms(0.99)})
+        };
+        let change = |from: &hdrhistogram::Histogram<u64>, to: &hdrhistogram::Histogram<u64>| {
+            let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64;
+            (p99(to) / p99(from).max(1.0) - 1.0) * 100.0
+        };
+        let [quiet_a, quiet_b, scraped] = &by_phase;
+        let mut quiet = quiet_a.clone();
+        quiet.add(quiet_b).expect("histograms of the same bounds");
+        serde_json::json!({
+            "phase_seconds": args.scrape_phase.as_secs(),
+            "scrapes": took.len(),
+            "scrape_ms_mean": took.iter().sum::<Duration>().as_secs_f64() * 1000.0 / took.len().max(1) as f64,
+            "quiet": phase(&quiet),
+            "scraped": phase(scraped),
+            "p99_change_percent": change(&quiet, scraped),
+            "quiet_p99_spread_percent": change(quiet_a, quiet_b).abs(),
+        })
+    });
     let report = serde_json::json!({
         "rpc": format!("{:?}", args.rpc).to_lowercase(),
         "concurrency": workers,
@@ -221,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
                 "calls": h.len(), "rate": h.len() as f64 / elapsed, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
             }))
         }).collect::<serde_json::Map<_, _>>(),
+        "scrape": scrape_report,
     });
     if args.json {
         println!("{report}");
@@ -242,8 +328,32 @@ async fn main() -> anyhow::Result<()> {
                 println!("  {name}: {figures}");
             }
         }
+        if !report["scrape"].is_null() {
+            println!("  scrape: {}", report["scrape"]);
+        }
     }
     Ok(())
+}
+
+/// Scrapes `url` every second of the scraped phases until `deadline`, and
+/// returns how long each scrape took. A failed scrape fails the run: its
+/// comparison would not be of what it says.
+async fn scrape(url: String, phases: Phases, deadline: Instant) -> anyhow::Result<Vec<Duration>> {
+    let client = reqwest::Client::new();
+    let mut ticks = tokio::time::interval_at(phases.started.into(), Duration::from_secs(1));
+    let mut took = Vec::new();
+    loop {
+        let tick = ticks.tick().await.into_std();
+        if tick >= deadline {
+            return Ok(took);
+        }
+        if phases.group(tick) == Phases::SCRAPED {
+            let begun = Instant::now();
+            let body = client.get(&url).send().await?.error_for_status()?.bytes().await?;
+            anyhow::ensure!(!body.is_empty(), "an empty scrape of {url}");
+            took.push(begun.elapsed());
+        }
+    }
 }
 
 /// LAB's success count once the connector (a simulator reports on its own)
