@@ -4,13 +4,18 @@
 
 mod common;
 
-use common::{Backend, assert_code, create_request, evidence, scrape, start_server};
+use common::{Backend, TestDatabase, assert_code, create_request, evidence, new_deployment, scrape, start_server};
 use eucora::v1 as pb;
 use eucora::v1::risk_model_service_client::RiskModelServiceClient;
+use eucora_services::domain::DeploymentStatus;
+use eucora_services::store::{NewCreate, Store, StoreConfig};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-on_every_backend!(scores_are_computed_explained_and_follow_the_active_model);
+on_every_backend!(
+    scores_are_computed_explained_and_follow_the_active_model,
+    history_counts_what_falls_in_its_window_whatever_order_it_was_stored_in
+);
 
 fn global(request_id: &str, app: &str, evidence: pb::EvidencePack) -> pb::CreateDeploymentRequest {
     pb::CreateDeploymentRequest {
@@ -185,4 +190,58 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
     let m = scrape(&server).await;
     assert_eq!(m.value("risk_score_distribution_count", &[("requires_cab", "true")]), 2.0);
     server.stop().await;
+}
+
+/// The history factors' counts at the edges of their windows (30 days for
+/// creations, 90 for ends). The recent count reads from the first
+/// deployment created in the window on, in stored order, so it must skip an
+/// older one stored after that.
+async fn history_counts_what_falls_in_its_window_whatever_order_it_was_stored_in(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let now = eucora_services::clock::Clock::system().now();
+    let days = chrono::Duration::days;
+    let made: Vec<_> = [("h", 10), ("h", 40), ("other", 1), ("h", 0)]
+        .into_iter()
+        .map(|(app, age)| {
+            let mut made = new_deployment(app);
+            made.0.created_at = now - days(age);
+            made
+        })
+        .collect();
+    let request_ids: Vec<String> = (0..made.len()).map(|n| format!("history-{n}")).collect();
+    let batch: Vec<NewCreate<'_>> = made
+        .iter()
+        .zip(&request_ids)
+        .map(|((deployment, events), id)| NewCreate { request_id: id, fingerprint: id, deployment, events })
+        .collect();
+    assert!(store.create_deployments(&batch).await.iter().all(Result::is_ok));
+
+    let recent = |histories: &std::collections::HashMap<String, eucora_services::domain::risk::History>, app: &str| {
+        histories.get(app).map_or(0, |history| history.deployments_last_30_days)
+    };
+    let today = store.app_histories(&["h", "other", "none"], now).await.unwrap();
+    assert_eq!((recent(&today, "h"), recent(&today, "other"), recent(&today, "none")), (2, 1, 0));
+    let later = store.app_histories(&["h", "other"], now + days(25)).await.unwrap();
+    assert_eq!((recent(&later, "h"), recent(&later, "other")), (1, 1), "10 and 40 days old then: out");
+    let past = store.app_histories(&["h", "other"], now + days(31)).await.unwrap();
+    assert_eq!((recent(&past, "h"), recent(&past, "other")), (0, 0));
+
+    // Ends: one completed 5 days ago, one failed 100 days ago (outside 90 days).
+    for ((deployment, _), (status, age)) in
+        made.iter().zip([(DeploymentStatus::Completed, 5), (DeploymentStatus::Failed, 100)])
+    {
+        let ended =
+            eucora_services::domain::Deployment { status, ended_at: Some(now - days(age)), ..deployment.clone() };
+        store.save_deployment(&ended, &[]).await.unwrap();
+    }
+    let h = store.app_histories(&["h"], now).await.unwrap()["h"];
+    assert_eq!((h.completed_last_90_days, h.failed_last_90_days), (1, 0));
+    let h = store.app_histories(&["h"], now - days(20)).await.unwrap()["h"];
+    assert_eq!(
+        (h.completed_last_90_days, h.failed_last_90_days),
+        (1, 1),
+        "with the window reaching 110 days back, both in"
+    );
 }

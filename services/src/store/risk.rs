@@ -4,6 +4,7 @@
 use crate::domain::Label;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::{Expr, ExprTrait, Order};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use super::audit::{RequestKey, record_request};
@@ -158,12 +159,28 @@ impl Store {
             return Ok(std::collections::HashMap::new());
         }
         self.guard(async {
+            let since = now - chrono::Duration::days(30);
+            // The count reads each app's entries from the first deployment
+            // created since then, in the order they were stored. One created
+            // later but stored before it (within the moments a create spends
+            // between its clock reading and its commit) is not counted. An
+            // exact start, the least seq created since then, would read the
+            // whole window or, as SQLite plans it, every older row.
+            let first_since = sea_orm::sea_query::Query::select()
+                .column(deployment::Column::Seq)
+                .from(deployment::Entity)
+                .and_where(deployment::Column::CreatedAt.gte(since))
+                .order_by(deployment::Column::CreatedAt, Order::Asc)
+                .order_by(deployment::Column::Seq, Order::Asc)
+                .limit(1)
+                .to_owned();
             let recent: Vec<(String, i64)> = deployment::Entity::find()
                 .select_only()
                 .column(deployment::Column::AppName)
                 .column_as(deployment::Column::Seq.count(), "recent")
                 .filter(deployment::Column::AppName.is_in(apps.iter().copied()))
-                .filter(deployment::Column::CreatedAt.gte(now - chrono::Duration::days(30)))
+                .filter(Expr::col(deployment::Column::Seq).gte(Expr::SubQuery(None, Box::new(first_since.into()))))
+                .filter(deployment::Column::CreatedAt.gte(since))
                 .group_by(deployment::Column::AppName)
                 .into_tuple()
                 .all(&self.db)

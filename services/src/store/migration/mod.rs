@@ -9,6 +9,7 @@ mod m20261203_000001_dispatch_claims;
 mod m20261203_000002_app_history_indexes;
 mod m20261203_000003_change_calendar;
 mod m20261204_000001_drop_superseded_index;
+mod m20261204_000002_one_app_index;
 
 use sea_orm_migration::prelude::*;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_app_history_indexes::Migration),
             Box::new(m20261203_000003_change_calendar::Migration),
             Box::new(m20261204_000001_drop_superseded_index::Migration),
+            Box::new(m20261204_000002_one_app_index::Migration),
         ]
     }
 }
