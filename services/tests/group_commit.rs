@@ -1,16 +1,24 @@
 //! Group commit of creates against the real databases: one transaction for
 //! a batch, each item answered on its own — a request id used before (or
 //! earlier in the batch) answers with its deployment, and an item that fails
-//! fails only itself.
+//! fails only itself; and a flood of concurrent creates through the server,
+//! whose batches are scored while the one before commits.
 
 mod common;
 
-use common::{Backend, TestDatabase, new_deployment};
+use std::collections::{HashMap, HashSet};
+
+use common::{Backend, TestDatabase, create_request, new_deployment, start_server};
+use eucora::v1 as pb;
 use eucora_services::domain::{Deployment, NewEvent};
 use eucora_services::store::{CreateOutcome, NewCreate, Store, StoreConfig};
 use uuid::Uuid;
 
-on_every_backend!(a_batch_answers_each_create_on_its_own, a_large_batch_is_stored_whole_and_in_order);
+on_every_backend!(
+    a_batch_answers_each_create_on_its_own,
+    a_large_batch_is_stored_whole_and_in_order,
+    a_flood_of_creates_reusing_request_ids_stores_each_once_with_its_events_in_order
+);
 
 fn item<'a>(request_id: &'a str, (deployment, events): &'a (Deployment, Vec<NewEvent>)) -> NewCreate<'a> {
     NewCreate { request_id, fingerprint: request_id, deployment, events }
@@ -103,4 +111,49 @@ fn reused(n: usize) -> Option<usize> {
         40 => Some(7),
         _ => None,
     }
+}
+
+/// 240 creates at once, each of 80 request ids sent three times: batches
+/// overlap (one scored while another commits), and a request id's copies land
+/// in the same batch or in different ones.
+async fn a_flood_of_creates_reusing_request_ids_stores_each_once_with_its_events_in_order(backend: Backend) {
+    const IDS: usize = 80;
+    let server = start_server(backend).await;
+    let calls: Vec<_> = (0..IDS * 3)
+        .map(|n| {
+            let mut client = server.deployments();
+            let request = create_request(&format!("flood-{}", n % IDS), &format!("app-{}", n % IDS % 7), 10);
+            tokio::spawn(async move { (n % IDS, client.create_deployment(request).await) })
+        })
+        .collect();
+    let mut answered: HashMap<usize, HashSet<String>> = HashMap::new();
+    for call in calls {
+        let (request, answer) = call.await.unwrap();
+        let deployment = answer.expect("every create is answered with its deployment").into_inner().deployment.unwrap();
+        answered.entry(request).or_default().insert(deployment.id);
+    }
+    assert_eq!(answered.len(), IDS);
+    assert!(answered.values().all(|ids| ids.len() == 1), "one deployment per request id: {answered:?}");
+    let created: HashSet<String> = answered.into_values().flatten().collect();
+
+    let mut client = server.deployments();
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListEventsRequest { page_size: 100, page_token, ..Default::default() };
+        let page = client.list_events(request).await.unwrap().into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(events.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
+    let mut made = HashMap::<&str, usize>::new();
+    for event in events.iter().filter(|event| event.kind() == pb::DeploymentEventKind::Created) {
+        *made.entry(event.deployment_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(made.len(), IDS, "a created event for each deployment and no other");
+    assert!(made.iter().all(|(id, n)| *n == 1 && created.contains(*id)), "{made:?}");
+    server.stop().await;
 }
