@@ -136,6 +136,10 @@ struct Seen {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    anyhow::ensure!(
+        args.scrape_phase >= Duration::from_secs(1) && args.scrape_phase.subsec_nanos() == 0,
+        "--scrape-phase must be whole seconds"
+    );
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         let channel =
@@ -168,10 +172,6 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => vec![None; workers],
     };
-    anyhow::ensure!(
-        args.scrape_phase >= Duration::from_secs(1) && args.scrape_phase.subsec_nanos() == 0,
-        "--scrape-phase must be whole seconds"
-    );
     let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -572,5 +572,20 @@ impl Rollout {
             self.deployment = None;
         }
         (name, took, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_alternate_quiet_and_scraped_and_the_quiet_ones_alternate_halves() {
+        let started = Instant::now();
+        let phases = Phases { started, length: Duration::from_secs(2) };
+        let groups: Vec<usize> =
+            (0..12).map(|second| phases.group(started + Duration::from_millis(second * 1000 + 500))).collect();
+        let (a, b, s) = (Phases::QUIET_A, Phases::QUIET_B, Phases::SCRAPED);
+        assert_eq!(groups, [a, a, s, s, b, b, s, s, a, a, s, s]);
     }
 }

@@ -162,10 +162,10 @@ impl Store {
             let since = now - chrono::Duration::days(30);
             // The count reads each app's entries from the first deployment
             // created since then, in the order they were stored. One created
-            // later but stored before it (within the moments a create spends
-            // between its clock reading and its commit) is not counted. An
-            // exact start, the least seq created since then, would read the
-            // whole window or, as SQLite plans it, every older row.
+            // just after that one but stored before it (as only creates in
+            // flight together can be) is not counted. An exact start, the
+            // least seq created since then, would read the whole window or,
+            // as SQLite plans it, every older row.
             let first_since = sea_orm::sea_query::Query::select()
                 .column(deployment::Column::Seq)
                 .from(deployment::Entity)
