@@ -66,21 +66,29 @@ impl Controller {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let fence = tokio::select! {
                 () = stop.cancelled() => return,
                 // Taken over: whatever the former holder left is looked at now.
-                () = lease.changed() => if let Some(fence) = lease.fence() { self.sweep(&fence).await },
-                _ = ticks.tick() => if let Some(fence) = lease.fence() { self.sweep(&fence).await },
+                () = lease.changed() => lease.fence(),
+                _ = ticks.tick() => lease.fence(),
                 received = feed.recv() => match (received, lease.fence()) {
-                    (_, None) => {}
+                    (_, None) => None,
                     (Ok(event), Some(fence)) if wakes_controller(&event) && event.event.actor != ACTOR => {
-                        self.evaluate(event.event.deployment_id, &fence).await;
+                        if self.evaluate(event.event.deployment_id, &fence).await.is_err() {
+                            lease.refused(&fence);
+                        }
+                        None
                     }
-                    (Ok(_), _) => {}
+                    (Ok(_), _) => None,
                     // Missed some events: look at everything instead.
-                    (Err(broadcast::error::RecvError::Lagged(_)), Some(fence)) => self.sweep(&fence).await,
+                    (Err(broadcast::error::RecvError::Lagged(_)), fence) => fence,
                     (Err(broadcast::error::RecvError::Closed), _) => return,
                 },
+            };
+            if let Some(fence) = fence
+                && self.sweep(&fence).await.is_err()
+            {
+                lease.refused(&fence);
             }
         }
     }
@@ -88,7 +96,11 @@ impl Controller {
     /// Lifts an expired freeze, then evaluates every deploying deployment
     /// under `fence`; publishes how many are stalled and how many the
     /// calendar holds.
-    pub async fn sweep(&self, fence: &Fence) {
+    ///
+    /// # Errors
+    /// [`LeaseLost`] when an action under `fence` was refused: the sweep
+    /// stops there, as every further action would be refused too.
+    pub async fn sweep(&self, fence: &Fence) -> Result<(), LeaseLost> {
         // Idempotent (only an expired freeze is removed): no fence needed.
         let ctx = self.clock.context(ACTOR.to_owned(), "the change freeze reached its expiry".to_owned(), None);
         if let Err(err) = self.calendar.expire_freeze(&ctx).await {
@@ -103,7 +115,7 @@ impl Controller {
             Ok(read) => read,
             Err(err) => {
                 tracing::warn!(error = %err, "controller sweep could not read the ring policies and calendar");
-                return;
+                return Ok(());
             }
         };
         let mut after = None;
@@ -114,12 +126,12 @@ impl Controller {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(error = %err, "controller sweep could not list deployments");
-                    return;
+                    return Ok(());
                 }
             };
             for deployment in &page.items {
                 let policy = &policies[deployment.current_ring];
-                let acted = self.act(deployment, policy, &calendar, fence).await;
+                let acted = self.act(deployment, policy, &calendar, fence).await?;
                 if acted.deployment.is_some_and(|d| d.stalled_since.is_some()) {
                     stalled += 1;
                 }
@@ -136,25 +148,36 @@ impl Controller {
         for (label, count) in Hold::LABELS.iter().zip(held) {
             self.catalog.deployments_waiting_for_window(label, count);
         }
+        Ok(())
     }
 
     /// Evaluates one deployment now, under `fence`.
-    pub async fn evaluate(&self, id: Uuid, fence: &Fence) {
+    ///
+    /// # Errors
+    /// [`LeaseLost`] when its action under `fence` was refused.
+    pub async fn evaluate(&self, id: Uuid, fence: &Fence) -> Result<(), LeaseLost> {
         let read = async {
             let deployment = self.store.get_deployment(id).await?;
             let policy = self.store.get_policy(deployment.current_ring).await?;
             Ok::<_, crate::store::StoreError>((deployment, policy, self.store.calendar().await?))
         };
         match read.await {
-            Ok((deployment, policy, calendar)) => {
-                self.act(&deployment, &policy, &calendar, fence).await;
+            Ok((deployment, policy, calendar)) => self.act(&deployment, &policy, &calendar, fence).await.map(drop),
+            Err(err) => {
+                tracing::warn!(deployment = %id, error = %err, "controller could not read deployment");
+                Ok(())
             }
-            Err(err) => tracing::warn!(deployment = %id, error = %err, "controller could not read deployment"),
         }
     }
 
     /// Decides and acts under `policy` (the current ring's) and `calendar`.
-    async fn act(&self, deployment: &Deployment, policy: &RingPolicy, calendar: &Calendar, fence: &Fence) -> Acted {
+    async fn act(
+        &self,
+        deployment: &Deployment,
+        policy: &RingPolicy,
+        calendar: &Calendar,
+        fence: &Fence,
+    ) -> Result<Acted, LeaseLost> {
         let now = stored_time(self.clock.now());
         let mut evaluation = gate::evaluate(deployment, policy, now);
         let hold = calendar.check_gate(deployment, &mut evaluation);
@@ -190,7 +213,7 @@ impl Controller {
                 .await
                 .map(Some),
             Decision::Wait { .. } | Decision::Skip { .. } => {
-                return Acted { deployment: Some(deployment.clone()), held };
+                return Ok(Acted { deployment: Some(deployment.clone()), held });
             }
         };
         let deployment = match result {
@@ -202,7 +225,7 @@ impl Controller {
             Err(err @ AppError::Fenced(_)) => {
                 tracing::warn!(deployment = %deployment.id, action, error = %err, "controller action refused: this replica lost the lease");
                 self.catalog.controller_acted(action, ActionStatusLabel::Fenced);
-                None
+                return Err(LeaseLost);
             }
             Err(err) => {
                 // Someone else acted first, a connector is down, …: the next evaluation retries.
@@ -211,9 +234,14 @@ impl Controller {
                 None
             }
         };
-        Acted { deployment, held: None }
+        Ok(Acted { deployment, held: None })
     }
 }
+
+/// An action under the controller's fence was refused: another replica
+/// holds the lease now, whatever this one's keeper last heard.
+#[derive(Debug)]
+pub struct LeaseLost;
 
 /// What became of one evaluation.
 struct Acted {

@@ -34,7 +34,11 @@ pub struct LeaseKeeper {
 
 /// What a duty knows of its lease: the fence while held.
 #[derive(Clone, Debug)]
-pub struct LeaseHandle(watch::Receiver<Option<Fence>>);
+pub struct LeaseHandle {
+    current: watch::Receiver<Option<Fence>>,
+    /// The keeper's channel, to drop a fence a write was refused under.
+    keeper: Option<watch::Sender<Option<Fence>>>,
+}
 
 impl LeaseHandle {
     /// A lease that is always held (a duty outside any coordination, in tests).
@@ -42,18 +46,36 @@ impl LeaseHandle {
         let (tx, rx) = watch::channel(Some(Fence { lease, token: 0 }));
         // The receiver keeps the last value once the sender is gone.
         drop(tx);
-        LeaseHandle(rx)
+        LeaseHandle { current: rx, keeper: None }
     }
 
     /// The fence to act under, while the lease is held.
     pub fn fence(&self) -> Option<Fence> {
-        self.0.borrow().clone()
+        self.current.borrow().clone()
+    }
+
+    /// A write under `fence` was refused: the lease is held elsewhere, so
+    /// the duty stops acting now rather than at the keeper's next renewal
+    /// (a replica that was frozen wakes with a stale fence and would try
+    /// every action it had due). The keeper takes the lease again when it can.
+    pub fn refused(&self, fence: &Fence) {
+        let Some(keeper) = &self.keeper else { return };
+        let dropped = keeper.send_if_modified(|held| {
+            let stale = held.as_ref() == Some(fence);
+            if stale {
+                *held = None;
+            }
+            stale
+        });
+        if dropped {
+            tracing::warn!(lease = fence.lease, token = fence.token, "lease lost: a write under it was refused");
+        }
     }
 
     /// Resolves when the lease changes hands (taken, lost); never when the
     /// keeper is gone.
     pub async fn changed(&mut self) {
-        if self.0.changed().await.is_err() {
+        if self.current.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -73,9 +95,10 @@ impl LeaseKeeper {
         stop: CancellationToken,
     ) -> (LeaseHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(None);
+        let handle = LeaseHandle { current: rx, keeper: Some(tx.clone()) };
         let keeper = self.clone();
         let task = tokio::spawn(async move { keeper.run(name, tx, stop).await });
-        (LeaseHandle(rx), task)
+        (handle, task)
     }
 
     async fn run(&self, name: &'static str, current: watch::Sender<Option<Fence>>, stop: CancellationToken) {
@@ -118,5 +141,26 @@ impl LeaseKeeper {
         {
             tracing::warn!(lease = name, error = %err, "lease not released; it lapses by itself");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_fence_is_dropped_but_a_newer_one_is_kept() {
+        let (old, new) = (Fence { lease: CONTROLLER, token: 4 }, Fence { lease: CONTROLLER, token: 5 });
+        let (tx, rx) = watch::channel(Some(new.clone()));
+        let handle = LeaseHandle { current: rx, keeper: Some(tx) };
+        // A write decided under an older fence, refused after the keeper renewed.
+        handle.refused(&old);
+        assert_eq!(handle.fence(), Some(new.clone()));
+        handle.refused(&new);
+        assert_eq!(handle.fence(), None);
+        // Outside coordination nothing is dropped.
+        let always = LeaseHandle::always(CONTROLLER);
+        always.refused(&Fence { lease: CONTROLLER, token: 0 });
+        assert!(always.fence().is_some());
     }
 }
