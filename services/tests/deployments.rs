@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{
-    APPROVER, Backend, OPERATOR, REPORTER, assert_code, create, create_request, events_of, start_server,
-    start_server_with, started,
+    APPROVER, Backend, OPERATOR, REPORTER, assert_code, create, create_request, events_of, list_all_events,
+    start_server, start_server_with, started,
 };
-use eucora::auth::Authenticated;
 use eucora::v1 as pb;
 use eucora::v1::deployment_service_client::DeploymentServiceClient;
 use eucora::v1::watch_deployments_response::Payload;
@@ -340,21 +339,6 @@ async fn next_event(stream: &mut tonic::Streaming<pb::WatchDeploymentsResponse>)
         .expect("no error")
         .payload
         .expect("payload")
-}
-
-/// Every event of the fleet, read through ListEvents a page at a time from `after`.
-async fn list_all_events(client: &mut DeploymentServiceClient<Authenticated>, after: i64) -> Vec<pb::DeploymentEvent> {
-    let mut events = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListEventsRequest { after_sequence: after, page_size: 3, page_token };
-        let page = client.list_events(request).await.unwrap().into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        page_token = page.next_page_token;
-    }
 }
 
 async fn a_watch_resumes_from_a_sequence_and_list_events_pages_the_log(backend: Backend) {

@@ -8,10 +8,10 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::{Backend, TestDatabase, create_request, new_deployment, start_server};
+use common::{Backend, TestDatabase, create_request, list_all_events, new_create, new_deployment, start_server};
 use eucora::v1 as pb;
 use eucora_services::domain::{Deployment, NewEvent};
-use eucora_services::store::{CreateOutcome, NewCreate, Store, StoreConfig};
+use eucora_services::store::{CreateOutcome, NewCreate};
 use uuid::Uuid;
 
 on_every_backend!(
@@ -20,16 +20,12 @@ on_every_backend!(
     a_flood_of_creates_reusing_request_ids_stores_each_once_with_its_events_in_order
 );
 
-fn item<'a>(request_id: &'a str, (deployment, events): &'a (Deployment, Vec<NewEvent>)) -> NewCreate<'a> {
-    NewCreate { request_id, fingerprint: request_id, deployment, events }
-}
-
 async fn a_batch_answers_each_create_on_its_own(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     let taken = new_deployment("taken");
-    let CreateOutcome::Created(existing) = store.create_deployments(&[item("taken", &taken)]).await.remove(0).unwrap()
+    let CreateOutcome::Created(existing) =
+        store.create_deployments(&[new_create("taken", &taken)]).await.remove(0).unwrap()
     else {
         panic!("a first create creates");
     };
@@ -38,7 +34,13 @@ async fn a_batch_answers_each_create_on_its_own(backend: Backend) {
     // A new request whose deployment id is already stored: the insert fails.
     let mut clash = new_deployment("clash");
     clash.0.id = existing.id;
-    let batch = [item("a", &a), item("taken", &taken), item("clash", &clash), item("d", &d), item("d", &again)];
+    let batch = [
+        new_create("a", &a),
+        new_create("taken", &taken),
+        new_create("clash", &clash),
+        new_create("d", &d),
+        new_create("d", &again),
+    ];
     let outcomes = store.create_deployments(&batch).await;
 
     assert!(matches!(&outcomes[0], Ok(CreateOutcome::Created(created)) if created.id == a.0.id), "{:?}", outcomes[0]);
@@ -71,11 +73,11 @@ async fn a_batch_answers_each_create_on_its_own(backend: Backend) {
 /// id used again in the same statement, one in a later one.
 async fn a_large_batch_is_stored_whole_and_in_order(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     let creates: Vec<(String, (Deployment, Vec<NewEvent>))> =
         (0..71).map(|n| (format!("request-{}", reused(n).unwrap_or(n)), new_deployment(&format!("app-{n}")))).collect();
-    let batch: Vec<NewCreate<'_>> = creates.iter().map(|(request_id, created)| item(request_id, created)).collect();
+    let batch: Vec<NewCreate<'_>> =
+        creates.iter().map(|(request_id, created)| new_create(request_id, created)).collect();
     let outcomes = store.create_deployments(&batch).await;
 
     let mut expected_events = Vec::new();
@@ -136,18 +138,7 @@ async fn a_flood_of_creates_reusing_request_ids_stores_each_once_with_its_events
     assert!(answered.values().all(|ids| ids.len() == 1), "one deployment per request id: {answered:?}");
     let created: HashSet<String> = answered.into_values().flatten().collect();
 
-    let mut client = server.deployments();
-    let mut events = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListEventsRequest { page_size: 100, page_token, ..Default::default() };
-        let page = client.list_events(request).await.unwrap().into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let events = list_all_events(&mut server.deployments(), 0).await;
     assert!(events.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
     let mut made = HashMap::<&str, usize>::new();
     for event in events.iter().filter(|event| event.kind() == pb::DeploymentEventKind::Created) {

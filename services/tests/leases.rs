@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{Backend, TestDatabase};
 use eucora_services::domain::connector::Health;
-use eucora_services::store::{Store, StoreConfig, StoreError};
+use eucora_services::store::StoreError;
 
 on_every_backend!(a_lease_has_one_holder_and_a_former_holder_cannot_write);
 
@@ -22,8 +22,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
 
 async fn a_lease_has_one_holder_and_a_former_holder_cannot_write(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     let acquire = |holder: &'static str, held: Option<i64>, seconds: i64| {
         let store = &store;
         async move { store.acquire_lease("controller", holder, held, at(seconds), PERIOD).await.unwrap() }

@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{Backend, TestDatabase, assert_code, create_request, evidence, new_deployment, scrape, start_server};
+use common::{
+    Backend, TestDatabase, assert_code, create_request, evidence, new_create, new_deployment, scrape, start_server,
+};
 use eucora::v1 as pb;
 use eucora::v1::risk_model_service_client::RiskModelServiceClient;
 use eucora_services::domain::DeploymentStatus;
-use eucora_services::store::{NewCreate, Store, StoreConfig};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -198,8 +199,7 @@ async fn scores_are_computed_explained_and_follow_the_active_model(backend: Back
 /// older one stored after that.
 async fn history_counts_what_falls_in_its_window_whatever_order_it_was_stored_in(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = Store::connect(&StoreConfig::new(&database.url)).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     let now = eucora_services::clock::Clock::system().now();
     let days = chrono::Duration::days;
     let made: Vec<_> = [("h", 10), ("h", 40), ("other", 1), ("h", 0)]
@@ -211,11 +211,7 @@ async fn history_counts_what_falls_in_its_window_whatever_order_it_was_stored_in
         })
         .collect();
     let request_ids: Vec<String> = (0..made.len()).map(|n| format!("history-{n}")).collect();
-    let batch: Vec<NewCreate<'_>> = made
-        .iter()
-        .zip(&request_ids)
-        .map(|((deployment, events), id)| NewCreate { request_id: id, fingerprint: id, deployment, events })
-        .collect();
+    let batch: Vec<_> = made.iter().zip(&request_ids).map(|(made, id)| new_create(id, made)).collect();
     assert!(store.create_deployments(&batch).await.iter().all(Result::is_ok));
 
     let recent = |histories: &std::collections::HashMap<String, eucora_services::domain::risk::History>, app: &str| {

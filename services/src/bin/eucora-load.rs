@@ -217,23 +217,18 @@ async fn main() -> anyhow::Result<()> {
             })
         })
         .collect();
-    let new_histogram = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
-    let mut by_rpc: BTreeMap<&'static str, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    let new_histogram = || Histogram::new_with_bounds(1, 60_000_000, 3);
+    let mut by_rpc: BTreeMap<&'static str, Histogram> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut examples: BTreeMap<String, String> = BTreeMap::new();
     let mut by_phase = [new_histogram()?, new_histogram()?, new_histogram()?];
     for task in tasks {
         let seen = task.await?;
         for (histogram, latencies) in by_phase.iter_mut().zip(seen.by_phase) {
-            for latency in latencies {
-                histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-            }
+            record(histogram, latencies);
         }
         for (name, latencies) in seen.latencies {
-            let histogram = by_rpc.entry(name).or_insert(new_histogram()?);
-            for latency in latencies {
-                histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-            }
+            record(by_rpc.entry(name).or_insert(new_histogram()?), latencies);
         }
         for (code, n) in seen.errors {
             *errors.entry(code).or_default() += n;
@@ -255,22 +250,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let calls = histogram.len();
-    let all_calls: u64 = by_rpc.values().map(hdrhistogram::Histogram::len).sum();
+    let all_calls: u64 = by_rpc.values().map(Histogram::len).sum();
     let cpu = match (args.server_pid, cpu_before) {
         (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
         _ => None,
     };
     let peak_rss_mib = args.server_pid.map(peak_rss_mib).transpose()?;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| ms_at(&histogram, q);
     let scrape_report = scrapes.map(|took: Vec<Duration>| {
-        let phase = |h: &hdrhistogram::Histogram<u64>| {
-            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            serde_json::json!({"calls": h.len(), "p50_ms": ms(0.5), "p99_ms": ms(0.99)})
-        };
-        let change = |from: &hdrhistogram::Histogram<u64>, to: &hdrhistogram::Histogram<u64>| {
-            let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64;
-            (p99(to) / p99(from).max(1.0) - 1.0) * 100.0
-        };
+        let phase =
+            |h: &Histogram| serde_json::json!({"calls": h.len(), "p50_ms": ms_at(h, 0.5), "p99_ms": ms_at(h, 0.99)});
+        let change = |from: &Histogram, to: &Histogram| (ms_at(to, 0.99) / ms_at(from, 0.99).max(0.001) - 1.0) * 100.0;
         let [quiet_a, quiet_b, scraped] = &by_phase;
         let mut quiet = quiet_a.clone();
         quiet.add(quiet_b).expect("histograms of the same bounds");
@@ -301,9 +291,8 @@ async fn main() -> anyhow::Result<()> {
         "server_cpu_us_per_call": cpu.map(|cpu| cpu * 1e6 / all_calls.max(1) as f64),
         "server_peak_rss_mib": peak_rss_mib,
         "by_rpc": by_rpc.iter().map(|(name, h)| {
-            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
             (name.to_string(), serde_json::json!({
-                "calls": h.len(), "rate": h.len() as f64 / elapsed, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+                "calls": h.len(), "rate": h.len() as f64 / elapsed, "p50_ms": ms_at(h, 0.5), "p99_ms": ms_at(h, 0.99),
             }))
         }).collect::<serde_json::Map<_, _>>(),
         "scrape": scrape_report,
@@ -333,6 +322,20 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+type Histogram = hdrhistogram::Histogram<u64>;
+
+/// Adds `latencies` to `histogram`, in microseconds.
+fn record(histogram: &mut Histogram, latencies: Vec<Duration>) {
+    for latency in latencies {
+        histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+}
+
+/// The latency at quantile `q`, in milliseconds.
+fn ms_at(histogram: &Histogram, q: f64) -> f64 {
+    histogram.value_at_quantile(q) as f64 / 1000.0
 }
 
 /// Scrapes `url` every second of the scraped phases until `deadline`, and

@@ -253,8 +253,12 @@ impl Store {
                     Ok::<_, StoreError>(PageKeys::new(keys.collect::<StoreResult<Vec<_>>>()?))
                 })
                 .await?;
-            let page =
-                Page::from_rows((*keys).clone(), limit, |(seq, ..)| *seq, |(_, id, revision)| Ok((id, revision)))?;
+            let page = Page::from_rows(
+                std::sync::Arc::unwrap_or_clone(keys),
+                limit,
+                |(seq, ..)| *seq,
+                |(_, id, revision)| Ok((id, revision)),
+            )?;
             let items = self.deployments_at(&page.items).await?;
             Ok(Page { items, keys: page.keys, next_after: page.next_after })
         })

@@ -65,6 +65,13 @@ impl TestDatabase {
         }
     }
 
+    /// A store on this database, migrated (the database must outlive it).
+    pub async fn migrated_store(&self) -> Store {
+        let store = Store::connect(&StoreConfig::new(&self.url)).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
     /// A SQLite file at `path`, left in place afterwards (the caller owns the directory).
     pub fn sqlite_at(path: &std::path::Path) -> TestDatabase {
         TestDatabase { url: format!("sqlite://{}", path.display()), postgres_name: None, _dir: None }
@@ -649,6 +656,32 @@ impl ServerProcess {
         })
         .await;
         process
+    }
+}
+
+/// A create of a group commit, with `request_id` as its fingerprint too.
+pub fn new_create<'a>(
+    request_id: &'a str,
+    (deployment, events): &'a (eucora_services::domain::Deployment, Vec<eucora_services::domain::NewEvent>),
+) -> eucora_services::store::NewCreate<'a> {
+    eucora_services::store::NewCreate { request_id, fingerprint: request_id, deployment, events }
+}
+
+/// Every event of the fleet, read through ListEvents a page (of three) at a time from `after`.
+pub async fn list_all_events(
+    client: &mut DeploymentServiceClient<Authenticated>,
+    after: i64,
+) -> Vec<pb::DeploymentEvent> {
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListEventsRequest { after_sequence: after, page_size: 3, page_token };
+        let page = client.list_events(request).await.unwrap().into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
     }
 }
 
